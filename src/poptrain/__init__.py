@@ -1,0 +1,51 @@
+"""poptrain: Population Based Training of neural networks.
+
+    import poptrain
+    run = poptrain.create_run(name="demo", space={"lr": poptrain.Float(1e-4, 1e-1, log=True)},
+                              population_size=8, metric="val_acc")
+    run.optimize(MyTrainable, steps=40)
+    print(run.best())
+"""
+
+from poptrain.errors import (
+    CheckpointError,
+    ConfigError,
+    MetricError,
+    PoptrainError,
+    RunExistsError,
+    RunNotFoundError,
+    SearchSpaceError,
+    StorageError,
+    StrategyError,
+    TrainableError,
+)
+from poptrain.progress import ProgressListener
+from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, ScoreRecord
+from poptrain.results import BestMember, ScheduleSegment
+from poptrain.run import Action, Run, create_run, load_run
+from poptrain.space import Choice, Float, Int, SearchSpace
+from poptrain.strategy import (
+    Decision,
+    Explored,
+    MemberSnapshot,
+    Strategy,
+    every,
+    perturb,
+    plan_generation,
+    plan_member,
+    resample,
+    tournament,
+    truncation,
+)
+from poptrain.trainable import Trainable, TrainContext
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action", "BestMember", "CheckpointError", "CheckpointRecord", "Choice", "ConfigError", "Decision", "Explored",
+    "Float", "GenerationRecord", "Int", "MemberRecord", "MemberSnapshot", "MetricError", "PoptrainError",
+    "ProgressListener", "Run", "RunExistsError", "RunNotFoundError", "RunRecord", "ScheduleSegment", "ScoreRecord",
+    "SearchSpace", "SearchSpaceError", "StorageError", "Strategy", "StrategyError", "TrainContext", "Trainable",
+    "TrainableError", "create_run", "every", "load_run", "perturb", "plan_generation", "plan_member", "resample",
+    "tournament", "truncation",
+]

@@ -1,0 +1,7 @@
+"""Checkpoint stores: atomic, hashed, checked on load."""
+
+from poptrain.checkpoints._base import CheckpointStore, deserialize, serialize, sha256
+from poptrain.checkpoints._local import LocalCheckpointStore
+from poptrain.checkpoints._memory import InMemoryCheckpointStore
+
+__all__ = ["CheckpointStore", "InMemoryCheckpointStore", "LocalCheckpointStore", "deserialize", "serialize", "sha256"]

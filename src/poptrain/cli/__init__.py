@@ -1,0 +1,1 @@
+"""The ``poptrain`` command line."""

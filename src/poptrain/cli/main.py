@@ -1,0 +1,160 @@
+"""``poptrain run | status | export``: errors are one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from poptrain.errors import ConfigError, PoptrainError
+
+EXIT_ERROR = 2
+
+
+def _add_storage_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", help="SQLAlchemy URL (default: SQLite in ROOT/NAME/poptrain.db)")
+    parser.add_argument("--root", default="runs", help="folder that holds run folders (default: runs)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="poptrain", description="Population Based Training of neural networks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="create a run from an experiment module or YAML config and train it")
+    run.add_argument("target", help="a module (poptrain.experiments.digits), a .py file or a .yaml config")
+    run.add_argument("--name", help="run name (default: the experiment's name)")
+    run.add_argument("--steps", type=int, help="override the number of steps per member")
+    run.add_argument("--population", type=int, help="override the population size")
+    run.add_argument("--seed", type=int, help="override the seed")
+    run.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name first")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_storage_args(run)
+
+    status = commands.add_parser("status", help="show a run's state, members and best member")
+    status.add_argument("name")
+    _add_storage_args(status)
+
+    export = commands.add_parser("export", help="write a run's scores (csv) or everything (json)")
+    export.add_argument("name")
+    export.add_argument("--format", choices=["csv", "json"], required=True)
+    export.add_argument("--output", help="file to write (default: standard output)")
+    _add_storage_args(export)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import poptrain
+    from poptrain.experiment import load_experiment
+    from poptrain.report.terminal import TerminalProgress, print_summary
+
+    spec = load_experiment(args.target)
+    for attr, value in (("steps", args.steps), ("population_size", args.population), ("seed", args.seed)):
+        if value is not None:
+            setattr(spec, attr, value)
+    if args.population is not None and spec.initial_hparams is not None and len(spec.initial_hparams) != args.population:
+        raise ConfigError(f"this experiment fixes {len(spec.initial_hparams)} initial members; drop --population")
+    name = args.name or spec.name
+    folder = Path(args.root) / name
+    if args.overwrite and folder.exists():
+        if args.storage is not None:
+            raise ConfigError("--overwrite deletes the run folder of the default SQLite storage; with --storage pick a new --name")
+        shutil.rmtree(folder)
+    started = time.monotonic()
+    run = poptrain.create_run(name=name, storage=args.storage, root=args.root, **spec.run_kwargs())
+    progress = None if args.quiet else TerminalProgress(run.metric, run.mode)
+    run.optimize(spec.trainable, steps=spec.steps, progress=progress)
+    extra = spec.summarize(run) if spec.summarize else {}
+    print_summary(run.name, run.metric, run.best(), extra, wall_time=time.monotonic() - started)
+    where = args.storage or str(folder / "poptrain.db")
+    print(f"Stored in {where}; see it again with: poptrain status {run.name}" + (f" --root {args.root}" if args.root != "runs" else ""))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    import poptrain
+
+    run = poptrain.load_run(args.name, storage=args.storage, root=args.root)
+    members = run.members()
+    console = Console(width=160)
+    console.print(f"[bold]Run {run.name}[/]: {run.record.state}, {len(members)} members, metric {run.metric} ({run.mode})")
+    table = Table()
+    for column in ("member", "state", "step", "generation", run.metric, *run.space):
+        table.add_column(column)
+    for m in members:
+        score = "-" if m.score is None else f"{m.score:.4f}"
+        table.add_row(str(m.slot), m.state, str(m.step), str(m.generation), score, *(f"{m.hparams[k]:.4g}" if isinstance(m.hparams[k], float) else str(m.hparams[k]) for k in run.space))
+    console.print(table)
+    best = run.best()
+    if best is not None:
+        console.print(f"Best: member {best.slot}, {run.metric} = {best.score:.4f} at step {best.step}")
+    failed = [m for m in members if m.state == "failed" and m.error]
+    for m in failed:
+        console.print(f"[red]member {m.slot} failed:[/]\n{m.error}")
+    return 0
+
+
+def _export_payload(run: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    best = run.best()
+    return {
+        "run": asdict(run.record),
+        "members": [asdict(m) for m in run.members()],
+        "lineage": [asdict(g) for g in run.lineage()],
+        "scores": [asdict(s) for s in run.scores()],
+        "best": asdict(best) if best else None,
+    }
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import poptrain
+
+    run = poptrain.load_run(args.name, storage=args.storage, root=args.root)
+    if args.format == "csv":
+        text = run.to_dataframe().to_csv(index=False)
+    else:
+        text = json.dumps(_export_payload(run), indent=2, default=str, allow_nan=True)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    target = Path(args.output)
+    if not target.parent.is_dir():
+        raise ConfigError(f"cannot write {target}: folder {target.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    print(f"wrote {target}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``poptrain`` command."""
+    args = _parser().parse_args(argv)
+    handlers = {"run": _cmd_run, "status": _cmd_status, "export": _cmd_export}
+    try:
+        return handlers[args.command](args)
+    except PoptrainError as exc:
+        print(f"poptrain: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("poptrain: interrupted; the run is stored as far as it got", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

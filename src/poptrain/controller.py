@@ -1,0 +1,140 @@
+"""The imperative shell around the pure PBT decisions: it trains members through an executor's
+hands, records scores, saves checkpoints at ready points, plans decisions and applies them."""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from poptrain.checkpoints import CheckpointStore
+from poptrain.errors import PoptrainError, TrainableError
+from poptrain.progress import ProgressListener
+from poptrain.records import MemberRecord, ReadyPoint, RunRecord, ScoreRecord
+from poptrain.seeding import decision_rng, member_seed
+from poptrain.space import SearchSpace
+from poptrain.storage import Storage
+from poptrain.strategy import Decision, MemberSnapshot, Strategy, plan_generation
+from poptrain.trainable import Trainable, TrainContext, read_score
+
+
+class Controller:
+    """Owns a run's I/O while it trains. Executors call these methods; they decide nothing."""
+
+    def __init__(
+        self,
+        run: RunRecord,
+        storage: Storage,
+        checkpoints: CheckpointStore,
+        space: SearchSpace,
+        strategy: Strategy,
+        trainable_factory: Callable[[], Trainable],
+        total_steps: int,
+        progress: ProgressListener | None = None,
+    ) -> None:
+        self.run = run
+        self.storage = storage
+        self.checkpoints = checkpoints
+        self.space = space
+        self.strategy = strategy
+        self.trainable_factory = trainable_factory
+        self.total_steps = total_steps
+        self.progress = progress or ProgressListener()
+        self.metric = run.metric
+
+    # --- views ------------------------------------------------------------------
+    def members(self) -> list[MemberRecord]:
+        return self.storage.get_members(self.run.id)
+
+    def snapshot(self, member: MemberRecord) -> MemberSnapshot:
+        fitness = self.run.fitness(member.ready_score) if member.last_ready_step > 0 else None
+        if fitness is not None and math.isnan(fitness):
+            fitness = -math.inf
+        return MemberSnapshot(member.slot, member.step, dict(member.hparams), fitness, member.last_ready_step, member.generation)
+
+    def is_ready(self, member: MemberRecord, step: int) -> bool:
+        """Whether ``member`` is ready after finishing ``step`` (never at the final step)."""
+        if step >= self.total_steps:
+            return False
+        return bool(self.strategy.ready(replace(self.snapshot(member), step=step)))
+
+    # --- training ---------------------------------------------------------------
+    def start_member(self, member: MemberRecord) -> Trainable:
+        """A live trainable for ``member``, restored from its resume checkpoint if it has one."""
+        context = TrainContext(self.run.name, member.slot, member_seed(self.run.seed, member.slot))
+        trainable = self._call(member.slot, member.step, "construct", self.trainable_factory)
+        self._call(member.slot, member.step, "setup", trainable.setup, dict(member.hparams), context)
+        if member.resume_checkpoint_id is not None:
+            state = self.checkpoints.load(self.storage.get_checkpoint(member.resume_checkpoint_id))
+            self._call(member.slot, member.step, "load_state_dict", trainable.load_state_dict, state)
+        self.storage.set_member_state(self.run.id, member.slot, "running")
+        return trainable
+
+    def train_step(self, member: MemberRecord, trainable: Trainable) -> tuple[MemberRecord, float]:
+        """Train ``member`` one step, evaluate it and record the score."""
+        step = member.step + 1
+        self._call(member.slot, step, "step", trainable.step)
+        result = self._call(member.slot, step, "evaluate", trainable.evaluate)
+        value, metrics = read_score(result, self.metric)
+        self.storage.record_scores(
+            self.run.id, [ScoreRecord(member.slot, step, value, member.generation_id, metrics, time.time())]
+        )
+        self.progress.on_score(member.slot, step, value, member.hparams, member.generation)
+        return replace(member, step=step, score=value), value
+
+    def ready_points(
+        self, entries: Sequence[tuple[MemberRecord, Trainable]], *, decide: bool
+    ) -> list[tuple[MemberRecord, Decision | None]]:
+        """Checkpoint members at their current step, plan their decisions against one population
+        snapshot (a single member: asynchronous; many: a synchronous generation), record all
+        of it in one transaction and apply the decisions to the live trainables."""
+        points = []
+        for member, trainable in entries:
+            state = self._call(member.slot, member.step, "state_dict", trainable.state_dict)
+            points.append((member, self.checkpoints.save(member.slot, member.step, state)))
+        decisions: dict[int, Decision] = {}
+        if decide:
+            updated = {m.slot: replace(m, last_ready_step=m.step, ready_score=m.score) for m, _ in points}
+            population = [self.snapshot(updated.get(m.slot, m)) for m in self.members()]
+            ready = [p for p in population if p.slot in updated]
+            planned = plan_generation(
+                population, self.space, self.strategy,
+                lambda m: decision_rng(self.run.seed, m.slot, m.step), members=ready,
+            )
+            decisions = {d.slot: d for d in planned}
+        records = self.storage.record_ready(
+            self.run.id,
+            [ReadyPoint(m.slot, m.step, ckpt, m.score, decisions.get(m.slot)) for m, ckpt in points],
+        )
+        results = []
+        for (member, _), (_, trainable), record in zip(points, entries, records):
+            decision = decisions.get(member.slot)
+            if decision is not None:
+                self.apply(record, decision, trainable)
+                self.progress.on_decision(decision)
+            results.append((record, decision))
+        return results
+
+    def apply(self, member: MemberRecord, decision: Decision, trainable: Trainable) -> None:
+        """Load the donor's checkpoint (exploit) and set the new hyperparameters in place."""
+        if decision.kind == "exploit" and member.resume_checkpoint_id is not None:
+            state = self.checkpoints.load(self.storage.get_checkpoint(member.resume_checkpoint_id))
+            self._call(member.slot, member.step, "load_state_dict", trainable.load_state_dict, state)
+        self._call(member.slot, member.step, "set_hparams", trainable.set_hparams, dict(decision.hparams))
+
+    def finish_member(self, member: MemberRecord) -> None:
+        self.storage.set_member_state(self.run.id, member.slot, "finished")
+
+    def _call(self, slot: int, step: int, what: str, fn: Callable, *args: object) -> object:
+        try:
+            return fn(*args)
+        except PoptrainError:
+            raise
+        except Exception as exc:
+            detail = "".join(traceback.format_exception(exc)).strip()
+            self.storage.set_member_state(self.run.id, slot, "failed", detail)
+            raise TrainableError(
+                f"member {slot} failed in {what}() at step {step}: {type(exc).__name__}: {exc}"
+            ) from exc

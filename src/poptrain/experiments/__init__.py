@@ -1,0 +1,1 @@
+"""Experiments shipped with poptrain, each runnable with ``poptrain run poptrain.experiments.NAME``."""

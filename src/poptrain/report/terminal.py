@@ -1,0 +1,119 @@
+"""Progress on the terminal: a rich progress bar with ETA when attached to a terminal, plain
+log lines otherwise (CI, files); and the end-of-run summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+from poptrain.progress import ProgressListener
+from poptrain.results import BestMember
+from poptrain.strategy import Decision
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class TerminalProgress(ProgressListener):
+    """Shows steps done out of all, the best score so far and the decisions taken."""
+
+    def __init__(self, metric: str, mode: str, *, stream: IO[str] | None = None, live: bool | None = None, lines: int = 10) -> None:
+        self.metric = metric
+        self.mode = mode
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.lines = lines
+        self.total = 0
+        self.done = 0
+        self.best: float | None = None
+        self.decisions = 0
+        self._progress: Any = None
+        self._task: Any = None
+        self._next_line = 0
+        self._started = 0.0
+        self._name = ""
+
+    def _better(self, value: float) -> bool:
+        if value != value:  # NaN
+            return False
+        return self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+
+    def _status(self) -> str:
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        return f"best {self.metric} {best}, {self.decisions} decisions"
+
+    def on_start(self, run_name: str, population_size: int, total_steps: int, done_steps: int) -> None:
+        self.total, self.done, self._name, self._started = total_steps, done_steps, run_name, time.monotonic()
+        self._next_line = done_steps + max(1, total_steps // self.lines)
+        if self.live:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn(f"[bold]{run_name}[/] ({population_size} members)"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("steps"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"), console=Console(file=self.stream), transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=total_steps, completed=done_steps, status=self._status())
+        else:
+            print(f"[{run_name}] training {population_size} members, {total_steps} steps in all", file=self.stream, flush=True)
+
+    def on_score(self, slot: int, step: int, value: float, hparams: dict, generation: int) -> None:
+        self.done += 1
+        if self._better(value):
+            self.best = value
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.done, status=self._status())
+        elif self.done >= self._next_line:
+            self._next_line += max(1, self.total // self.lines)
+            elapsed = time.monotonic() - self._started
+            print(
+                f"[{self._name}] {self.done}/{self.total} steps ({100 * self.done / max(1, self.total):.0f}%), "
+                f"{self._status()}, {elapsed:.1f}s",
+                file=self.stream, flush=True,
+            )
+
+    def on_decision(self, decision: Decision) -> None:
+        self.decisions += 1
+
+    def on_finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def print_summary(run_name: str, metric: str, best: BestMember | None, extra: dict[str, Any], *, wall_time: float, stream: IO[str] | None = None) -> None:
+    """The best member, its metrics and its hyperparameter schedule, as rich tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=stream or sys.stdout, width=160)
+    if best is None:
+        console.print(f"Run {run_name}: no member has a checkpointed score yet.")
+        return
+    console.print(f"[bold]Run {run_name}[/] finished in {wall_time:.1f}s")
+    console.print(f"Best member: {best.slot}, {metric} = {best.score:.4f} at step {best.step}")
+    for key, value in {**{k: v for k, v in best.metrics.items() if k != metric}, **extra}.items():
+        console.print(f"  {key} = {_fmt(value)}")
+    table = Table(title="Hyperparameter schedule of the best model (through its ancestry)")
+    table.add_column("steps")
+    table.add_column("member")
+    table.add_column("how it began")
+    names = list(best.hparams)
+    for name in names:
+        table.add_column(name)
+    for seg in best.schedule:
+        began = "initial sample" if seg.kind == "init" else (
+            f"copied member {seg.donor}" if seg.kind == "exploit" else "explored"
+        )
+        cells = []
+        for name in names:
+            op = seg.operations.get(name)
+            cells.append(_fmt(seg.hparams.get(name)) + (f" ({op})" if op else ""))
+        table.add_row(f"{seg.start_step}-{seg.end_step}", str(seg.slot), began, *cells)
+    console.print(table)

@@ -1,0 +1,125 @@
+"""What a run produced, computed from its records by pure functions: the best member, a
+member's hyperparameter schedule through its ancestry, and tables for export."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, ScoreRecord
+from poptrain.space import HParams
+
+
+@dataclass(frozen=True)
+class ScheduleSegment:
+    """Training with fixed hyperparameters from ``start_step`` to ``end_step`` of member ``slot``.
+
+    ``kind``/``donor``/``operations`` tell how the segment began (``"init"``, or the exploit or
+    explore decision that started it).
+    """
+
+    slot: int
+    start_step: int
+    end_step: int
+    hparams: HParams
+    kind: str
+    donor: int | None = None
+    operations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BestMember:
+    """The best member at its newest checkpoint, and the schedule that produced that model."""
+
+    slot: int
+    score: float
+    step: int
+    metrics: dict[str, float]
+    hparams: HParams
+    checkpoint: CheckpointRecord | None
+    schedule: list[ScheduleSegment]
+
+
+def generation_at(generations: Sequence[GenerationRecord], slot: int, step: int) -> GenerationRecord:
+    """The generation of ``slot`` that trained its ``step``-th step (the one active just before it)."""
+    active = None
+    for gen in generations:
+        if gen.slot == slot and (gen.start_step < step or gen.number == 0):
+            if active is None or gen.number > active.number:
+                active = gen
+    if active is None:
+        raise KeyError(f"member {slot} has no generation")
+    return active
+
+
+def schedule(
+    generations: Sequence[GenerationRecord],
+    checkpoints: Sequence[CheckpointRecord],
+    generation_id: int,
+    end_step: int,
+) -> list[ScheduleSegment]:
+    """The hyperparameter schedule that led to ``generation_id`` (ending at ``end_step``),
+    following exploits back through donors to step 0, oldest segment first."""
+    by_id = {g.id: g for g in generations}
+    ckpt_step = {c.id: c.step for c in checkpoints}
+    chain: list[GenerationRecord] = []
+    gen: GenerationRecord | None = by_id[generation_id]
+    while gen is not None:
+        chain.append(gen)
+        gen = by_id.get(gen.parent_id) if gen.parent_id is not None else None
+    chain.reverse()
+    segments = []
+    for i, gen in enumerate(chain):
+        if i + 1 < len(chain):
+            child = chain[i + 1]
+            end = ckpt_step.get(child.loaded_checkpoint_id, child.start_step) if child.loaded_checkpoint_id else child.start_step
+        else:
+            end = end_step
+        segments.append(ScheduleSegment(gen.slot, gen.start_step, end, dict(gen.hparams), gen.kind, gen.donor, dict(gen.operations)))
+    return segments
+
+
+def best_member(
+    run: RunRecord,
+    members: Sequence[MemberRecord],
+    generations: Sequence[GenerationRecord],
+    checkpoints: Sequence[CheckpointRecord],
+    scores: Sequence[ScoreRecord],
+) -> BestMember | None:
+    """The member whose newest checkpoint scored best (``None`` before any checkpoint)."""
+    by_id = {c.id: c for c in checkpoints}
+    candidates = []
+    for member in members:
+        ckpt = by_id.get(member.checkpoint_id) if member.checkpoint_id is not None else None
+        if ckpt is None or ckpt.score is None or math.isnan(ckpt.score):
+            continue
+        candidates.append((-(run.fitness(ckpt.score) or 0.0), member.slot, member, ckpt))
+    if not candidates:
+        return None
+    _, _, member, ckpt = min(candidates, key=lambda c: (c[0], c[1]))
+    gen = generation_at(generations, member.slot, ckpt.step)
+    metrics: dict[str, float] = {}
+    for score in scores:
+        if score.slot == member.slot and score.step == ckpt.step:
+            metrics = dict(score.metrics)
+    return BestMember(
+        member.slot, float(ckpt.score or 0.0), ckpt.step, metrics, dict(gen.hparams), ckpt,
+        schedule(generations, checkpoints, gen.id, ckpt.step),
+    )
+
+
+def score_rows(scores: Sequence[ScoreRecord], generations: Sequence[GenerationRecord]) -> list[dict[str, Any]]:
+    """One flat row per score: slot, step, generation, value, every metric and hyperparameter."""
+    by_id = {g.id: g for g in generations}
+    rows = []
+    for s in scores:
+        gen = by_id.get(s.generation_id)
+        row: dict[str, Any] = {"slot": s.slot, "step": s.step, "generation": gen.number if gen else None, "score": s.value}
+        row.update({f"metric.{k}": v for k, v in s.metrics.items()})
+        if gen is not None:
+            row.update({f"hp.{k}": v for k, v in gen.hparams.items()})
+        row["wall_time"] = s.wall_time
+        rows.append(row)
+    return rows

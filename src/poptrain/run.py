@@ -1,0 +1,309 @@
+"""The ``Run`` facade: create or load a run, train it, ask it what happened."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from poptrain.checkpoints import CheckpointStore, LocalCheckpointStore
+from poptrain.controller import Controller
+from poptrain.errors import ConfigError, RunExistsError, RunNotFoundError
+from poptrain.executors import Executor, get_executor
+from poptrain.progress import ProgressListener
+from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, ReadyPoint, RunRecord, ScoreRecord
+from poptrain.results import BestMember, ScheduleSegment, best_member, generation_at, schedule, score_rows
+from poptrain.seeding import decision_rng, initial_rng
+from poptrain.space import HParams, SearchSpace
+from poptrain.storage import Storage, open_storage
+from poptrain.strategy import (
+    Decision,
+    ExploitFn,
+    ExploreFn,
+    ReadyFn,
+    Strategy,
+    every,
+    perturb,
+    plan_generation,
+    strategy_from_spec,
+    strategy_to_spec,
+    truncation,
+)
+from poptrain.trainable import Trainable, read_score
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DEFAULT_ROOT = "runs"
+
+
+@dataclass(frozen=True)
+class Action:
+    """What ask/tell code should do after ``Run.report``.
+
+    ``kind`` is ``"continue"`` (nothing changes), ``"explore"`` (set ``hparams``) or
+    ``"exploit"`` (load ``load_state()``, the donor's checkpoint, then set ``hparams``).
+    """
+
+    kind: str
+    hparams: HParams = field(default_factory=dict)
+    donor: int | None = None
+    operations: Mapping[str, str] = field(default_factory=dict)
+    checkpoint: CheckpointRecord | None = None
+    _loader: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+
+    def load_state(self) -> Any:
+        """The donor's state to load (exploit only)."""
+        if self._loader is None:
+            raise ValueError(f"a {self.kind!r} action has no state to load")
+        return self._loader()
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(
+            f"run name {name!r} is not usable as a folder name; use letters, digits, '.', '_' and '-' (at most 128)"
+        )
+    return name
+
+
+def _run_paths(name: str, root: str | Path, storage: str | Storage | None) -> tuple[Storage, Path]:
+    folder = Path(root) / name
+    return open_storage(storage, default_path=str(folder / "poptrain.db")), folder
+
+
+class Run:
+    """A PBT run: its configuration, its storage and checkpoints, and what it has produced."""
+
+    def __init__(self, record: RunRecord, storage: Storage, checkpoints: CheckpointStore, space: SearchSpace, strategy: Strategy) -> None:
+        self.record = record
+        self.storage = storage
+        self.checkpoints = checkpoints
+        self.space = space
+        self.strategy = strategy
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def metric(self) -> str:
+        return self.record.metric
+
+    @property
+    def mode(self) -> str:
+        return self.record.mode
+
+    def refresh(self) -> Run:
+        """Re-read the run record (its state) from storage."""
+        self.record = self.storage.get_run(self.name)
+        return self
+
+    # --- training ---------------------------------------------------------------
+    def optimize(
+        self,
+        trainable: Callable[[], Trainable],
+        *,
+        steps: int,
+        executor: str | Executor = "sequential",
+        progress: ProgressListener | None = None,
+    ) -> Run:
+        """Train every member to ``steps`` steps with PBT. ``trainable`` is a ``Trainable``
+        subclass (or any zero-argument factory of one)."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
+        if not callable(trainable):
+            raise ConfigError(f"trainable must be a Trainable subclass or a factory of one, got {trainable!r}")
+        runner = get_executor(executor)
+        controller = Controller(self.record, self.storage, self.checkpoints, self.space, self.strategy, trainable, steps, progress)
+        listener = controller.progress
+        done = sum(min(m.step, steps) for m in self.members())
+        listener.on_start(self.name, len(self.members()), steps * len(self.members()), done)
+        self.storage.set_run_state(self.record.id, "running")
+        try:
+            runner.run(controller)
+        except BaseException:
+            self.storage.set_run_state(self.record.id, "failed")
+            raise
+        finally:
+            listener.on_finish()
+        self.storage.set_run_state(self.record.id, "finished")
+        self.refresh()
+        return self
+
+    def report(
+        self, slot: int, step: int, score: float | Mapping[str, float], *, state: Any = None
+    ) -> Action:
+        """Ask/tell: record that member ``slot`` reached ``step`` with ``score`` and say what to do.
+
+        ``state`` (the member's state, or a zero-argument callable returning it) is saved as a
+        checkpoint when the member is ready; it is required then.
+        """
+        members = {m.slot: m for m in self.members()}
+        if slot not in members:
+            raise ConfigError(f"no member in slot {slot}; this run has slots 0..{len(members) - 1}")
+        member = members[slot]
+        if isinstance(step, bool) or not isinstance(step, int) or step <= member.step:
+            raise ConfigError(f"member {slot} is at step {member.step}; report a later step, got {step!r}")
+        value, metrics = read_score(score, self.metric)
+        self.storage.record_scores(self.record.id, [ScoreRecord(slot, step, value, member.generation_id, metrics, time.time())])
+        member = replace(member, step=step, score=value)
+        controller = Controller(self.record, self.storage, self.checkpoints, self.space, self.strategy, lambda: None, 2**62)  # type: ignore[arg-type, return-value]
+        if not controller.is_ready(member, step):
+            return Action("continue")
+        if state is None:
+            raise ConfigError(f"member {slot} is ready at step {step}: pass state= (its state_dict) to report()")
+        ckpt = self.checkpoints.save(slot, step, state() if callable(state) else state)
+        updated = replace(member, last_ready_step=step, ready_score=value)
+        population = [controller.snapshot(updated if m.slot == slot else m) for m in members.values()]
+        me = controller.snapshot(updated)
+        planned = plan_generation(population, self.space, self.strategy, lambda m: decision_rng(self.record.seed, m.slot, m.step), members=[me])
+        decision: Decision | None = planned[0] if planned else None
+        [record] = self.storage.record_ready(self.record.id, [ReadyPoint(slot, step, ckpt, value, decision)])
+        if decision is None:
+            return Action("continue")
+        if decision.kind == "explore":
+            return Action("explore", dict(decision.hparams), None, dict(decision.operations))
+        loaded = self.storage.get_checkpoint(record.resume_checkpoint_id)  # type: ignore[arg-type]
+        return Action(
+            "exploit", dict(decision.hparams), decision.donor, dict(decision.operations), loaded,
+            lambda: self.checkpoints.load(loaded),
+        )
+
+    # --- results ------------------------------------------------------------------
+    def members(self) -> list[MemberRecord]:
+        """The population as it stands now."""
+        return self.storage.get_members(self.record.id)
+
+    def scores(self) -> list[ScoreRecord]:
+        """Every score recorded, in order."""
+        return self.storage.get_scores(self.record.id)
+
+    def lineage(self) -> list[GenerationRecord]:
+        """Every generation of every member: who copied whom, when, and what changed."""
+        return self.storage.get_generations(self.record.id)
+
+    def best(self) -> BestMember | None:
+        """The member whose newest checkpoint scores best, with its schedule; ``None`` before any."""
+        return best_member(
+            self.record, self.members(), self.lineage(), self.storage.get_checkpoints(self.record.id), self.scores()
+        )
+
+    def schedule(self, slot: int) -> list[ScheduleSegment]:
+        """Member ``slot``'s hyperparameter schedule, through its ancestry back to step 0."""
+        members = {m.slot: m for m in self.members()}
+        if slot not in members:
+            raise ConfigError(f"no member in slot {slot}")
+        generations = self.lineage()
+        gen = generation_at(generations, slot, members[slot].step) if members[slot].step else None
+        gen_id = gen.id if gen else members[slot].generation_id
+        return schedule(generations, self.storage.get_checkpoints(self.record.id), gen_id, members[slot].step)
+
+    def load_state(self, checkpoint: CheckpointRecord) -> Any:
+        """A checkpoint's state, its sha256 checked."""
+        return self.checkpoints.load(checkpoint)
+
+    def to_dataframe(self) -> Any:
+        """Every score as a pandas DataFrame: slot, step, generation, score, metric.* and hp.* columns."""
+        import pandas as pd
+
+        return pd.DataFrame(score_rows(self.scores(), self.lineage()))
+
+    def close(self) -> None:
+        self.storage.close()
+
+
+def create_run(
+    *,
+    name: str,
+    space: Mapping[str, Any] | SearchSpace,
+    population_size: int,
+    metric: str = "score",
+    mode: str = "max",
+    ready: ReadyFn = every(4),
+    exploit: ExploitFn | None = truncation(0.2),
+    explore: ExploreFn | None = perturb((0.8, 1.2), resample_probability=0.25),
+    inherit_hparams: bool = True,
+    synchronous: bool = False,
+    seed: int = 0,
+    storage: str | Storage | None = None,
+    checkpoints: CheckpointStore | str | Path | None = None,
+    root: str | Path = DEFAULT_ROOT,
+    initial_hparams: list[HParams] | None = None,
+) -> Run:
+    """Create a run and its population (hyperparameters drawn from ``space`` with ``seed``).
+
+    ``storage=None`` keeps everything in ``<root>/<name>/poptrain.db`` (SQLite) and
+    checkpoints in ``<root>/<name>/checkpoints``. ``storage="memory"`` keeps it in memory.
+    """
+    _check_name(name)
+    search_space = SearchSpace(space)
+    if isinstance(population_size, bool) or not isinstance(population_size, int) or population_size < 1:
+        raise ConfigError(f"population_size must be a whole number >= 1, got {population_size!r}")
+    if mode not in ("max", "min"):
+        raise ConfigError(f"mode must be 'max' or 'min', got {mode!r}")
+    if not isinstance(metric, str) or not metric:
+        raise ConfigError(f"metric must be a non-empty string naming what evaluate() returns, got {metric!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
+    strategy = Strategy(ready, exploit, explore, inherit_hparams, synchronous)
+    if initial_hparams is not None:
+        if len(initial_hparams) != population_size:
+            raise ConfigError(f"initial_hparams has {len(initial_hparams)} entries for a population of {population_size}")
+        first = [search_space.validate(h) for h in initial_hparams]
+    else:
+        first = [search_space.sample(initial_rng(seed, slot)) for slot in range(population_size)]
+    store, folder = _run_paths(name, root, storage)
+    spec = {
+        "space": search_space.to_dict(), "population_size": population_size, "metric": metric, "mode": mode,
+        "strategy": strategy_to_spec(strategy),
+    }
+    try:
+        record = store.create_run(name, spec=spec, seed=seed)
+    except RunExistsError:
+        store.close()
+        raise RunExistsError(
+            f"a run named {name!r} exists already in this storage; choose another name, or load_run({name!r})"
+        ) from None
+    store.add_members(record.id, first)
+    return Run(record, store, _checkpoint_store(checkpoints, folder, store), search_space, strategy)
+
+
+def _checkpoint_store(checkpoints: CheckpointStore | str | Path | None, folder: Path, storage: Storage) -> CheckpointStore:
+    if isinstance(checkpoints, CheckpointStore):
+        return checkpoints
+    from poptrain.storage import InMemoryStorage
+
+    if checkpoints is None and isinstance(storage, InMemoryStorage):
+        from poptrain.checkpoints import InMemoryCheckpointStore
+
+        return InMemoryCheckpointStore()
+    return LocalCheckpointStore(Path(checkpoints) if checkpoints is not None else folder / "checkpoints")
+
+
+def load_run(
+    name: str,
+    *,
+    storage: str | Storage | None = None,
+    checkpoints: CheckpointStore | str | Path | None = None,
+    root: str | Path = DEFAULT_ROOT,
+    **strategy_overrides: Any,
+) -> Run:
+    """Open an existing run. A run that used custom strategies that cannot be imported needs
+    them passed again (``ready=``, ``exploit=``, ``explore=``)."""
+    _check_name(name)
+    folder = Path(root) / name
+    if storage is None and not (folder / "poptrain.db").exists():
+        raise RunNotFoundError(f"no run named {name!r}: {folder / 'poptrain.db'} does not exist; check the name and --root")
+    store, folder = _run_paths(name, root, storage)
+    record = store.get_run(name)
+    spec = dict(record.spec["strategy"])
+    for key, value in strategy_overrides.items():
+        if key not in ("ready", "exploit", "explore"):
+            raise ConfigError(f"load_run() got an unexpected argument {key!r}")
+    base = dict(spec)
+    for key in strategy_overrides:  # placeholders, replaced below
+        base[key] = {"type": "every", "steps": 1} if key == "ready" else None
+    strategy = replace(strategy_from_spec(base), **strategy_overrides)
+    return Run(record, store, _checkpoint_store(checkpoints, folder, store), SearchSpace(record.spec["space"]), strategy)

@@ -1,0 +1,91 @@
+"""The storage contract every backend keeps.
+
+Rules:
+- Ids in, frozen records out. A record never changes once returned; ask again for news.
+- ``get_run`` of an unknown name raises ``RunNotFoundError``; unknown ids raise ``KeyError``.
+- Every ``record_*`` call is one transaction: all of it is written, or none of it.
+- ``record_ready`` first records every point's checkpoint, then applies the points'
+  decisions, so a decision's donor checkpoint is the donor's newest one, including one
+  recorded in the same call (synchronous PBT decides a whole generation at once).
+- A decision starts a new generation whose parent is the donor's current generation
+  (exploit) or the member's own (explore); the member's hyperparameters become the
+  decision's, and its ``resume_checkpoint_id`` becomes the loaded checkpoint.
+- Scores are appended; a member's ``step`` and ``score`` follow its newest score.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from poptrain.records import (
+    CheckpointRecord,
+    GenerationRecord,
+    MemberRecord,
+    ReadyPoint,
+    RunRecord,
+    ScoreRecord,
+)
+from poptrain.space import HParams
+
+SCHEMA_VERSION = 1
+
+
+class Storage(ABC):
+    """Where runs, members, scores, the lineage and checkpoint references live."""
+
+    @abstractmethod
+    def create_run(self, name: str, *, spec: dict[str, Any], seed: int) -> RunRecord:
+        """Create a run; ``RunExistsError`` if the name is taken."""
+
+    @abstractmethod
+    def get_run(self, name: str) -> RunRecord:
+        """The run of that name; ``RunNotFoundError`` if there is none."""
+
+    @abstractmethod
+    def list_runs(self) -> list[RunRecord]:
+        """All runs, oldest first."""
+
+    @abstractmethod
+    def set_run_state(self, run_id: int, state: str) -> None:
+        """Change a run's state (one of ``records.RUN_STATES``)."""
+
+    @abstractmethod
+    def add_members(self, run_id: int, initial_hparams: Sequence[HParams]) -> list[MemberRecord]:
+        """Create members in slots 0..n-1, each with generation 0 at step 0."""
+
+    @abstractmethod
+    def get_members(self, run_id: int) -> list[MemberRecord]:
+        """The run's members by slot."""
+
+    @abstractmethod
+    def set_member_state(self, run_id: int, slot: int, state: str, error: str | None = None) -> None:
+        """Change a member's state (one of ``records.MEMBER_STATES``), with an optional error text."""
+
+    @abstractmethod
+    def record_scores(self, run_id: int, scores: Sequence[ScoreRecord]) -> None:
+        """Append evaluations; each member's ``step`` and ``score`` follow its newest one."""
+
+    @abstractmethod
+    def record_ready(self, run_id: int, points: Sequence[ReadyPoint]) -> list[MemberRecord]:
+        """Record checkpoints and decisions of members at ready points; return the updated members."""
+
+    @abstractmethod
+    def get_generations(self, run_id: int) -> list[GenerationRecord]:
+        """The lineage: every generation of every member, in the order they were created."""
+
+    @abstractmethod
+    def get_scores(self, run_id: int) -> list[ScoreRecord]:
+        """Every score of the run, in the order recorded."""
+
+    @abstractmethod
+    def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord:
+        """A checkpoint reference; ``KeyError`` if unknown."""
+
+    @abstractmethod
+    def get_checkpoints(self, run_id: int) -> list[CheckpointRecord]:
+        """Every checkpoint reference of the run, oldest first."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,170 @@
+"""An in-memory storage: the contract with dicts, for tests and throwaway runs."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from poptrain.errors import RunExistsError, RunNotFoundError
+from poptrain.records import (
+    CheckpointRecord,
+    GenerationRecord,
+    MemberRecord,
+    ReadyPoint,
+    RunRecord,
+    ScoreRecord,
+)
+from poptrain.space import HParams
+from poptrain.storage._base import Storage
+
+
+class InMemoryStorage(Storage):
+    """Keeps everything in this process; lost when it ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._runs: dict[str, RunRecord] = {}
+        self._members: dict[int, dict[int, MemberRecord]] = {}
+        self._generations: dict[int, list[GenerationRecord]] = {}
+        self._scores: dict[int, list[ScoreRecord]] = {}
+        self._checkpoints: dict[int, CheckpointRecord] = {}
+        self._checkpoint_run: dict[int, int] = {}
+        self._ids = 0
+
+    def _next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def _run_by_id(self, run_id: int) -> RunRecord:
+        for run in self._runs.values():
+            if run.id == run_id:
+                return run
+        raise KeyError(f"no run with id {run_id}")
+
+    def create_run(self, name: str, *, spec: dict[str, Any], seed: int) -> RunRecord:
+        with self._lock:
+            if name in self._runs:
+                raise RunExistsError(f"a run named {name!r} exists already; pick another name or resume it")
+            run = RunRecord(self._next_id(), name, copy.deepcopy(spec), seed, "created", time.time())
+            self._runs[name] = run
+            self._members[run.id] = {}
+            self._generations[run.id] = []
+            self._scores[run.id] = []
+            return copy.deepcopy(run)
+
+    def get_run(self, name: str) -> RunRecord:
+        with self._lock:
+            if name not in self._runs:
+                raise RunNotFoundError(f"no run named {name!r} in this storage")
+            return copy.deepcopy(self._runs[name])
+
+    def list_runs(self) -> list[RunRecord]:
+        with self._lock:
+            return [copy.deepcopy(r) for r in sorted(self._runs.values(), key=lambda r: r.id)]
+
+    def set_run_state(self, run_id: int, state: str) -> None:
+        with self._lock:
+            run = self._run_by_id(run_id)
+            self._runs[run.name] = replace(run, state=state)
+
+    def add_members(self, run_id: int, initial_hparams: Sequence[HParams]) -> list[MemberRecord]:
+        with self._lock:
+            self._run_by_id(run_id)
+            members = self._members[run_id]
+            start = len(members)
+            for offset, hparams in enumerate(initial_hparams):
+                slot = start + offset
+                generation = GenerationRecord(self._next_id(), slot, 0, 0, dict(hparams), created_at=time.time())
+                self._generations[run_id].append(generation)
+                members[slot] = MemberRecord(self._next_id(), slot, "pending", 0, dict(hparams), generation.id, 0)
+            return self.get_members(run_id)
+
+    def get_members(self, run_id: int) -> list[MemberRecord]:
+        with self._lock:
+            if run_id not in self._members:
+                raise KeyError(f"no run with id {run_id}")
+            return [copy.deepcopy(m) for _, m in sorted(self._members[run_id].items())]
+
+    def _member(self, run_id: int, slot: int) -> MemberRecord:
+        try:
+            return self._members[run_id][slot]
+        except KeyError:
+            raise KeyError(f"no member in slot {slot} of run {run_id}") from None
+
+    def set_member_state(self, run_id: int, slot: int, state: str, error: str | None = None) -> None:
+        with self._lock:
+            member = self._member(run_id, slot)
+            self._members[run_id][slot] = replace(member, state=state, error=error)
+
+    def record_scores(self, run_id: int, scores: Sequence[ScoreRecord]) -> None:
+        with self._lock:
+            for score in scores:
+                self._member(run_id, score.slot)
+            for score in scores:
+                self._scores[run_id].append(copy.deepcopy(score))
+                member = self._members[run_id][score.slot]
+                self._members[run_id][score.slot] = replace(member, step=score.step, score=score.value)
+
+    def record_ready(self, run_id: int, points: Sequence[ReadyPoint]) -> list[MemberRecord]:
+        with self._lock:
+            members = dict(self._members[run_id])
+            generations = list(self._generations[run_id])
+            checkpoints: dict[int, CheckpointRecord] = {}
+            for point in points:
+                member = members[point.slot] if point.slot in members else self._member(run_id, point.slot)
+                ckpt = CheckpointRecord(
+                    self._next_id(), point.slot, point.step, point.checkpoint.uri,
+                    point.checkpoint.sha256, point.checkpoint.size_bytes, point.score,
+                )
+                checkpoints[ckpt.id] = ckpt
+                members[point.slot] = replace(
+                    member, step=max(member.step, point.step), last_ready_step=point.step,
+                    ready_score=point.score, checkpoint_id=ckpt.id, resume_checkpoint_id=ckpt.id,
+                )
+            for point in points:
+                decision = point.decision
+                if decision is None:
+                    continue
+                member = members[point.slot]
+                if decision.kind == "exploit":
+                    donor = members.get(decision.donor) or self._member(run_id, decision.donor)
+                    parent_id, loaded = donor.generation_id, donor.checkpoint_id
+                else:
+                    parent_id, loaded = member.generation_id, member.checkpoint_id
+                generation = GenerationRecord(
+                    self._next_id(), point.slot, member.generation + 1, point.step, dict(decision.hparams),
+                    decision.kind, parent_id, decision.donor, loaded, dict(decision.operations), time.time(),
+                )
+                generations.append(generation)
+                members[point.slot] = replace(
+                    member, hparams=dict(decision.hparams), generation_id=generation.id,
+                    generation=generation.number, resume_checkpoint_id=loaded,
+                )
+            self._members[run_id] = members
+            self._generations[run_id] = generations
+            for ckpt in checkpoints.values():
+                self._checkpoints[ckpt.id] = ckpt
+                self._checkpoint_run[ckpt.id] = run_id
+            return [copy.deepcopy(members[p.slot]) for p in points]
+
+    def get_generations(self, run_id: int) -> list[GenerationRecord]:
+        with self._lock:
+            return copy.deepcopy(self._generations[run_id])
+
+    def get_scores(self, run_id: int) -> list[ScoreRecord]:
+        with self._lock:
+            return copy.deepcopy(self._scores[run_id])
+
+    def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord:
+        with self._lock:
+            if checkpoint_id not in self._checkpoints:
+                raise KeyError(f"no checkpoint with id {checkpoint_id}")
+            return self._checkpoints[checkpoint_id]
+
+    def get_checkpoints(self, run_id: int) -> list[CheckpointRecord]:
+        with self._lock:
+            return [c for i, c in sorted(self._checkpoints.items()) if self._checkpoint_run[i] == run_id]

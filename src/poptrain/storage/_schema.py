@@ -1,0 +1,103 @@
+"""The SQL schema shared by SQLite and PostgreSQL (SQLAlchemy Core tables)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+meta = Table(
+    "poptrain_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(256), nullable=False, unique=True),
+    Column("spec", JSON, nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+members = Table(
+    "members",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("hparams", JSON, nullable=False),
+    Column("generation_id", Integer, nullable=True),
+    Column("generation", Integer, nullable=False),
+    Column("last_ready_step", Integer, nullable=False),
+    Column("score", Float, nullable=True),
+    Column("ready_score", Float, nullable=True),
+    Column("checkpoint_id", Integer, nullable=True),
+    Column("resume_checkpoint_id", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    UniqueConstraint("run_id", "slot", name="uq_members_run_slot"),
+)
+
+generations = Table(
+    "generations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("start_step", Integer, nullable=False),
+    Column("hparams", JSON, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("parent_id", Integer, nullable=True),
+    Column("donor", Integer, nullable=True),
+    Column("loaded_checkpoint_id", Integer, nullable=True),
+    Column("operations", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_generations_run", "run_id", "id"),
+)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("generation_id", Integer, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("wall_time", Float, nullable=False),
+    Index("ix_scores_run", "run_id", "id"),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("score", Float, nullable=True),
+    Index("ix_checkpoints_run", "run_id", "id"),
+)

@@ -1,0 +1,319 @@
+"""SQL storage through SQLAlchemy: SQLite (the embedded default) and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import create_engine, event, insert, select, update
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+
+from poptrain.errors import RunExistsError, RunNotFoundError, StorageError
+from poptrain.records import (
+    CheckpointRecord,
+    GenerationRecord,
+    MemberRecord,
+    ReadyPoint,
+    RunRecord,
+    ScoreRecord,
+)
+from poptrain.space import HParams
+from poptrain.storage import _schema as t
+from poptrain.storage._base import SCHEMA_VERSION, Storage
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _nan_to_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+class SQLStorage(Storage):
+    """Storage in a SQL database named by a SQLAlchemy URL (``sqlite:///runs/x/poptrain.db``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StorageError(
+                f"cannot read storage URL {url!r}; use e.g. sqlite:///runs/NAME/poptrain.db "
+                "or postgresql+psycopg://user@host/db"
+            ) from None
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            folder = os.path.dirname(os.path.abspath(parsed.database))
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the folder {folder!r} for the SQLite database: {exc.strerror}") from exc
+        try:
+            self.engine: Engine = create_engine(url, future=True)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise StorageError(
+                f"no database driver for {parsed.drivername!r} ({exc}); install it, e.g. pip install 'psycopg[binary]'"
+            ) from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                t.metadata.create_all(conn)
+                row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "schema_version")).first()
+                if row is None:
+                    conn.execute(insert(t.meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                    return
+        except SQLAlchemyError as exc:
+            raise StorageError(
+                f"cannot open storage {self._safe_url()}: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}; "
+                "check the URL and that the database server is running and reachable"
+            ) from None
+        found = row[0]
+        if not found.isdigit() or int(found) != SCHEMA_VERSION:
+            raise StorageError(
+                f"storage {self._safe_url()} has schema version {found!r}, this poptrain reads version {SCHEMA_VERSION}; "
+                "upgrade poptrain or use another database"
+            )
+
+    def _safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def _begin(self) -> Any:
+        return _Transaction(self)
+
+    # --- runs -----------------------------------------------------------------
+    @staticmethod
+    def _run(row: Any) -> RunRecord:
+        return RunRecord(row.id, row.name, dict(row.spec), row.seed, row.state, row.created_at)
+
+    def create_run(self, name: str, *, spec: dict[str, Any], seed: int) -> RunRecord:
+        try:
+            with self._begin() as conn:
+                result = conn.execute(
+                    insert(t.runs).values(name=name, spec=spec, seed=seed, state="created", created_at=time.time())
+                )
+                run_id = result.inserted_primary_key[0]
+                return self._run(conn.execute(select(t.runs).where(t.runs.c.id == run_id)).one())
+        except IntegrityError:
+            raise RunExistsError(f"a run named {name!r} exists already; pick another name or resume it") from None
+
+    def get_run(self, name: str) -> RunRecord:
+        with self._begin() as conn:
+            row = conn.execute(select(t.runs).where(t.runs.c.name == name)).first()
+        if row is None:
+            raise RunNotFoundError(f"no run named {name!r} in {self._safe_url()}")
+        return self._run(row)
+
+    def list_runs(self) -> list[RunRecord]:
+        with self._begin() as conn:
+            return [self._run(r) for r in conn.execute(select(t.runs).order_by(t.runs.c.id))]
+
+    def set_run_state(self, run_id: int, state: str) -> None:
+        with self._begin() as conn:
+            if conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(state=state)).rowcount == 0:
+                raise KeyError(f"no run with id {run_id}")
+
+    # --- members --------------------------------------------------------------
+    @staticmethod
+    def _member(row: Any, generation_number: int | None = None) -> MemberRecord:
+        return MemberRecord(
+            row.id, row.slot, row.state, row.step, dict(row.hparams), row.generation_id,
+            row.generation if generation_number is None else generation_number,
+            row.last_ready_step, row.score, row.ready_score, row.checkpoint_id, row.resume_checkpoint_id, row.error,
+        )
+
+    def add_members(self, run_id: int, initial_hparams: Sequence[HParams]) -> list[MemberRecord]:
+        with self._begin() as conn:
+            if conn.execute(select(t.runs.c.id).where(t.runs.c.id == run_id)).first() is None:
+                raise KeyError(f"no run with id {run_id}")
+            start = len(conn.execute(select(t.members.c.id).where(t.members.c.run_id == run_id)).all())
+            now = time.time()
+            for offset, hparams in enumerate(initial_hparams):
+                slot = start + offset
+                gen_id = conn.execute(
+                    insert(t.generations).values(
+                        run_id=run_id, slot=slot, number=0, start_step=0, hparams=dict(hparams), kind="init",
+                        parent_id=None, donor=None, loaded_checkpoint_id=None, operations={}, created_at=now,
+                    )
+                ).inserted_primary_key[0]
+                conn.execute(
+                    insert(t.members).values(
+                        run_id=run_id, slot=slot, state="pending", step=0, hparams=dict(hparams),
+                        generation_id=gen_id, generation=0, last_ready_step=0,
+                    )
+                )
+        return self.get_members(run_id)
+
+    def get_members(self, run_id: int) -> list[MemberRecord]:
+        with self._begin() as conn:
+            if conn.execute(select(t.runs.c.id).where(t.runs.c.id == run_id)).first() is None:
+                raise KeyError(f"no run with id {run_id}")
+            rows = conn.execute(select(t.members).where(t.members.c.run_id == run_id).order_by(t.members.c.slot))
+            return [self._member(r) for r in rows]
+
+    def set_member_state(self, run_id: int, slot: int, state: str, error: str | None = None) -> None:
+        with self._begin() as conn:
+            result = conn.execute(
+                update(t.members)
+                .where(t.members.c.run_id == run_id, t.members.c.slot == slot)
+                .values(state=state, error=error)
+            )
+            if result.rowcount == 0:
+                raise KeyError(f"no member in slot {slot} of run {run_id}")
+
+    # --- scores and ready points ------------------------------------------------
+    def record_scores(self, run_id: int, scores: Sequence[ScoreRecord]) -> None:
+        if not scores:
+            return
+        with self._begin() as conn:
+            conn.execute(
+                insert(t.scores),
+                [
+                    {
+                        "run_id": run_id, "slot": s.slot, "generation_id": s.generation_id, "step": s.step,
+                        "value": s.value, "metrics": dict(s.metrics), "wall_time": s.wall_time,
+                    }
+                    for s in scores
+                ],
+            )
+            newest: dict[int, ScoreRecord] = {}
+            for s in scores:
+                newest[s.slot] = s
+            for slot, s in newest.items():
+                result = conn.execute(
+                    update(t.members)
+                    .where(t.members.c.run_id == run_id, t.members.c.slot == slot)
+                    .values(step=s.step, score=_nan_to_none(s.value))
+                )
+                if result.rowcount == 0:
+                    raise KeyError(f"no member in slot {slot} of run {run_id}")
+
+    def record_ready(self, run_id: int, points: Sequence[ReadyPoint]) -> list[MemberRecord]:
+        with self._begin() as conn:
+            def member_row(slot: int) -> Any:
+                row = conn.execute(
+                    select(t.members).where(t.members.c.run_id == run_id, t.members.c.slot == slot)
+                ).first()
+                if row is None:
+                    raise KeyError(f"no member in slot {slot} of run {run_id}")
+                return row
+
+            for p in points:
+                row = member_row(p.slot)
+                ckpt_id = conn.execute(
+                    insert(t.checkpoints).values(
+                        run_id=run_id, slot=p.slot, step=p.step, uri=p.checkpoint.uri, sha256=p.checkpoint.sha256,
+                        size_bytes=p.checkpoint.size_bytes, score=_nan_to_none(p.score),
+                    )
+                ).inserted_primary_key[0]
+                conn.execute(
+                    update(t.members)
+                    .where(t.members.c.id == row.id)
+                    .values(
+                        step=max(row.step, p.step), last_ready_step=p.step, ready_score=_nan_to_none(p.score),
+                        checkpoint_id=ckpt_id, resume_checkpoint_id=ckpt_id,
+                    )
+                )
+            now = time.time()
+            for p in points:
+                decision = p.decision
+                if decision is None:
+                    continue
+                row = member_row(p.slot)
+                source = member_row(decision.donor) if decision.kind == "exploit" else row
+                gen_id = conn.execute(
+                    insert(t.generations).values(
+                        run_id=run_id, slot=p.slot, number=row.generation + 1, start_step=p.step,
+                        hparams=dict(decision.hparams), kind=decision.kind, parent_id=source.generation_id,
+                        donor=decision.donor, loaded_checkpoint_id=source.checkpoint_id,
+                        operations=dict(decision.operations), created_at=now,
+                    )
+                ).inserted_primary_key[0]
+                conn.execute(
+                    update(t.members)
+                    .where(t.members.c.id == row.id)
+                    .values(
+                        hparams=dict(decision.hparams), generation_id=gen_id, generation=row.generation + 1,
+                        resume_checkpoint_id=source.checkpoint_id,
+                    )
+                )
+            return [self._member(member_row(p.slot)) for p in points]
+
+    # --- reads ------------------------------------------------------------------
+    def get_generations(self, run_id: int) -> list[GenerationRecord]:
+        with self._begin() as conn:
+            rows = conn.execute(select(t.generations).where(t.generations.c.run_id == run_id).order_by(t.generations.c.id))
+            return [
+                GenerationRecord(
+                    r.id, r.slot, r.number, r.start_step, dict(r.hparams), r.kind, r.parent_id, r.donor,
+                    r.loaded_checkpoint_id, dict(r.operations), r.created_at,
+                )
+                for r in rows
+            ]
+
+    def get_scores(self, run_id: int) -> list[ScoreRecord]:
+        with self._begin() as conn:
+            rows = conn.execute(select(t.scores).where(t.scores.c.run_id == run_id).order_by(t.scores.c.id))
+            return [ScoreRecord(r.slot, r.step, r.value, r.generation_id, dict(r.metrics), r.wall_time) for r in rows]
+
+    @staticmethod
+    def _checkpoint(r: Any) -> CheckpointRecord:
+        return CheckpointRecord(r.id, r.slot, r.step, r.uri, r.sha256, r.size_bytes, r.score)
+
+    def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord:
+        with self._begin() as conn:
+            row = conn.execute(select(t.checkpoints).where(t.checkpoints.c.id == checkpoint_id)).first()
+        if row is None:
+            raise KeyError(f"no checkpoint with id {checkpoint_id}")
+        return self._checkpoint(row)
+
+    def get_checkpoints(self, run_id: int) -> list[CheckpointRecord]:
+        with self._begin() as conn:
+            rows = conn.execute(select(t.checkpoints).where(t.checkpoints.c.run_id == run_id).order_by(t.checkpoints.c.id))
+            return [self._checkpoint(r) for r in rows]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class _Transaction:
+    """``with`` block: one transaction, driver errors turned into ``StorageError``."""
+
+    def __init__(self, storage: SQLStorage) -> None:
+        self._storage = storage
+        self._context: Any = None
+
+    def __enter__(self) -> Connection:
+        try:
+            self._context = self._storage.engine.begin()
+            return self._context.__enter__()
+        except SQLAlchemyError as exc:
+            raise StorageError(
+                f"cannot reach storage {self._storage._safe_url()}: {str(getattr(exc, 'orig', exc)).splitlines()[0]}; "
+                "check that the database is reachable"
+            ) from None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            self._context.__exit__(exc_type, exc, tb)
+        except SQLAlchemyError as error:
+            raise StorageError(
+                f"storage {self._storage._safe_url()} failed: {str(getattr(error, 'orig', error)).splitlines()[0]}"
+            ) from None
+        if exc is not None and isinstance(exc, SQLAlchemyError) and not isinstance(exc, IntegrityError):
+            raise StorageError(
+                f"storage {self._storage._safe_url()} failed: {str(getattr(exc, 'orig', exc)).splitlines()[0]}"
+            ) from exc
+        return False

@@ -1,0 +1,79 @@
+"""The frozen inputs and outputs of the PBT decisions, and the strategy signatures."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from poptrain.space import HParams, SearchSpace
+
+
+@dataclass(frozen=True)
+class MemberSnapshot:
+    """What the strategies may know of one member at decision time.
+
+    ``fitness`` is the member's score at its latest ready point, oriented so that higher is
+    better (a ``mode="min"`` run negates it), ``-inf`` after a NaN or infinite score (such a
+    member ranks last), ``None`` before its first ready point.
+    """
+
+    slot: int
+    step: int
+    hparams: HParams
+    fitness: float | None = None
+    last_ready_step: int = 0
+    generation: int = 0
+
+    @property
+    def ranked(self) -> bool:
+        """Whether this member can take part in a comparison (has a finite fitness)."""
+        return self.fitness is not None and not math.isnan(self.fitness)
+
+
+@dataclass(frozen=True)
+class Explored:
+    """The outcome of an explore: the new hyperparameters and what was done to each."""
+
+    hparams: HParams
+    operations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a ready member does next, as data.
+
+    ``kind`` is ``"exploit"`` (weights copied from ``donor``, then explored) or ``"explore"``
+    (own weights kept, hyperparameters explored). ``operations`` maps each changed
+    hyperparameter to a readable description such as ``"* 0.8"``.
+    """
+
+    slot: int
+    step: int
+    kind: Literal["exploit", "explore"]
+    hparams: HParams
+    donor: int | None = None
+    operations: Mapping[str, str] = field(default_factory=dict)
+
+
+class ReadyFn(Protocol):
+    """``ready(member) -> bool``: whether a member should compare itself with the population now."""
+
+    def __call__(self, member: MemberSnapshot) -> bool: ...
+
+
+class ExploitFn(Protocol):
+    """``exploit(member, population, rng) -> donor slot | None``."""
+
+    def __call__(
+        self, member: MemberSnapshot, population: Sequence[MemberSnapshot], rng: np.random.Generator
+    ) -> int | None: ...
+
+
+class ExploreFn(Protocol):
+    """``explore(hparams, space, rng) -> Explored``."""
+
+    def __call__(self, hparams: HParams, space: SearchSpace, rng: np.random.Generator) -> Explored: ...

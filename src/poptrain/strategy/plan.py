@@ -1,0 +1,120 @@
+"""Turn the three strategies into decisions: ``plan_member`` (asynchronous PBT) and
+``plan_generation`` (synchronous PBT). Pure: no I/O, randomness only from the given generator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from poptrain.errors import PoptrainError, StrategyError
+from poptrain.space import SearchSpace
+from poptrain.strategy._types import Decision, ExploitFn, Explored, ExploreFn, MemberSnapshot, ReadyFn
+from poptrain.strategy.exploit import truncation
+from poptrain.strategy.explore import perturb
+from poptrain.strategy.ready import every
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """The PBT recipe of a run.
+
+    ``exploit=None`` never copies weights (explore-only); ``explore=None`` copies without
+    changing the hyperparameters (exploit-only). ``inherit_hparams=False`` copies only the
+    weights and explores from the member's own hyperparameters. ``synchronous=True`` makes
+    all members reach each ready point before any decides (generations).
+    """
+
+    ready: ReadyFn = every(4)
+    exploit: ExploitFn | None = truncation(0.2)
+    explore: ExploreFn | None = perturb((0.8, 1.2), resample_probability=0.25)
+    inherit_hparams: bool = True
+    synchronous: bool = False
+
+    def __post_init__(self) -> None:
+        for label, fn in (("ready", self.ready), ("exploit", self.exploit), ("explore", self.explore)):
+            if fn is not None and not callable(fn):
+                raise StrategyError(f"{label} must be a callable (a poptrain strategy or your own function), got {fn!r}")
+        if self.ready is None:
+            raise StrategyError("ready must be given, e.g. poptrain.every(steps=4)")
+
+
+def decision_rng(seed: int, slot: int, step: int) -> np.random.Generator:
+    """The generator for member ``slot``'s decision at ``step``: independent of execution order."""
+    return np.random.default_rng(np.random.SeedSequence([seed, slot, step, 1]))
+
+
+def _explore(strategy: Strategy, hparams: dict, space: SearchSpace, rng: np.random.Generator) -> Explored:
+    if strategy.explore is None:
+        return Explored(dict(hparams), {})
+    try:
+        explored = strategy.explore(dict(hparams), space, rng)
+    except PoptrainError:
+        raise
+    except Exception as exc:
+        raise StrategyError(f"the explore strategy {strategy.explore!r} raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(explored, Explored):
+        raise StrategyError(
+            f"the explore strategy {strategy.explore!r} must return poptrain.Explored(hparams, operations), "
+            f"got {type(explored).__name__}"
+        )
+    try:
+        space.validate(explored.hparams)
+    except PoptrainError as exc:
+        raise StrategyError(f"the explore strategy returned invalid hyperparameters: {exc}") from exc
+    return explored
+
+
+def plan_member(
+    member: MemberSnapshot,
+    population: Sequence[MemberSnapshot],
+    space: SearchSpace,
+    strategy: Strategy,
+    rng: np.random.Generator,
+) -> Decision | None:
+    """Decide what a ready ``member`` does, comparing it with ``population`` (which includes it).
+
+    Returns ``None`` when the member keeps its weights and hyperparameters.
+    """
+    if strategy.exploit is None:
+        if strategy.explore is None:
+            return None
+        explored = _explore(strategy, member.hparams, space, rng)
+        return Decision(member.slot, member.step, "explore", explored.hparams, None, explored.operations)
+    try:
+        donor_slot = strategy.exploit(member, population, rng)
+    except PoptrainError:
+        raise
+    except Exception as exc:
+        raise StrategyError(f"the exploit strategy {strategy.exploit!r} raised {type(exc).__name__}: {exc}") from exc
+    if donor_slot is None:
+        return None
+    by_slot = {m.slot: m for m in population}
+    if isinstance(donor_slot, bool) or donor_slot not in by_slot or donor_slot == member.slot:
+        raise StrategyError(
+            f"the exploit strategy returned donor {donor_slot!r} for member {member.slot}; "
+            "it must return another member's slot or None"
+        )
+    donor = by_slot[donor_slot]
+    base = donor.hparams if strategy.inherit_hparams else member.hparams
+    explored = _explore(strategy, base, space, rng)
+    return Decision(member.slot, member.step, "exploit", explored.hparams, donor_slot, explored.operations)
+
+
+def plan_generation(
+    population: Sequence[MemberSnapshot],
+    space: SearchSpace,
+    strategy: Strategy,
+    rng_for: Callable[[MemberSnapshot], np.random.Generator],
+    members: Sequence[MemberSnapshot] | None = None,
+) -> list[Decision]:
+    """Synchronous PBT: every member (or each of ``members``) decides against the same frozen
+    ``population``; donors' hyperparameters are read from the snapshot, not from earlier
+    decisions of the same generation."""
+    decisions = []
+    for member in sorted(population if members is None else members, key=lambda m: m.slot):
+        decision = plan_member(member, population, space, strategy, rng_for(member))
+        if decision is not None:
+            decisions.append(decision)
+    return decisions

@@ -1,0 +1,25 @@
+"""Ready strategies: when a member compares itself with the population."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from poptrain.errors import StrategyError
+from poptrain.strategy._types import MemberSnapshot
+
+
+@dataclass(frozen=True)
+class every:  # noqa: N801 - reads as a function: poptrain.every(steps=4)
+    """Ready every ``steps`` steps since the member's last ready point, once ``burn_in`` steps are done."""
+
+    steps: int
+    burn_in: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise StrategyError(f"every(steps=...) needs a whole number >= 1, got {self.steps!r}")
+        if isinstance(self.burn_in, bool) or not isinstance(self.burn_in, int) or self.burn_in < 0:
+            raise StrategyError(f"every(burn_in=...) needs a whole number >= 0, got {self.burn_in!r}")
+
+    def __call__(self, member: MemberSnapshot) -> bool:
+        return member.step >= self.burn_in and member.step - member.last_ready_step >= self.steps

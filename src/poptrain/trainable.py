@@ -1,0 +1,80 @@
+"""The contract between poptrain and user training code."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from poptrain.errors import MetricError, TrainableError
+from poptrain.space import HParams
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """What a member's training code may know about its place in the run."""
+
+    run_name: str
+    slot: int
+    seed: int
+    device: str = "cpu"
+
+
+class Trainable(ABC):
+    """Subclass this to make training code trainable by PBT.
+
+    poptrain calls ``cls()``, then ``setup(hparams, context)``, then repeatedly ``step()``
+    (one unit of training: a few gradient steps, an epoch) and ``evaluate()``. At ready points
+    it saves ``state_dict()``; a member that exploits another gets ``load_state_dict(state)``
+    with the donor's state, then ``set_hparams(new)``, which must apply the hyperparameters in
+    place (e.g. write the optimizer's ``param_groups``) so optimizer state survives.
+    """
+
+    @abstractmethod
+    def setup(self, hparams: HParams, context: TrainContext) -> None:
+        """Build the model, optimizer and data for these hyperparameters; seed from ``context.seed``."""
+
+    @abstractmethod
+    def step(self) -> None:
+        """Train for one step."""
+
+    @abstractmethod
+    def evaluate(self) -> float | Mapping[str, float]:
+        """The score, or a dict of metrics that contains the run's ``metric``."""
+
+    @abstractmethod
+    def state_dict(self) -> Any:
+        """Everything needed to continue training: tensors, numbers, strings, lists and dicts."""
+
+    @abstractmethod
+    def load_state_dict(self, state: Any) -> None:
+        """Restore a state returned by ``state_dict`` (possibly another member's)."""
+
+    @abstractmethod
+    def set_hparams(self, hparams: HParams) -> None:
+        """Apply new hyperparameters in place, keeping model and optimizer state."""
+
+
+def read_score(result: Any, metric: str) -> tuple[float, dict[str, float]]:
+    """Split what ``evaluate()`` returned into the run's score and all metrics."""
+    if isinstance(result, Mapping):
+        if metric not in result:
+            raise MetricError(
+                f"evaluate() returned metrics {sorted(map(str, result))} without {metric!r}; "
+                f"return it, or create the run with metric= one of those"
+            )
+        metrics: dict[str, float] = {}
+        for key, value in result.items():
+            metrics[str(key)] = _number(value, f"metric {key!r}")
+        return metrics[metric], metrics
+    value = _number(result, "the score")
+    return value, {metric: value}
+
+
+def _number(value: Any, what: str) -> float:
+    if hasattr(value, "item") and callable(value.item):  # tensors and numpy scalars
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TrainableError(f"evaluate() returned {value!r} for {what}; return a float or a dict of floats")
+    return float(value)
