@@ -1,0 +1,28 @@
+# Everything installs into .venv; PyTorch is the CPU build pinned below.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench toy clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)  ## PBT on the digits MLP (SQLite under runs/digits), then the best member and its schedule
+	$(BIN)/poptrain run poptrain.experiments.digits --overwrite
+
+test: $(STAMP)  ## the whole test suite, slow tests included
+	$(BIN)/pytest
+
+bench: $(STAMP)  ## framework overhead against a plain training loop
+	$(BIN)/python benchmarks/overhead.py
+
+toy: $(STAMP)  ## the paper's toy example: PBT, explore-only, exploit-only, grid search
+	$(BIN)/python -m poptrain.experiments.toy
+
+clean:
+	rm -rf $(VENV) runs
