@@ -1,0 +1,41 @@
+"""The README's quickstart runs as written and does what it says."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_opens_with_two_commands() -> None:
+    text = README.read_text()
+    first_block = re.search(r"```bash\n(.*?)```", text, flags=re.S)
+    assert first_block is not None and text.index(first_block.group(0)) < 40
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).strip().splitlines()]
+    assert commands == ["make run", "make test"]
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "make test" in ci
+
+
+def test_quickstart_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    quickstart = python_blocks()[0]
+    assert len(quickstart.strip().splitlines()) < 25  # imports included
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        namespace: dict = {}
+        exec(compile(quickstart, "README quickstart", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    best = namespace["best"]
+    assert best.score < 0.05  # a good learning rate was found: the regression is learnt
+    assert best.schedule[0].start_step == 0 and best.schedule[-1].end_step == 40
+    assert (tmp_path / "runs" / "quickstart" / "poptrain.db").is_file()
