@@ -50,7 +50,7 @@ def test_progress_lines_when_not_a_terminal(tmp_path: Path, capsys: pytest.Captu
     code, _, err = run_cli(capsys, "run", "poptrain.experiments.toy", "--root", str(tmp_path), "--steps", "20")
     assert code == 0
     assert "[toy] training 2 members, 40 steps in all" in err
-    assert "40/40 steps (100%)" in err
+    assert "40/40 steps (100%), best Q so far" in err
 
 
 def test_yaml_config_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,7 +44,7 @@ class TerminalProgress(ProgressListener):
 
     def _status(self) -> str:
         best = "-" if self.best is None else f"{self.best:.4f}"
-        return f"best {self.metric} {best}, {self.decisions} decisions"
+        return f"best {self.metric} so far {best}, {self.decisions} decisions"
 
     def on_start(self, run_name: str, population_size: int, total_steps: int, done_steps: int) -> None:
         self.total, self.done, self._name, self._started = total_steps, done_steps, run_name, time.monotonic()
@@ -117,3 +117,8 @@ def print_summary(run_name: str, metric: str, best: BestMember | None, extra: di
             cells.append(_fmt(seg.hparams.get(name)) + (f" ({op})" if op else ""))
         table.add_row(f"{seg.start_step}-{seg.end_step}", str(seg.slot), began, *cells)
     console.print(table)
+    if len(best.schedule) > 1:
+        console.print(
+            "Steps are each member's own count; a copy loads the donor's newest checkpoint, "
+            "which asynchronous PBT may have taken a few steps earlier."
+        )
