@@ -126,3 +126,36 @@ def test_installed_command_exits_2_on_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"poptrain: error: no run named 'ghost': {tmp_path / 'ghost' / 'poptrain.db'} does not exist; check the name and --root"
+
+
+def test_broken_experiment_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("import poptrain\n\ndef experiment(:\n    pass\n")
+    line = one_line_error(capsys, "run", str(broken), "--root", str(tmp_path / "runs"))
+    assert "cannot load experiment file" in line and "SyntaxError" in line and "line 3" in line
+    raising = tmp_path / "raising.py"
+    raising.write_text("raise RuntimeError('no GPU here')\n")
+    assert "RuntimeError: no GPU here (line 1)" in one_line_error(capsys, "run", str(raising))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_zero_steps_is_refused_before_anything_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = one_line_error(capsys, "run", "poptrain.experiments.toy", "--root", str(tmp_path / "runs"), "--steps", "0")
+    assert "steps must be a whole number >= 1, got 0" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_experiment_module_file_with_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    module = tmp_path / "mytoy.py"
+    module.write_text(
+        "import poptrain\n"
+        "from poptrain.experiments.toy import ToyQuadratic, SPACE\n"
+        "def experiment():\n"
+        "    return {'trainable': ToyQuadratic, 'space': SPACE, 'population_size': 4, 'steps': 12, 'metric': 'Q',\n"
+        "            'ready': poptrain.every(3), 'exploit': poptrain.tournament(), 'synchronous': True}\n"
+        "def summarize(run):\n"
+        "    return {'members_seen': len(run.members())}\n"
+    )
+    code, out, err = run_cli(capsys, "run", str(module), "--root", str(tmp_path / "runs"), "--quiet")
+    assert code == 0, err
+    assert "members_seen = 4" in out

@@ -108,7 +108,11 @@ def _import_target(target: str) -> Any:
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         sys.modules[path.stem] = module
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        try:
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except Exception as exc:
+            del sys.modules[path.stem]
+            raise ConfigError(f"cannot load experiment file {target}: {_describe(exc)}") from exc
         return module
     try:
         return importlib.import_module(target)
@@ -117,7 +121,21 @@ def _import_target(target: str) -> Any:
             raise ConfigError(
                 f"cannot find experiment {target!r}: give a module (poptrain.experiments.digits), a .py file or a .yaml config"
             ) from None
-        raise
+        raise ConfigError(f"cannot load experiment {target!r}: {_describe(exc)}") from exc
+    except Exception as exc:
+        raise ConfigError(f"cannot load experiment {target!r}: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    """``SyntaxError: invalid syntax (line 3)``-style one-line description of an import failure."""
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{type(exc).__name__}: {exc}" + (f" (line {line})" if line else "")
 
 
 def _from_module(target: str) -> ExperimentSpec:
@@ -125,7 +143,12 @@ def _from_module(target: str) -> ExperimentSpec:
     factory = getattr(module, "experiment", None)
     if not callable(factory):
         raise ConfigError(f"experiment module {target!r} has no experiment() function returning its settings")
-    settings = dict(factory())
+    try:
+        settings = dict(factory())
+    except PoptrainError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"experiment {target!r}: experiment() raised {_describe(exc)}") from exc
     unknown = set(settings) - _MODULE_KEYS
     if unknown:
         raise ConfigError(f"experiment {target!r}: unknown setting(s) {', '.join(sorted(unknown))}")

@@ -60,6 +60,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             setattr(spec, attr, value)
     if args.population is not None and spec.initial_hparams is not None and len(spec.initial_hparams) != args.population:
         raise ConfigError(f"this experiment fixes {len(spec.initial_hparams)} initial members; drop --population")
+    if isinstance(spec.steps, bool) or not isinstance(spec.steps, int) or spec.steps < 1:
+        raise ConfigError(f"steps must be a whole number >= 1, got {spec.steps!r}")
+    if not callable(spec.trainable):
+        raise ConfigError(f"trainable must be a Trainable subclass, got {spec.trainable!r}")
     name = args.name or spec.name
     folder = Path(args.root) / name
     if args.overwrite and folder.exists():
