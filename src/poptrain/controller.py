@@ -50,8 +50,8 @@ class Controller:
 
     def snapshot(self, member: MemberRecord) -> MemberSnapshot:
         fitness = self.run.fitness(member.ready_score) if member.last_ready_step > 0 else None
-        if fitness is not None and math.isnan(fitness):
-            fitness = -math.inf
+        if member.last_ready_step > 0 and (fitness is None or not math.isfinite(fitness)):
+            fitness = -math.inf  # a NaN or infinite score (SQL storage keeps it as NULL) ranks last
         return MemberSnapshot(member.slot, member.step, dict(member.hparams), fitness, member.last_ready_step, member.generation)
 
     def is_ready(self, member: MemberRecord, step: int) -> bool:

@@ -147,13 +147,15 @@ class Run:
         if isinstance(step, bool) or not isinstance(step, int) or step <= member.step:
             raise ConfigError(f"member {slot} is at step {member.step}; report a later step, got {step!r}")
         value, metrics = read_score(score, self.metric)
-        self.storage.record_scores(self.record.id, [ScoreRecord(slot, step, value, member.generation_id, metrics, time.time())])
+        scored = ScoreRecord(slot, step, value, member.generation_id, metrics, time.time())
         member = replace(member, step=step, score=value)
         controller = Controller(self.record, self.storage, self.checkpoints, self.space, self.strategy, lambda: None, 2**62)  # type: ignore[arg-type, return-value]
-        if not controller.is_ready(member, step):
-            return Action("continue")
-        if state is None:
+        ready = controller.is_ready(member, step)
+        if ready and state is None:  # checked before recording anything, so the call can be repeated
             raise ConfigError(f"member {slot} is ready at step {step}: pass state= (its state_dict) to report()")
+        self.storage.record_scores(self.record.id, [scored])
+        if not ready:
+            return Action("continue")
         ckpt = self.checkpoints.save(slot, step, state() if callable(state) else state)
         updated = replace(member, last_ready_step=step, ready_score=value)
         population = [controller.snapshot(updated if m.slot == slot else m) for m in members.values()]

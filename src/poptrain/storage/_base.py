@@ -7,8 +7,9 @@ Rules:
 - ``record_ready`` first records every point's checkpoint, then applies the points'
   decisions, so a decision's donor checkpoint is the donor's newest one, including one
   recorded in the same call (synchronous PBT decides a whole generation at once).
-- A decision starts a new generation whose parent is the donor's current generation
-  (exploit) or the member's own (explore); the member's hyperparameters become the
+- A decision starts a new generation whose parent is the donor's generation that trained the
+  loaded checkpoint (exploit; the donor's current one unless the donor itself decided at that
+  checkpoint) or the member's own (explore); the member's hyperparameters become the
   decision's, and its ``resume_checkpoint_id`` becomes the loaded checkpoint.
 - Scores are appended; a member's ``step`` and ``score`` follow its newest score.
 """

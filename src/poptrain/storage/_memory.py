@@ -132,7 +132,9 @@ class InMemoryStorage(Storage):
                 member = members[point.slot]
                 if decision.kind == "exploit":
                     donor = members.get(decision.donor) or self._member(run_id, decision.donor)
-                    parent_id, loaded = donor.generation_id, donor.checkpoint_id
+                    loaded = donor.checkpoint_id
+                    copied = checkpoints.get(loaded) or self._checkpoints.get(loaded)  # type: ignore[arg-type]
+                    parent_id = _trained_by(generations, donor.slot, copied.step) if copied else donor.generation_id
                 else:
                     parent_id, loaded = member.generation_id, member.checkpoint_id
                 generation = GenerationRecord(
@@ -168,3 +170,12 @@ class InMemoryStorage(Storage):
     def get_checkpoints(self, run_id: int) -> list[CheckpointRecord]:
         with self._lock:
             return [c for i, c in sorted(self._checkpoints.items()) if self._checkpoint_run[i] == run_id]
+
+
+def _trained_by(generations: Sequence[GenerationRecord], slot: int, step: int) -> int:
+    """The generation of ``slot`` whose training produced its checkpoint at ``step``: a generation
+    begun by a decision at ``step`` itself started after that checkpoint was taken."""
+    active = max(
+        (g for g in generations if g.slot == slot and (g.start_step < step or g.number == 0)), key=lambda g: g.number
+    )
+    return active.id

@@ -82,7 +82,7 @@ scores = Table(
     Column("slot", Integer, nullable=False),
     Column("generation_id", Integer, nullable=False),
     Column("step", Integer, nullable=False),
-    Column("value", Float, nullable=False),
+    Column("value", Float, nullable=True),  # NULL is a NaN score (SQLite cannot store NaN)
     Column("metrics", JSON, nullable=False),
     Column("wall_time", Float, nullable=False),
     Index("ix_scores_run", "run_id", "id"),

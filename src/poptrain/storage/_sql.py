@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import create_engine, event, insert, select, update
+from sqlalchemy import create_engine, event, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
@@ -183,7 +183,8 @@ class SQLStorage(Storage):
                 [
                     {
                         "run_id": run_id, "slot": s.slot, "generation_id": s.generation_id, "step": s.step,
-                        "value": s.value, "metrics": dict(s.metrics), "wall_time": s.wall_time,
+                        "value": None if math.isnan(s.value) else s.value,  # SQLite cannot store NaN
+                        "metrics": dict(s.metrics), "wall_time": s.wall_time,
                     }
                     for s in scores
                 ],
@@ -210,6 +211,22 @@ class SQLStorage(Storage):
                     raise KeyError(f"no member in slot {slot} of run {run_id}")
                 return row
 
+            def trained_by(slot: int, checkpoint_id: int) -> int:
+                # the generation whose training produced the checkpoint: one begun by a decision
+                # at the checkpoint's own step started after it was taken
+                step = conn.execute(
+                    select(t.checkpoints.c.step).where(t.checkpoints.c.id == checkpoint_id)
+                ).scalar_one()
+                return conn.execute(
+                    select(t.generations.c.id)
+                    .where(
+                        t.generations.c.run_id == run_id, t.generations.c.slot == slot,
+                        or_(t.generations.c.start_step < step, t.generations.c.number == 0),
+                    )
+                    .order_by(t.generations.c.number.desc())
+                    .limit(1)
+                ).scalar_one()
+
             for p in points:
                 row = member_row(p.slot)
                 ckpt_id = conn.execute(
@@ -233,10 +250,13 @@ class SQLStorage(Storage):
                     continue
                 row = member_row(p.slot)
                 source = member_row(decision.donor) if decision.kind == "exploit" else row
+                parent_id = source.generation_id
+                if decision.kind == "exploit" and source.checkpoint_id is not None:
+                    parent_id = trained_by(source.slot, source.checkpoint_id)
                 gen_id = conn.execute(
                     insert(t.generations).values(
                         run_id=run_id, slot=p.slot, number=row.generation + 1, start_step=p.step,
-                        hparams=dict(decision.hparams), kind=decision.kind, parent_id=source.generation_id,
+                        hparams=dict(decision.hparams), kind=decision.kind, parent_id=parent_id,
                         donor=decision.donor, loaded_checkpoint_id=source.checkpoint_id,
                         operations=dict(decision.operations), created_at=now,
                     )
@@ -266,7 +286,12 @@ class SQLStorage(Storage):
     def get_scores(self, run_id: int) -> list[ScoreRecord]:
         with self._begin() as conn:
             rows = conn.execute(select(t.scores).where(t.scores.c.run_id == run_id).order_by(t.scores.c.id))
-            return [ScoreRecord(r.slot, r.step, r.value, r.generation_id, dict(r.metrics), r.wall_time) for r in rows]
+            return [
+                ScoreRecord(
+                    r.slot, r.step, math.nan if r.value is None else r.value, r.generation_id, dict(r.metrics), r.wall_time
+                )
+                for r in rows
+            ]
 
     @staticmethod
     def _checkpoint(r: Any) -> CheckpointRecord:

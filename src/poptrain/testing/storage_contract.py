@@ -1,0 +1,466 @@
+"""Contract suites for ``Storage`` backends and ``CheckpointStore`` implementations.
+
+Subclass in a test module (the class name must start with ``Test`` for pytest to collect it)
+and override the factory::
+
+    class TestMyStorage(StorageContract):
+        def make_storage(self, tmp_path):
+            return MyStorage(f"sqlite:///{tmp_path}/poptrain.db")
+
+    class TestMyCheckpoints(CheckpointStoreContract):
+        def make_store(self, tmp_path):
+            return MyCheckpointStore(tmp_path / "checkpoints")
+
+Every test gets a fresh backend from the factory, built in pytest's ``tmp_path``.
+Requires pytest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from poptrain.checkpoints import CheckpointStore, sha256
+from poptrain.errors import CheckpointError, RunExistsError, RunNotFoundError, StorageError
+from poptrain.records import CheckpointRecord, MemberRecord, NewCheckpoint, ReadyPoint, RunRecord, ScoreRecord
+from poptrain.storage import Storage
+from poptrain.strategy import Decision
+
+__all__ = ["CheckpointStoreContract", "StorageContract"]
+
+SPEC: dict[str, Any] = {
+    "space": {"lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}},
+    "population_size": 3,
+    "metric": "acc",
+    "mode": "max",
+}
+
+
+def _hparams(slot: int) -> dict[str, Any]:
+    return {"lr": 0.01 * (slot + 1), "layers": slot + 1, "act": "relu"}
+
+
+def _ckpt(tag: str) -> NewCheckpoint:
+    """A checkpoint reference as a store would return it (no bytes needed for storage tests)."""
+    return NewCheckpoint(f"ckpt/{tag}.pt", hashlib.sha256(tag.encode()).hexdigest(), len(tag) + 100)
+
+
+def _score(slot: int, step: int, value: float, generation_id: int) -> ScoreRecord:
+    return ScoreRecord(slot, step, value, generation_id, {"acc": value, "loss": 1.0 - value}, 1000.0 + step)
+
+
+def _exploit(slot: int, step: int, donor: int, hparams: dict[str, Any]) -> Decision:
+    return Decision(slot, step, "exploit", hparams, donor, {"lr": "* 1.2"})
+
+
+def _explore(slot: int, step: int, hparams: dict[str, Any]) -> Decision:
+    return Decision(slot, step, "explore", hparams, None, {"lr": "* 0.8"})
+
+
+def _nan_or_none(value: float | None) -> bool:
+    """A non-finite score may read back as NaN or as ``None`` (SQL stores it as NULL)."""
+    return value is None or math.isnan(value)
+
+
+class StorageContract:
+    """The rules of ``poptrain.storage.Storage`` as tests. Override ``make_storage``."""
+
+    def make_storage(self, tmp_path: Path) -> Storage:
+        raise NotImplementedError("override make_storage(tmp_path) to return a fresh, empty storage")
+
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> Any:
+        store = self.make_storage(tmp_path)
+        yield store
+        store.close()
+
+    # --- helpers ------------------------------------------------------------------
+    @staticmethod
+    def new_run(storage: Storage, name: str = "run", n: int = 2) -> tuple[RunRecord, list[MemberRecord]]:
+        run = storage.create_run(name, spec=SPEC, seed=3)
+        members = storage.add_members(run.id, [_hparams(slot) for slot in range(n)])
+        return run, members
+
+    @staticmethod
+    def member(storage: Storage, run_id: int, slot: int) -> MemberRecord:
+        return {m.slot: m for m in storage.get_members(run_id)}[slot]
+
+    @staticmethod
+    def generation(storage: Storage, run_id: int, generation_id: int) -> Any:
+        return {g.id: g for g in storage.get_generations(run_id)}[generation_id]
+
+    # --- runs -----------------------------------------------------------------------
+    def test_create_run_returns_the_run(self, storage: Storage) -> None:
+        run = storage.create_run("alpha", spec=SPEC, seed=7)
+        assert (run.name, run.spec, run.seed, run.state) == ("alpha", SPEC, 7, "created")
+        assert run.metric == "acc" and run.mode == "max"
+        assert run.created_at > 0
+
+    def test_get_run_returns_what_was_created(self, storage: Storage) -> None:
+        run = storage.create_run("alpha", spec=SPEC, seed=7)
+        storage.create_run("beta", spec={}, seed=1)
+        assert storage.get_run("alpha") == run
+
+    def test_list_runs_oldest_first(self, storage: Storage) -> None:
+        assert storage.list_runs() == []
+        for name in ("b", "a", "c"):
+            storage.create_run(name, spec=SPEC, seed=0)
+        assert [r.name for r in storage.list_runs()] == ["b", "a", "c"]
+
+    def test_set_run_state(self, storage: Storage) -> None:
+        run = storage.create_run("alpha", spec=SPEC, seed=0)
+        storage.create_run("beta", spec=SPEC, seed=0)
+        storage.set_run_state(run.id, "running")
+        assert storage.get_run("alpha").state == "running"
+        assert storage.get_run("beta").state == "created"
+
+    def test_duplicate_name_raises_run_exists(self, storage: Storage) -> None:
+        storage.create_run("alpha", spec=SPEC, seed=0)
+        with pytest.raises(RunExistsError, match="alpha") as info:
+            storage.create_run("alpha", spec={"other": 1}, seed=5)
+        assert isinstance(info.value, StorageError)
+        [run] = storage.list_runs()
+        assert (run.spec, run.seed) == (SPEC, 0)
+
+    def test_unknown_name_raises_run_not_found(self, storage: Storage) -> None:
+        storage.create_run("alpha", spec=SPEC, seed=0)
+        with pytest.raises(RunNotFoundError, match="nope") as info:
+            storage.get_run("nope")
+        assert isinstance(info.value, KeyError)
+
+    def test_unknown_ids_raise_key_error(self, storage: Storage) -> None:
+        run, members = self.new_run(storage)
+        missing = run.id + 10_000
+        with pytest.raises(KeyError):
+            storage.get_members(missing)
+        with pytest.raises(KeyError):
+            storage.add_members(missing, [_hparams(0)])
+        with pytest.raises(KeyError):
+            storage.set_run_state(missing, "running")
+        with pytest.raises(KeyError):
+            storage.get_checkpoint(10_000)
+        with pytest.raises(KeyError):
+            storage.set_member_state(run.id, 99, "running")
+        with pytest.raises(KeyError):
+            storage.record_scores(run.id, [_score(99, 1, 0.5, members[0].generation_id)])
+        with pytest.raises(KeyError):
+            storage.record_ready(run.id, [ReadyPoint(99, 1, _ckpt("x"), 0.5)])
+
+    # --- members ----------------------------------------------------------------------
+    def test_add_members_creates_generation_zero(self, storage: Storage) -> None:
+        run, members = self.new_run(storage, n=3)
+        assert members == storage.get_members(run.id)
+        generations = {g.id: g for g in storage.get_generations(run.id)}
+        assert len(generations) == 3
+        for slot, member in enumerate(members):
+            assert (member.slot, member.state, member.step, member.generation) == (slot, "pending", 0, 0)
+            assert member.hparams == _hparams(slot)
+            assert (member.score, member.ready_score, member.last_ready_step) == (None, None, 0)
+            assert (member.checkpoint_id, member.resume_checkpoint_id, member.error) == (None, None, None)
+            gen = generations[member.generation_id]
+            assert (gen.slot, gen.number, gen.start_step, gen.kind) == (slot, 0, 0, "init")
+            assert (gen.parent_id, gen.donor, gen.loaded_checkpoint_id, gen.operations) == (None, None, None, {})
+            assert gen.hparams == _hparams(slot)
+
+    def test_add_members_again_appends_slots(self, storage: Storage) -> None:
+        run, _ = self.new_run(storage, n=2)
+        members = storage.add_members(run.id, [_hparams(5)])
+        assert [m.slot for m in members] == [0, 1, 2]
+        assert members[2].hparams == _hparams(5)
+
+    def test_members_belong_to_their_run(self, storage: Storage) -> None:
+        run_a, _ = self.new_run(storage, "a", n=2)
+        run_b, _ = self.new_run(storage, "b", n=3)
+        assert len(storage.get_members(run_a.id)) == 2
+        assert len(storage.get_members(run_b.id)) == 3
+        assert len(storage.get_generations(run_a.id)) == 2
+
+    def test_set_member_state(self, storage: Storage) -> None:
+        run, _ = self.new_run(storage)
+        storage.set_member_state(run.id, 1, "failed", "Traceback: boom")
+        assert (self.member(storage, run.id, 1).state, self.member(storage, run.id, 1).error) == ("failed", "Traceback: boom")
+        assert self.member(storage, run.id, 0).state == "pending"
+        storage.set_member_state(run.id, 1, "running")
+        assert (self.member(storage, run.id, 1).state, self.member(storage, run.id, 1).error) == ("running", None)
+
+    # --- scores -------------------------------------------------------------------------
+    def test_record_scores_appends_and_updates_members(self, storage: Storage) -> None:
+        run, (m0, m1) = self.new_run(storage)
+        first = [_score(0, 1, 0.5, m0.generation_id), _score(0, 2, 0.7, m0.generation_id), _score(1, 1, 0.1, m1.generation_id)]
+        storage.record_scores(run.id, first)
+        assert storage.get_scores(run.id) == first
+        assert (self.member(storage, run.id, 0).step, self.member(storage, run.id, 0).score) == (2, 0.7)
+        assert (self.member(storage, run.id, 1).step, self.member(storage, run.id, 1).score) == (1, 0.1)
+        second = [_score(1, 2, 0.3, m1.generation_id)]
+        storage.record_scores(run.id, second)
+        assert storage.get_scores(run.id) == first + second
+        assert (self.member(storage, run.id, 1).step, self.member(storage, run.id, 1).score) == (2, 0.3)
+
+    def test_record_scores_is_all_or_nothing(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage)
+        with pytest.raises(KeyError):
+            storage.record_scores(run.id, [_score(0, 1, 0.5, m0.generation_id), _score(42, 1, 0.5, m0.generation_id)])
+        assert storage.get_scores(run.id) == []
+        assert self.member(storage, run.id, 0).step == 0
+
+    def test_nan_and_infinite_scores(self, storage: Storage) -> None:
+        run, (m0, m1) = self.new_run(storage)
+        nan = float("nan")
+        storage.record_scores(run.id, [
+            ScoreRecord(0, 1, nan, m0.generation_id, {"acc": nan}),
+            ScoreRecord(1, 1, float("-inf"), m1.generation_id, {"acc": float("-inf")}),
+        ])
+        s0, s1 = storage.get_scores(run.id)
+        assert math.isnan(s0.value) and math.isnan(s0.metrics["acc"])
+        assert s1.value == float("-inf") and s1.metrics["acc"] == float("-inf")
+        member = self.member(storage, run.id, 0)
+        assert member.step == 1 and _nan_or_none(member.score)
+        [member] = storage.record_ready(run.id, [ReadyPoint(0, 1, _ckpt("nan"), nan)])
+        assert member.last_ready_step == 1 and _nan_or_none(member.ready_score)
+        assert _nan_or_none(storage.get_checkpoint(member.checkpoint_id).score)
+
+    # --- ready points -----------------------------------------------------------------
+    def test_record_ready_without_decision(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage)
+        storage.record_scores(run.id, [_score(0, 4, 0.9, m0.generation_id)])
+        [member] = storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("0-4"), 0.9)])
+        assert member == self.member(storage, run.id, 0)
+        assert (member.step, member.last_ready_step, member.ready_score, member.score) == (4, 4, 0.9, 0.9)
+        assert member.checkpoint_id is not None and member.resume_checkpoint_id == member.checkpoint_id
+        assert (member.generation_id, member.generation, member.hparams) == (m0.generation_id, 0, m0.hparams)
+        ckpt = storage.get_checkpoint(member.checkpoint_id)
+        new = _ckpt("0-4")
+        assert ckpt == CheckpointRecord(member.checkpoint_id, 0, 4, new.uri, new.sha256, new.size_bytes, 0.9)
+        assert storage.get_checkpoints(run.id) == [ckpt]
+        assert len(storage.get_generations(run.id)) == 2  # no decision, no generation
+
+    def test_record_ready_is_all_or_nothing(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage)
+        with pytest.raises(KeyError):
+            storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("0-4"), 0.9), ReadyPoint(42, 4, _ckpt("42-4"), 0.1)])
+        assert storage.get_checkpoints(run.id) == []
+        assert self.member(storage, run.id, 0) == m0
+
+    def test_explore_decision_descends_from_own_generation(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage)
+        first = {**m0.hparams, "lr": 0.008}
+        [member] = storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("0-4"), 0.5, _explore(0, 4, first))])
+        gen = self.generation(storage, run.id, member.generation_id)
+        assert (gen.slot, gen.number, gen.start_step, gen.kind) == (0, 1, 4, "explore")
+        assert (gen.parent_id, gen.donor, gen.hparams, gen.operations) == (m0.generation_id, None, first, {"lr": "* 0.8"})
+        assert gen.loaded_checkpoint_id == member.checkpoint_id == member.resume_checkpoint_id
+        assert storage.get_checkpoint(member.checkpoint_id).step == 4
+        assert (member.hparams, member.generation) == (first, 1)
+
+        second = {**m0.hparams, "lr": 0.0064}
+        [member2] = storage.record_ready(run.id, [ReadyPoint(0, 8, _ckpt("0-8"), 0.6, _explore(0, 8, second))])
+        gen2 = self.generation(storage, run.id, member2.generation_id)
+        assert (gen2.number, gen2.parent_id, gen2.start_step) == (2, gen.id, 8)
+        assert gen2.loaded_checkpoint_id == member2.checkpoint_id != member.checkpoint_id
+        assert self.member(storage, run.id, 0) == member2
+
+    def test_exploit_decision_loads_donors_newest_checkpoint(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage)
+        # the donor explores at its first ready point, then trains its 2nd generation to step 8
+        storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("0-4"), 0.8, _explore(0, 4, {**m0.hparams, "lr": 0.008}))])
+        [donor] = storage.record_ready(run.id, [ReadyPoint(0, 8, _ckpt("0-8"), 0.9)])
+        assert donor.generation == 1
+        copied = {**donor.hparams, "lr": 0.0096}
+        [member] = storage.record_ready(run.id, [ReadyPoint(1, 4, _ckpt("1-4"), 0.1, _exploit(1, 4, 0, copied))])
+        gen = self.generation(storage, run.id, member.generation_id)
+        assert (gen.slot, gen.number, gen.start_step, gen.kind, gen.donor) == (1, 1, 4, "exploit", 0)
+        assert gen.parent_id == donor.generation_id
+        assert gen.loaded_checkpoint_id == donor.checkpoint_id
+        assert storage.get_checkpoint(gen.loaded_checkpoint_id).uri == _ckpt("0-8").uri
+        assert (gen.hparams, gen.operations) == (copied, {"lr": "* 1.2"})
+        assert (member.hparams, member.generation, member.resume_checkpoint_id) == (copied, 1, donor.checkpoint_id)
+        own = storage.get_checkpoint(member.checkpoint_id)
+        assert (own.slot, own.step, own.uri) == (1, 4, _ckpt("1-4").uri)
+        assert self.member(storage, run.id, 1) == member
+        assert self.member(storage, run.id, 0) == donor  # the donor is not changed by being copied
+        assert [c.uri for c in storage.get_checkpoints(run.id)] == [_ckpt(t).uri for t in ("0-4", "0-8", "1-4")]
+
+    def test_exploit_of_a_donor_that_decided_at_its_newest_checkpoint(self, storage: Storage) -> None:
+        # asynchronous PBT: the donor's newest checkpoint was taken just before its own decision,
+        # so the weights copied were trained by the donor's previous generation
+        run, (m0, _) = self.new_run(storage)
+        storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("0-4"), 0.8)])
+        [donor] = storage.record_ready(run.id, [ReadyPoint(0, 8, _ckpt("0-8"), 0.9, _explore(0, 8, {**m0.hparams, "lr": 0.008}))])
+        assert donor.generation_id != m0.generation_id
+        [member] = storage.record_ready(run.id, [ReadyPoint(1, 8, _ckpt("1-8"), 0.1, _exploit(1, 8, 0, donor.hparams))])
+        gen = self.generation(storage, run.id, member.generation_id)
+        assert gen.loaded_checkpoint_id == donor.checkpoint_id == member.resume_checkpoint_id
+        assert storage.get_checkpoint(gen.loaded_checkpoint_id).uri == _ckpt("0-8").uri
+        assert gen.parent_id == m0.generation_id
+
+    def test_synchronous_batch_uses_donor_checkpoint_of_the_same_call(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage)
+        storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("0-4"), 0.8), ReadyPoint(1, 4, _ckpt("1-4"), 0.1)])
+        # the donor's point comes after the member that copies it
+        updated = storage.record_ready(run.id, [
+            ReadyPoint(1, 8, _ckpt("1-8"), 0.2, _exploit(1, 8, 0, m0.hparams)),
+            ReadyPoint(0, 8, _ckpt("0-8"), 0.9),
+        ])
+        member, donor = updated
+        assert (member.slot, donor.slot) == (1, 0)
+        assert storage.get_checkpoint(donor.checkpoint_id).uri == _ckpt("0-8").uri
+        assert member.resume_checkpoint_id == donor.checkpoint_id
+        gen = self.generation(storage, run.id, member.generation_id)
+        assert (gen.loaded_checkpoint_id, gen.parent_id, gen.start_step) == (donor.checkpoint_id, m0.generation_id, 8)
+        assert (donor.generation_id, donor.generation) == (m0.generation_id, 0)
+        assert storage.get_members(run.id) == [donor, member]
+
+    @pytest.mark.parametrize("order", [(0, 1, 2), (1, 0, 2), (2, 1, 0)])
+    def test_synchronous_batch_parent_is_the_generation_the_donor_checkpoint_came_from(
+        self, storage: Storage, order: tuple[int, ...]
+    ) -> None:
+        # slot 2 is best, slot 1 copies it, slot 0 copies slot 1: all decided against one snapshot,
+        # so slot 0's weights (and parent) are slot 1's from before this call, whatever the order.
+        run, members = self.new_run(storage, n=3)
+        points = {
+            0: ReadyPoint(0, 4, _ckpt("0-4"), 0.1, _exploit(0, 4, 1, members[1].hparams)),
+            1: ReadyPoint(1, 4, _ckpt("1-4"), 0.5, _exploit(1, 4, 2, members[2].hparams)),
+            2: ReadyPoint(2, 4, _ckpt("2-4"), 0.9),
+        }
+        updated = {m.slot: m for m in storage.record_ready(run.id, [points[s] for s in order])}
+        gen0 = self.generation(storage, run.id, updated[0].generation_id)
+        gen1 = self.generation(storage, run.id, updated[1].generation_id)
+        assert gen1.parent_id == members[2].generation_id
+        assert gen0.parent_id == members[1].generation_id
+        assert gen0.loaded_checkpoint_id == updated[1].checkpoint_id
+        assert storage.get_checkpoint(gen0.loaded_checkpoint_id).uri == _ckpt("1-4").uri
+        assert gen1.loaded_checkpoint_id == updated[2].checkpoint_id
+
+    # --- records are values -----------------------------------------------------------------
+    def test_records_are_frozen_copies(self, storage: Storage) -> None:
+        spec = {"metric": "acc", "nested": {"a": [1, 2]}}
+        run = storage.create_run("alpha", spec=spec, seed=0)
+        spec["nested"]["a"].append(3)
+        hparams = [_hparams(0)]
+        [member] = storage.add_members(run.id, hparams)
+        hparams[0]["lr"] = 123.0
+        storage.record_scores(run.id, [_score(0, 1, 0.5, member.generation_id)])
+
+        run.spec["nested"]["a"].append(4)
+        storage.get_run("alpha").spec["metric"] = "changed"
+        member.hparams["lr"] = 99.0
+        storage.get_members(run.id)[0].hparams["layers"] = 99
+        storage.get_generations(run.id)[0].hparams["lr"] = 99.0
+        storage.get_scores(run.id)[0].metrics["acc"] = 99.0
+
+        assert storage.get_run("alpha").spec == {"metric": "acc", "nested": {"a": [1, 2]}}
+        assert storage.get_members(run.id)[0].hparams == _hparams(0)
+        assert storage.get_generations(run.id)[0].hparams == _hparams(0)
+        assert storage.get_scores(run.id)[0].metrics == {"acc": 0.5, "loss": 0.5}
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            member.step = 5  # type: ignore[misc]
+
+    def test_decision_dicts_are_copied(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage)
+        new = {**m0.hparams, "lr": 0.008}
+        decision = Decision(0, 4, "explore", new, None, {"lr": "* 0.8"})
+        storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("0-4"), 0.5, decision)])
+        new["lr"] = 55.0
+        decision.operations["lr"] = "changed"  # type: ignore[index]
+        gen = storage.get_generations(run.id)[-1]
+        assert (gen.hparams["lr"], gen.operations) == (0.008, {"lr": "* 0.8"})
+        assert self.member(storage, run.id, 0).hparams["lr"] == 0.008
+
+
+class CheckpointStoreContract:
+    """The rules of ``poptrain.checkpoints.CheckpointStore`` as tests. Override ``make_store``."""
+
+    def make_store(self, tmp_path: Path) -> CheckpointStore:
+        raise NotImplementedError("override make_store(tmp_path) to return a fresh, empty checkpoint store")
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> CheckpointStore:
+        return self.make_store(tmp_path)
+
+    @staticmethod
+    def record(new: NewCheckpoint, slot: int = 0, step: int = 1, **changes: Any) -> CheckpointRecord:
+        return dataclasses.replace(CheckpointRecord(1, slot, step, new.uri, new.sha256, new.size_bytes, None), **changes)
+
+    @staticmethod
+    def state(seed: float = 0.0) -> dict[str, Any]:
+        import torch
+
+        return {
+            "model": {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3) + seed, "b": torch.zeros(3)},
+            "optimizer": {"lr": 0.01, "betas": [0.9, 0.999]},
+            "step": 4,
+            "name": "member",
+            "history": [0.1, 0.2, float("nan")],
+        }
+
+    @staticmethod
+    def assert_same_state(loaded: Any, expected: Any) -> None:
+        import torch
+
+        assert loaded.keys() == expected.keys()
+        for key in ("w", "b"):
+            assert torch.equal(loaded["model"][key], expected["model"][key])
+        assert loaded["optimizer"] == expected["optimizer"]
+        assert (loaded["step"], loaded["name"]) == (expected["step"], expected["name"])
+        assert loaded["history"][:2] == expected["history"][:2] and math.isnan(loaded["history"][2])
+
+    def test_save_load_round_trip(self, store: CheckpointStore) -> None:
+        new = store.save(3, 8, self.state())
+        self.assert_same_state(store.load(self.record(new, 3, 8)), self.state())
+
+    def test_new_checkpoint_describes_the_stored_bytes(self, store: CheckpointStore) -> None:
+        new = store.save(0, 1, self.state())
+        data = store.read(new.uri)
+        assert (sha256(data), len(data)) == (new.sha256, new.size_bytes)
+
+    def test_each_slot_and_step_has_its_own_checkpoint(self, store: CheckpointStore) -> None:
+        news = {(slot, step): store.save(slot, step, self.state(10 * slot + step)) for slot in (0, 1) for step in (4, 8)}
+        assert len({n.uri for n in news.values()}) == 4
+        for (slot, step), new in news.items():
+            self.assert_same_state(store.load(self.record(new, slot, step)), self.state(10 * slot + step))
+
+    def test_loads_are_independent_copies(self, store: CheckpointStore) -> None:
+        record = self.record(store.save(0, 1, self.state()))
+        first = store.load(record)
+        first["model"]["w"].add_(100.0)
+        first["optimizer"]["lr"] = 5.0
+        self.assert_same_state(store.load(record), self.state())
+
+    def test_sha_mismatch_is_corrupt(self, store: CheckpointStore) -> None:
+        record = self.record(store.save(0, 1, self.state()), sha256="0" * 64)
+        with pytest.raises(CheckpointError, match="corrupt") as info:
+            store.load(record)
+        assert isinstance(info.value, OSError)
+
+    def test_overwritten_bytes_are_corrupt(self, store: CheckpointStore) -> None:
+        new = store.save(0, 1, self.state())
+        store.write(new.uri, b"tampered")
+        with pytest.raises(CheckpointError, match="corrupt"):
+            store.load(self.record(new))
+
+    def test_unreadable_bytes_are_corrupt(self, store: CheckpointStore) -> None:
+        garbage = b"this is not a torch checkpoint"
+        uri = store.write("member-0000/step-00000001.pt", garbage)
+        record = CheckpointRecord(1, 0, 1, uri, sha256(garbage), len(garbage))
+        assert store.read(uri) == garbage
+        with pytest.raises(CheckpointError, match="corrupt"):
+            store.load(record)
+
+    def test_missing_checkpoint(self, store: CheckpointStore) -> None:
+        never = NewCheckpoint("member-0009/step-00000001.pt", "0" * 64, 10)
+        with pytest.raises(CheckpointError):
+            store.load(self.record(never))
+        new = store.save(0, 1, self.state())
+        store.delete(new.uri)
+        with pytest.raises(CheckpointError):
+            store.load(self.record(new))
+        store.delete(new.uri)  # deleting what is gone is fine
+
+    def test_state_that_cannot_be_saved(self, store: CheckpointStore) -> None:
+        with pytest.raises(CheckpointError, match="cannot save"):
+            store.save(0, 1, {"fn": lambda: 1})
