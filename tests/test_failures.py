@@ -40,6 +40,9 @@ def test_crashing_member_is_named_and_recorded(tmp_path: Path) -> None:
     assert reloaded.record.state == "failed"
     failed = [m for m in reloaded.members() if m.state == "failed"]
     assert failed and "ValueError: diverged" in (failed[0].error or "")
+    # every step trained before the crash is stored, even those after the last ready point
+    steps = sorted(s.step for s in reloaded.scores() if s.slot == 0)
+    assert steps == list(range(1, steps[-1] + 1)) and steps[-1] % 4 != 0
 
 
 @pytest.mark.parametrize(

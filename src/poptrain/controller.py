@@ -33,6 +33,7 @@ class Controller:
         trainable_factory: Callable[[], Trainable],
         total_steps: int,
         progress: ProgressListener | None = None,
+        flush_seconds: float = 1.0,
     ) -> None:
         self.run = run
         self.storage = storage
@@ -43,16 +44,37 @@ class Controller:
         self.total_steps = total_steps
         self.progress = progress or ProgressListener()
         self.metric = run.metric
+        self.flush_seconds = flush_seconds
+        self._pending: list[ScoreRecord] = []
+        self._flushed_at = time.monotonic()
+        self._population: dict[int, MemberRecord] | None = None
 
     # --- views ------------------------------------------------------------------
     def members(self) -> list[MemberRecord]:
-        return self.storage.get_members(self.run.id)
+        """The members as stored now (also refreshes the population used for decisions)."""
+        members = self.storage.get_members(self.run.id)
+        self._population = {m.slot: m for m in members}
+        return members
+
+    def population(self) -> list[MemberSnapshot]:
+        """Every member as of its newest ready point: what decisions compare against.
+
+        Only ready points change it, and in one process they all pass through this controller,
+        so it is kept in memory; executors whose members train elsewhere call ``members()``
+        to refresh it first.
+        """
+        if self._population is None:
+            self.members()
+        assert self._population is not None
+        return [replace(self.snapshot(m), step=m.last_ready_step) for _, m in sorted(self._population.items())]
 
     def snapshot(self, member: MemberRecord) -> MemberSnapshot:
         fitness = self.run.fitness(member.ready_score) if member.last_ready_step > 0 else None
         if member.last_ready_step > 0 and (fitness is None or not math.isfinite(fitness)):
             fitness = -math.inf  # a NaN or infinite score (SQL storage keeps it as NULL) ranks last
-        return MemberSnapshot(member.slot, member.step, dict(member.hparams), fitness, member.last_ready_step, member.generation)
+        # a donor passes on the hyperparameters that trained its checkpoint, not ones it chose since
+        hparams = member.ready_hparams if member.last_ready_step > 0 and member.ready_hparams is not None else member.hparams
+        return MemberSnapshot(member.slot, member.step, dict(hparams), fitness, member.last_ready_step, member.generation)
 
     def is_ready(self, member: MemberRecord, step: int) -> bool:
         """Whether ``member`` is ready after finishing ``step`` (never at the final step)."""
@@ -78,11 +100,20 @@ class Controller:
         self._call(member.slot, step, "step", trainable.step)
         result = self._call(member.slot, step, "evaluate", trainable.evaluate)
         value, metrics = read_score(result, self.metric)
-        self.storage.record_scores(
-            self.run.id, [ScoreRecord(member.slot, step, value, member.generation_id, metrics, time.time())]
-        )
+        self._pending.append(ScoreRecord(member.slot, step, value, member.generation_id, metrics, time.time()))
+        if time.monotonic() - self._flushed_at >= self.flush_seconds:
+            self.flush()
         self.progress.on_score(member.slot, step, value, member.hparams, member.generation)
         return replace(member, step=step, score=value), value
+
+    def flush(self) -> None:
+        """Write the scores not yet written. Scores are written at least every ``flush_seconds``
+        and with every ready point; the ones after a member's newest checkpoint would be trained
+        again after a crash anyway."""
+        pending, self._pending = self._pending, []
+        self._flushed_at = time.monotonic()
+        if pending:
+            self.storage.record_scores(self.run.id, pending)
 
     def ready_points(
         self, entries: Sequence[tuple[MemberRecord, Trainable]], *, decide: bool
@@ -96,18 +127,25 @@ class Controller:
             points.append((member, self.checkpoints.save(member.slot, member.step, state)))
         decisions: dict[int, Decision] = {}
         if decide:
-            updated = {m.slot: replace(m, last_ready_step=m.step, ready_score=m.score) for m, _ in points}
-            population = [self.snapshot(updated.get(m.slot, m)) for m in self.members()]
-            ready = [p for p in population if p.slot in updated]
+            updated = {
+                m.slot: replace(m, last_ready_step=m.step, ready_score=m.score, ready_hparams=dict(m.hparams)) for m, _ in points
+            }
+            ready = [self.snapshot(m) for m in updated.values()]
+            population = [next((r for r in ready if r.slot == p.slot), p) for p in self.population()]
             planned = plan_generation(
                 population, self.space, self.strategy,
                 lambda m: decision_rng(self.run.seed, m.slot, m.step), members=ready,
             )
             decisions = {d.slot: d for d in planned}
+        pending, self._pending = self._pending, []
+        self._flushed_at = time.monotonic()
         records = self.storage.record_ready(
             self.run.id,
             [ReadyPoint(m.slot, m.step, ckpt, m.score, decisions.get(m.slot)) for m, ckpt in points],
+            pending,
         )
+        if self._population is not None:
+            self._population.update({r.slot: r for r in records})
         results = []
         for (member, _), (_, trainable), record in zip(points, entries, records):
             decision = decisions.get(member.slot)
@@ -134,6 +172,7 @@ class Controller:
             raise
         except Exception as exc:
             detail = "".join(traceback.format_exception(exc)).strip()
+            self.flush()
             self.storage.set_member_state(self.run.id, slot, "failed", detail)
             raise TrainableError(
                 f"member {slot} failed in {what}() at step {step}: {type(exc).__name__}: {exc}"

@@ -52,7 +52,13 @@ class CheckpointRecord:
 
 @dataclass(frozen=True)
 class MemberRecord:
-    """A member of the population as it stands now."""
+    """A member of the population as it stands now.
+
+    ``ready_score``, ``checkpoint_id`` and ``ready_hparams`` describe its newest ready point:
+    the score, the checkpoint and the hyperparameters that trained that checkpoint (what a
+    member copying it inherits). ``resume_checkpoint_id`` is what it continues from (a donor's
+    checkpoint after an exploit). Non-finite scores are stored as ``None``.
+    """
 
     id: int
     slot: int
@@ -67,6 +73,7 @@ class MemberRecord:
     checkpoint_id: int | None = None
     resume_checkpoint_id: int | None = None
     error: str | None = None
+    ready_hparams: HParams | None = None
 
 
 @dataclass(frozen=True)

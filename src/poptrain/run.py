@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -118,12 +119,16 @@ class Run:
         runner = get_executor(executor)
         controller = Controller(self.record, self.storage, self.checkpoints, self.space, self.strategy, trainable, steps, progress)
         listener = controller.progress
-        done = sum(min(m.step, steps) for m in self.members())
-        listener.on_start(self.name, len(self.members()), steps * len(self.members()), done)
+        members = self.members()  # read once (nothing changes them before training starts)
+        done = sum(min(m.step, steps) for m in members)
+        listener.on_start(self.name, len(members), steps * len(members), done)
         self.storage.set_run_state(self.record.id, "running")
         try:
             runner.run(controller)
+            controller.flush()
         except BaseException:
+            with contextlib.suppress(Exception):
+                controller.flush()  # keep the scores seen before the failure
             self.storage.set_run_state(self.record.id, "failed")
             raise
         finally:
@@ -153,16 +158,16 @@ class Run:
         ready = controller.is_ready(member, step)
         if ready and state is None:  # checked before recording anything, so the call can be repeated
             raise ConfigError(f"member {slot} is ready at step {step}: pass state= (its state_dict) to report()")
-        self.storage.record_scores(self.record.id, [scored])
         if not ready:
+            self.storage.record_scores(self.record.id, [scored])
             return Action("continue")
         ckpt = self.checkpoints.save(slot, step, state() if callable(state) else state)
-        updated = replace(member, last_ready_step=step, ready_score=value)
-        population = [controller.snapshot(updated if m.slot == slot else m) for m in members.values()]
+        updated = replace(member, last_ready_step=step, ready_score=value, ready_hparams=dict(member.hparams))
         me = controller.snapshot(updated)
+        population = [me if p.slot == slot else p for p in controller.population()]
         planned = plan_generation(population, self.space, self.strategy, lambda m: decision_rng(self.record.seed, m.slot, m.step), members=[me])
         decision: Decision | None = planned[0] if planned else None
-        [record] = self.storage.record_ready(self.record.id, [ReadyPoint(slot, step, ckpt, value, decision)])
+        [record] = self.storage.record_ready(self.record.id, [ReadyPoint(slot, step, ckpt, value, decision)], [scored])
         if decision is None:
             return Action("continue")
         if decision.kind == "explore":

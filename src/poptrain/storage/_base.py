@@ -12,6 +12,8 @@ Rules:
   checkpoint) or the member's own (explore); the member's hyperparameters become the
   decision's, and its ``resume_checkpoint_id`` becomes the loaded checkpoint.
 - Scores are appended; a member's ``step`` and ``score`` follow its newest score.
+- Non-finite scores (NaN, inf) are kept as ``None`` on members and checkpoints (a member
+  that has been ready with such a score ranks last); score records keep NaN as NaN.
 """
 
 from __future__ import annotations
@@ -69,8 +71,11 @@ class Storage(ABC):
         """Append evaluations; each member's ``step`` and ``score`` follow its newest one."""
 
     @abstractmethod
-    def record_ready(self, run_id: int, points: Sequence[ReadyPoint]) -> list[MemberRecord]:
-        """Record checkpoints and decisions of members at ready points; return the updated members."""
+    def record_ready(
+        self, run_id: int, points: Sequence[ReadyPoint], scores: Sequence[ScoreRecord] = ()
+    ) -> list[MemberRecord]:
+        """Record ``scores`` (as ``record_scores``), then the checkpoints and decisions of members
+        at ready points, in one transaction; return the updated members of the points."""
 
     @abstractmethod
     def get_generations(self, run_id: int) -> list[GenerationRecord]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -100,30 +101,39 @@ class InMemoryStorage(Storage):
             member = self._member(run_id, slot)
             self._members[run_id][slot] = replace(member, state=state, error=error)
 
+    def _scored(self, run_id: int, members: dict[int, MemberRecord], scores: Sequence[ScoreRecord]) -> list[ScoreRecord]:
+        """Apply ``scores`` to a copy of the members; return the score list to commit."""
+        for score in scores:
+            self._member(run_id, score.slot)
+        for score in scores:
+            members[score.slot] = replace(members[score.slot], step=score.step, score=_finite(score.value))
+        return self._scores[run_id] + [copy.deepcopy(s) for s in scores]
+
     def record_scores(self, run_id: int, scores: Sequence[ScoreRecord]) -> None:
         with self._lock:
-            for score in scores:
-                self._member(run_id, score.slot)
-            for score in scores:
-                self._scores[run_id].append(copy.deepcopy(score))
-                member = self._members[run_id][score.slot]
-                self._members[run_id][score.slot] = replace(member, step=score.step, score=score.value)
+            members = dict(self._members[run_id])
+            self._scores[run_id] = self._scored(run_id, members, scores)
+            self._members[run_id] = members
 
-    def record_ready(self, run_id: int, points: Sequence[ReadyPoint]) -> list[MemberRecord]:
+    def record_ready(
+        self, run_id: int, points: Sequence[ReadyPoint], scores: Sequence[ScoreRecord] = ()
+    ) -> list[MemberRecord]:
         with self._lock:
             members = dict(self._members[run_id])
+            all_scores = self._scored(run_id, members, scores)
             generations = list(self._generations[run_id])
             checkpoints: dict[int, CheckpointRecord] = {}
             for point in points:
                 member = members[point.slot] if point.slot in members else self._member(run_id, point.slot)
                 ckpt = CheckpointRecord(
                     self._next_id(), point.slot, point.step, point.checkpoint.uri,
-                    point.checkpoint.sha256, point.checkpoint.size_bytes, point.score,
+                    point.checkpoint.sha256, point.checkpoint.size_bytes, _finite(point.score),
                 )
                 checkpoints[ckpt.id] = ckpt
                 members[point.slot] = replace(
                     member, step=max(member.step, point.step), last_ready_step=point.step,
-                    ready_score=point.score, checkpoint_id=ckpt.id, resume_checkpoint_id=ckpt.id,
+                    ready_score=_finite(point.score), checkpoint_id=ckpt.id, resume_checkpoint_id=ckpt.id,
+                    ready_hparams=dict(member.hparams),
                 )
             for point in points:
                 decision = point.decision
@@ -148,6 +158,7 @@ class InMemoryStorage(Storage):
                 )
             self._members[run_id] = members
             self._generations[run_id] = generations
+            self._scores[run_id] = all_scores
             for ckpt in checkpoints.values():
                 self._checkpoints[ckpt.id] = ckpt
                 self._checkpoint_run[ckpt.id] = run_id
@@ -170,6 +181,10 @@ class InMemoryStorage(Storage):
     def get_checkpoints(self, run_id: int) -> list[CheckpointRecord]:
         with self._lock:
             return [c for i, c in sorted(self._checkpoints.items()) if self._checkpoint_run[i] == run_id]
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def _trained_by(generations: Sequence[GenerationRecord], slot: int, step: int) -> int:

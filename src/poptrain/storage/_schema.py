@@ -53,6 +53,7 @@ members = Table(
     Column("checkpoint_id", Integer, nullable=True),
     Column("resume_checkpoint_id", Integer, nullable=True),
     Column("error", Text, nullable=True),
+    Column("ready_hparams", JSON, nullable=True),
     UniqueConstraint("run_id", "slot", name="uq_members_run_slot"),
 )
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import create_engine, event, insert, or_, select, update
+from sqlalchemy import bindparam, create_engine, event, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
@@ -33,6 +33,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+# Statements of the per-step and per-ready-point path, built once (building one costs more than
+# SQLite takes to run it); values are bound when executed.
+_M = t.members.c
+_READY_COLUMNS = ("step", "last_ready_step", "ready_score", "checkpoint_id", "resume_checkpoint_id",
+                  "ready_hparams", "hparams", "generation_id", "generation")
+_MEMBERS_IN_SLOTS = select(t.members).where(
+    _M.run_id == bindparam("run_id"), _M.slot.in_(bindparam("slots", expanding=True))
+)
+_MEMBER_SCORED = (
+    update(t.members)
+    .where(_M.run_id == bindparam("p_run_id"), _M.slot == bindparam("p_slot"))
+    .values(step=bindparam("p_step"), score=bindparam("p_score"))
+)
+_MEMBER_READY = (
+    update(t.members)
+    .where(_M.id == bindparam("p_id"))
+    .values({c: bindparam(f"p_{c}", type_=_M[c].type) for c in _READY_COLUMNS})
+)
+_INSERT_SCORES = insert(t.scores)
+_INSERT_CHECKPOINT = insert(t.checkpoints)
+_INSERT_GENERATION = insert(t.generations)
 
 
 def _nan_to_none(value: float | None) -> float | None:
@@ -61,7 +84,8 @@ class SQLStorage(Storage):
             self.engine: Engine = create_engine(url, future=True)
         except (NoSuchModuleError, ImportError) as exc:
             raise StorageError(
-                f"no database driver for {parsed.drivername!r} ({exc}); install it, e.g. pip install 'psycopg[binary]'"
+                f"no database driver for {parsed.drivername!r} ({exc}); install it"
+                + (", e.g. pip install 'psycopg[binary]'" if parsed.get_backend_name() == "postgresql" else "")
             ) from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -132,6 +156,7 @@ class SQLStorage(Storage):
             row.id, row.slot, row.state, row.step, dict(row.hparams), row.generation_id,
             row.generation if generation_number is None else generation_number,
             row.last_ready_step, row.score, row.ready_score, row.checkpoint_id, row.resume_checkpoint_id, row.error,
+            None if row.ready_hparams is None else dict(row.ready_hparams),
         )
 
     def add_members(self, run_id: int, initial_hparams: Sequence[HParams]) -> list[MemberRecord]:
@@ -178,98 +203,109 @@ class SQLStorage(Storage):
         if not scores:
             return
         with self._begin() as conn:
-            conn.execute(
-                insert(t.scores),
-                [
-                    {
-                        "run_id": run_id, "slot": s.slot, "generation_id": s.generation_id, "step": s.step,
-                        "value": None if math.isnan(s.value) else s.value,  # SQLite cannot store NaN
-                        "metrics": dict(s.metrics), "wall_time": s.wall_time,
-                    }
-                    for s in scores
-                ],
+            self._insert_scores(conn, run_id, scores)
+
+    @staticmethod
+    def _insert_scores(conn: Connection, run_id: int, scores: Sequence[ScoreRecord]) -> None:
+        if not scores:
+            return
+        conn.execute(
+            _INSERT_SCORES,
+            [
+                {
+                    "run_id": run_id, "slot": s.slot, "generation_id": s.generation_id, "step": s.step,
+                    "value": None if math.isnan(s.value) else s.value,
+                    "metrics": {k: _nan_to_none(v) for k, v in s.metrics.items()},  # JSON has no NaN/inf
+                    "wall_time": s.wall_time,
+                }
+                for s in scores
+            ],
+        )
+        newest: dict[int, ScoreRecord] = {}
+        for s in scores:
+            newest[s.slot] = s
+        for slot, s in newest.items():
+            result = conn.execute(
+                _MEMBER_SCORED, {"p_run_id": run_id, "p_slot": slot, "p_step": s.step, "p_score": _nan_to_none(s.value)}
             )
-            newest: dict[int, ScoreRecord] = {}
-            for s in scores:
-                newest[s.slot] = s
-            for slot, s in newest.items():
-                result = conn.execute(
-                    update(t.members)
-                    .where(t.members.c.run_id == run_id, t.members.c.slot == slot)
-                    .values(step=s.step, score=_nan_to_none(s.value))
-                )
-                if result.rowcount == 0:
-                    raise KeyError(f"no member in slot {slot} of run {run_id}")
+            if result.rowcount == 0:
+                raise KeyError(f"no member in slot {slot} of run {run_id}")
 
-    def record_ready(self, run_id: int, points: Sequence[ReadyPoint]) -> list[MemberRecord]:
+    def record_ready(
+        self, run_id: int, points: Sequence[ReadyPoint], scores: Sequence[ScoreRecord] = ()
+    ) -> list[MemberRecord]:
         with self._begin() as conn:
-            def member_row(slot: int) -> Any:
-                row = conn.execute(
-                    select(t.members).where(t.members.c.run_id == run_id, t.members.c.slot == slot)
-                ).first()
-                if row is None:
-                    raise KeyError(f"no member in slot {slot} of run {run_id}")
-                return row
+            self._insert_scores(conn, run_id, scores)
+            slots = {p.slot for p in points} | {p.decision.donor for p in points if p.decision is not None and p.decision.donor is not None}
+            rows = conn.execute(_MEMBERS_IN_SLOTS, {"run_id": run_id, "slots": sorted(slots)})
+            members: dict[int, dict[str, Any]] = {r.slot: dict(r._mapping) for r in rows}
 
-            def trained_by(slot: int, checkpoint_id: int) -> int:
-                # the generation whose training produced the checkpoint: one begun by a decision
-                # at the checkpoint's own step started after it was taken
-                step = conn.execute(
-                    select(t.checkpoints.c.step).where(t.checkpoints.c.id == checkpoint_id)
-                ).scalar_one()
-                return conn.execute(
-                    select(t.generations.c.id)
-                    .where(
-                        t.generations.c.run_id == run_id, t.generations.c.slot == slot,
-                        or_(t.generations.c.start_step < step, t.generations.c.number == 0),
-                    )
-                    .order_by(t.generations.c.number.desc())
-                    .limit(1)
-                ).scalar_one()
+            def member(slot: int) -> dict[str, Any]:
+                if slot not in members:
+                    raise KeyError(f"no member in slot {slot} of run {run_id}")
+                return members[slot]
 
             for p in points:
-                row = member_row(p.slot)
+                row = member(p.slot)
                 ckpt_id = conn.execute(
-                    insert(t.checkpoints).values(
-                        run_id=run_id, slot=p.slot, step=p.step, uri=p.checkpoint.uri, sha256=p.checkpoint.sha256,
-                        size_bytes=p.checkpoint.size_bytes, score=_nan_to_none(p.score),
-                    )
+                    _INSERT_CHECKPOINT,
+                    {
+                        "run_id": run_id, "slot": p.slot, "step": p.step, "uri": p.checkpoint.uri,
+                        "sha256": p.checkpoint.sha256, "size_bytes": p.checkpoint.size_bytes, "score": _nan_to_none(p.score),
+                    },
                 ).inserted_primary_key[0]
-                conn.execute(
-                    update(t.members)
-                    .where(t.members.c.id == row.id)
-                    .values(
-                        step=max(row.step, p.step), last_ready_step=p.step, ready_score=_nan_to_none(p.score),
-                        checkpoint_id=ckpt_id, resume_checkpoint_id=ckpt_id,
-                    )
+                row.update(
+                    step=max(row["step"], p.step), last_ready_step=p.step, ready_score=_nan_to_none(p.score),
+                    checkpoint_id=ckpt_id, resume_checkpoint_id=ckpt_id, ready_hparams=dict(row["hparams"]),
                 )
+                row["_checkpoint_step"] = p.step
             now = time.time()
             for p in points:
                 decision = p.decision
                 if decision is None:
                     continue
-                row = member_row(p.slot)
-                source = member_row(decision.donor) if decision.kind == "exploit" else row
-                parent_id = source.generation_id
-                if decision.kind == "exploit" and source.checkpoint_id is not None:
-                    parent_id = trained_by(source.slot, source.checkpoint_id)
+                row = member(p.slot)
+                source = member(decision.donor) if decision.kind == "exploit" else row
+                parent_id = source["generation_id"]
+                if decision.kind == "exploit" and source["checkpoint_id"] is not None:
+                    parent_id = self._trained_by(conn, run_id, source)
+                number = row["generation"] + 1
                 gen_id = conn.execute(
-                    insert(t.generations).values(
-                        run_id=run_id, slot=p.slot, number=row.generation + 1, start_step=p.step,
-                        hparams=dict(decision.hparams), kind=decision.kind, parent_id=parent_id,
-                        donor=decision.donor, loaded_checkpoint_id=source.checkpoint_id,
-                        operations=dict(decision.operations), created_at=now,
-                    )
+                    _INSERT_GENERATION,
+                    {
+                        "run_id": run_id, "slot": p.slot, "number": number, "start_step": p.step,
+                        "hparams": dict(decision.hparams), "kind": decision.kind, "parent_id": parent_id,
+                        "donor": decision.donor, "loaded_checkpoint_id": source["checkpoint_id"],
+                        "operations": dict(decision.operations), "created_at": now,
+                    },
                 ).inserted_primary_key[0]
-                conn.execute(
-                    update(t.members)
-                    .where(t.members.c.id == row.id)
-                    .values(
-                        hparams=dict(decision.hparams), generation_id=gen_id, generation=row.generation + 1,
-                        resume_checkpoint_id=source.checkpoint_id,
-                    )
+                row.update(
+                    hparams=dict(decision.hparams), generation_id=gen_id, generation=number,
+                    resume_checkpoint_id=source["checkpoint_id"],
                 )
-            return [self._member(member_row(p.slot)) for p in points]
+            for slot in {p.slot for p in points}:
+                row = members[slot]
+                conn.execute(_MEMBER_READY, {"p_id": row["id"], **{f"p_{c}": row[c] for c in _READY_COLUMNS}})
+            return [self._member(_Row(members[p.slot])) for p in points]
+
+    @staticmethod
+    def _trained_by(conn: Connection, run_id: int, donor: dict[str, Any]) -> int:
+        """The donor's generation whose training produced its newest checkpoint: one begun by a
+        decision at the checkpoint's own step started after the checkpoint was taken."""
+        step = donor.get("_checkpoint_step")
+        if step is None:
+            step = conn.execute(
+                select(t.checkpoints.c.step).where(t.checkpoints.c.id == donor["checkpoint_id"])
+            ).scalar_one()
+        return conn.execute(
+            select(t.generations.c.id)
+            .where(
+                t.generations.c.run_id == run_id, t.generations.c.slot == donor["slot"],
+                or_(t.generations.c.start_step < step, t.generations.c.number == 0),
+            )
+            .order_by(t.generations.c.number.desc())
+            .limit(1)
+        ).scalar_one()
 
     # --- reads ------------------------------------------------------------------
     def get_generations(self, run_id: int) -> list[GenerationRecord]:
@@ -288,7 +324,8 @@ class SQLStorage(Storage):
             rows = conn.execute(select(t.scores).where(t.scores.c.run_id == run_id).order_by(t.scores.c.id))
             return [
                 ScoreRecord(
-                    r.slot, r.step, math.nan if r.value is None else r.value, r.generation_id, dict(r.metrics), r.wall_time
+                    r.slot, r.step, math.nan if r.value is None else r.value, r.generation_id,
+                    {k: math.nan if v is None else v for k, v in r.metrics.items()}, r.wall_time,
                 )
                 for r in rows
             ]
@@ -311,6 +348,13 @@ class SQLStorage(Storage):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class _Row:
+    """Attribute access to a dict, so a member row tracked in Python reads like a result row."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
 
 
 class _Transaction:

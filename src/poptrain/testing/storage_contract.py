@@ -62,11 +62,6 @@ def _explore(slot: int, step: int, hparams: dict[str, Any]) -> Decision:
     return Decision(slot, step, "explore", hparams, None, {"lr": "* 0.8"})
 
 
-def _nan_or_none(value: float | None) -> bool:
-    """A non-finite score may read back as NaN or as ``None`` (SQL stores it as NULL)."""
-    return value is None or math.isnan(value)
-
-
 class StorageContract:
     """The rules of ``poptrain.storage.Storage`` as tests. Override ``make_storage``."""
 
@@ -93,6 +88,24 @@ class StorageContract:
     @staticmethod
     def generation(storage: Storage, run_id: int, generation_id: int) -> Any:
         return {g.id: g for g in storage.get_generations(run_id)}[generation_id]
+
+    # --- scores written with a ready point ------------------------------------------
+    def test_ready_point_with_scores_is_one_transaction(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage)
+        scores = [_score(0, step, 0.1 * step, m0.generation_id) for step in (1, 2)]
+        [member] = storage.record_ready(run.id, [ReadyPoint(0, 2, _ckpt("a"), 0.2)], scores)
+        assert [(s.slot, s.step) for s in storage.get_scores(run.id)] == [(0, 1), (0, 2)]
+        assert (member.step, member.score, member.last_ready_step) == (2, 0.2, 2)
+        with pytest.raises(KeyError):
+            storage.record_ready(run.id, [ReadyPoint(7, 3, _ckpt("b"), 0.3)], [_score(0, 3, 0.3, m0.generation_id)])
+        assert len(storage.get_scores(run.id)) == 2 and self.member(storage, run.id, 0).step == 2
+
+    def test_ready_hparams_are_those_that_trained_the_checkpoint(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage)
+        new = {**_hparams(0), "lr": 0.5}
+        [member] = storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("x"), 0.4, _explore(0, 4, new))])
+        assert member.hparams == new
+        assert member.ready_hparams == _hparams(0)
 
     # --- runs -----------------------------------------------------------------------
     def test_create_run_returns_the_run(self, storage: Storage) -> None:
@@ -217,12 +230,13 @@ class StorageContract:
         ])
         s0, s1 = storage.get_scores(run.id)
         assert math.isnan(s0.value) and math.isnan(s0.metrics["acc"])
-        assert s1.value == float("-inf") and s1.metrics["acc"] == float("-inf")
+        # a metric that is not finite may come back as NaN (JSON has no infinities)
+        assert s1.value == float("-inf") and (s1.metrics["acc"] == float("-inf") or math.isnan(s1.metrics["acc"]))
         member = self.member(storage, run.id, 0)
-        assert member.step == 1 and _nan_or_none(member.score)
+        assert member.step == 1 and member.score is None  # non-finite scores are None on members
         [member] = storage.record_ready(run.id, [ReadyPoint(0, 1, _ckpt("nan"), nan)])
-        assert member.last_ready_step == 1 and _nan_or_none(member.ready_score)
-        assert _nan_or_none(storage.get_checkpoint(member.checkpoint_id).score)
+        assert member.last_ready_step == 1 and member.ready_score is None
+        assert storage.get_checkpoint(member.checkpoint_id).score is None
 
     # --- ready points -----------------------------------------------------------------
     def test_record_ready_without_decision(self, storage: Storage) -> None:
