@@ -306,7 +306,7 @@ def load_run(
     store, folder = _run_paths(name, root, storage)
     record = store.get_run(name)
     spec = dict(record.spec["strategy"])
-    for key, value in strategy_overrides.items():
+    for key in strategy_overrides:
         if key not in ("ready", "exploit", "explore"):
             raise ConfigError(f"load_run() got an unexpected argument {key!r}")
     base = dict(spec)

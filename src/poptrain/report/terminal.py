@@ -51,12 +51,12 @@ class TerminalProgress(ProgressListener):
         self._next_line = done_steps + max(1, total_steps // self.lines)
         if self.live:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
-                TextColumn(f"[bold]{run_name}[/] ({population_size} members)"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("steps"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"), console=Console(file=self.stream), transient=False,
+                TextColumn(f"[bold]{run_name}[/]"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                TextColumn("steps, ETA"), TimeRemainingColumn(compact=True), TextColumn("{task.fields[status]}"),
+                console=Console(file=self.stream), transient=False,
             )
             self._progress.start()
             self._task = self._progress.add_task("train", total=total_steps, completed=done_steps, status=self._status())
