@@ -56,6 +56,22 @@ class Controller:
         self._population = {m.slot: m for m in members}
         return members
 
+    def resumable_members(self) -> list[MemberRecord]:
+        """The members still to train, each rewound to its newest ready point: what a member did
+        after it (steps, scores) is undone, since it trains again from that checkpoint. A member
+        whose final checkpoint is recorded is marked finished."""
+        todo = []
+        for member in self.members():
+            if member.state == "finished" and member.step >= self.total_steps:
+                continue
+            if member.step != member.last_ready_step:
+                member = self.storage.rewind_member(self.run.id, member.slot)
+            if member.step >= self.total_steps:
+                self.finish_member(member)
+                continue
+            todo.append(member)
+        return todo
+
     def population(self) -> list[MemberSnapshot]:
         """Every member as of its newest ready point: what decisions compare against.
 

@@ -109,15 +109,22 @@ class Run:
         steps: int,
         executor: str | Executor = "sequential",
         progress: ProgressListener | None = None,
+        flush_seconds: float = 1.0,
     ) -> Run:
         """Train every member to ``steps`` steps with PBT. ``trainable`` is a ``Trainable``
-        subclass (or any zero-argument factory of one)."""
+        subclass (or any zero-argument factory of one).
+
+        A run that was stopped or killed continues from each member's newest checkpoint.
+        Scores are written with every ready point and at least every ``flush_seconds``.
+        """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
         if not callable(trainable):
             raise ConfigError(f"trainable must be a Trainable subclass or a factory of one, got {trainable!r}")
         runner = get_executor(executor)
-        controller = Controller(self.record, self.storage, self.checkpoints, self.space, self.strategy, trainable, steps, progress)
+        controller = Controller(
+            self.record, self.storage, self.checkpoints, self.space, self.strategy, trainable, steps, progress, flush_seconds
+        )
         listener = controller.progress
         members = self.members()  # read once (nothing changes them before training starts)
         done = sum(min(m.step, steps) for m in members)
@@ -238,11 +245,13 @@ def create_run(
     checkpoints: CheckpointStore | str | Path | None = None,
     root: str | Path = DEFAULT_ROOT,
     initial_hparams: list[HParams] | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> Run:
     """Create a run and its population (hyperparameters drawn from ``space`` with ``seed``).
 
     ``storage=None`` keeps everything in ``<root>/<name>/poptrain.db`` (SQLite) and
     checkpoints in ``<root>/<name>/checkpoints``. ``storage="memory"`` keeps it in memory.
+    ``meta`` is stored with the run (the CLI keeps what ``poptrain resume`` needs there).
     """
     _check_name(name)
     search_space = SearchSpace(space)
@@ -264,16 +273,15 @@ def create_run(
     store, folder = _run_paths(name, root, storage)
     spec = {
         "space": search_space.to_dict(), "population_size": population_size, "metric": metric, "mode": mode,
-        "strategy": strategy_to_spec(strategy),
+        "strategy": strategy_to_spec(strategy), "meta": dict(meta or {}),
     }
     try:
-        record = store.create_run(name, spec=spec, seed=seed)
+        record = store.create_run(name, spec=spec, seed=seed, initial_hparams=first)
     except RunExistsError:
         store.close()
         raise RunExistsError(
             f"a run named {name!r} exists already in this storage; choose another name, or load_run({name!r})"
         ) from None
-    store.add_members(record.id, first)
     return Run(record, store, _checkpoint_store(checkpoints, folder, store), search_space, strategy)
 
 

@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress display")
     _add_storage_args(run)
 
+    resume = commands.add_parser("resume", help="continue a run that was stopped or killed, from its checkpoints")
+    resume.add_argument("name")
+    resume.add_argument("--steps", type=int, help="train to this many steps per member (default: the run's own)")
+    resume.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_storage_args(resume)
+
     status = commands.add_parser("status", help="show a run's state, members and best member")
     status.add_argument("name")
     _add_storage_args(status)
@@ -52,7 +58,6 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     import poptrain
     from poptrain.experiment import load_experiment
-    from poptrain.report.terminal import TerminalProgress, print_summary
 
     spec = load_experiment(args.target)
     for attr, value in (("steps", args.steps), ("population_size", args.population), ("seed", args.seed)):
@@ -70,15 +75,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.storage is not None:
             raise ConfigError("--overwrite deletes the run folder of the default SQLite storage; with --storage pick a new --name")
         shutil.rmtree(folder)
+    target = str(Path(args.target).resolve()) if Path(args.target).is_file() else args.target
+    meta = {"target": target, "steps": spec.steps}
+    run = poptrain.create_run(name=name, storage=args.storage, root=args.root, meta=meta, **spec.run_kwargs())
+    return _train_and_report(run, spec, spec.steps, args)
+
+
+def _train_and_report(run: Any, spec: Any, steps: int, args: argparse.Namespace) -> int:
+    from poptrain.report.terminal import TerminalProgress, print_summary
+
     started = time.monotonic()
-    run = poptrain.create_run(name=name, storage=args.storage, root=args.root, **spec.run_kwargs())
     progress = None if args.quiet else TerminalProgress(run.metric, run.mode)
-    run.optimize(spec.trainable, steps=spec.steps, progress=progress)
+    run.optimize(spec.trainable, steps=steps, progress=progress)
     extra = spec.summarize(run) if spec.summarize else {}
     print_summary(run.name, run.metric, run.best(), extra, wall_time=time.monotonic() - started)
-    where = args.storage or str(folder / "poptrain.db")
+    where = args.storage or str(Path(args.root) / run.name / "poptrain.db")
     print(f"Stored in {where}; see it again with: poptrain status {run.name}" + (f" --root {args.root}" if args.root != "runs" else ""))
     return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    import poptrain
+    from poptrain.experiment import load_experiment
+
+    run = poptrain.load_run(args.name, storage=args.storage, root=args.root)
+    meta = run.record.spec.get("meta") or {}
+    if "target" not in meta:
+        raise ConfigError(
+            f"run {args.name!r} was not started by `poptrain run`; resume it in Python with "
+            f"load_run({args.name!r}).optimize(YourTrainable, steps=N)"
+        )
+    spec = load_experiment(meta["target"])
+    steps = args.steps if args.steps is not None else int(meta["steps"])
+    if steps < 1:
+        raise ConfigError(f"steps must be a whole number >= 1, got {steps}")
+    return _train_and_report(run, spec, steps, args)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -149,7 +180,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``poptrain`` command."""
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "status": _cmd_status, "export": _cmd_export}
+    handlers = {"run": _cmd_run, "resume": _cmd_resume, "status": _cmd_status, "export": _cmd_export}
     try:
         return handlers[args.command](args)
     except PoptrainError as exc:

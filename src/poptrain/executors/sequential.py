@@ -17,7 +17,7 @@ class SequentialExecutor(Executor):
     """Trains members one at a time in this process, all of them kept live in memory."""
 
     def run(self, controller: Controller) -> None:
-        members = {m.slot: m for m in controller.members() if m.step < controller.total_steps or m.state != "finished"}
+        members = {m.slot: m for m in controller.resumable_members()}
         live = {slot: controller.start_member(member) for slot, member in members.items()}
         if controller.strategy.synchronous:
             self._synchronous(controller, members, live)

@@ -39,8 +39,11 @@ class Storage(ABC):
     """Where runs, members, scores, the lineage and checkpoint references live."""
 
     @abstractmethod
-    def create_run(self, name: str, *, spec: dict[str, Any], seed: int) -> RunRecord:
-        """Create a run; ``RunExistsError`` if the name is taken."""
+    def create_run(
+        self, name: str, *, spec: dict[str, Any], seed: int, initial_hparams: Sequence[HParams] = ()
+    ) -> RunRecord:
+        """Create a run, and its members from ``initial_hparams`` (as ``add_members``), in one
+        transaction; ``RunExistsError`` if the name is taken."""
 
     @abstractmethod
     def get_run(self, name: str) -> RunRecord:
@@ -65,6 +68,11 @@ class Storage(ABC):
     @abstractmethod
     def set_member_state(self, run_id: int, slot: int, state: str, error: str | None = None) -> None:
         """Change a member's state (one of ``records.MEMBER_STATES``), with an optional error text."""
+
+    @abstractmethod
+    def rewind_member(self, run_id: int, slot: int) -> MemberRecord:
+        """Undo what a member did after its newest ready point (resume after a crash): delete its
+        scores past ``last_ready_step`` and set its ``step`` and ``score`` back to that point."""
 
     @abstractmethod
     def record_scores(self, run_id: int, scores: Sequence[ScoreRecord]) -> None:

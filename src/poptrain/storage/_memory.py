@@ -46,7 +46,9 @@ class InMemoryStorage(Storage):
                 return run
         raise KeyError(f"no run with id {run_id}")
 
-    def create_run(self, name: str, *, spec: dict[str, Any], seed: int) -> RunRecord:
+    def create_run(
+        self, name: str, *, spec: dict[str, Any], seed: int, initial_hparams: Sequence[HParams] = ()
+    ) -> RunRecord:
         with self._lock:
             if name in self._runs:
                 raise RunExistsError(f"a run named {name!r} exists already; pick another name or resume it")
@@ -55,6 +57,7 @@ class InMemoryStorage(Storage):
             self._members[run.id] = {}
             self._generations[run.id] = []
             self._scores[run.id] = []
+            self.add_members(run.id, initial_hparams)
             return copy.deepcopy(run)
 
     def get_run(self, name: str) -> RunRecord:
@@ -95,6 +98,15 @@ class InMemoryStorage(Storage):
             return self._members[run_id][slot]
         except KeyError:
             raise KeyError(f"no member in slot {slot} of run {run_id}") from None
+
+    def rewind_member(self, run_id: int, slot: int) -> MemberRecord:
+        with self._lock:
+            member = self._member(run_id, slot)
+            keep = member.last_ready_step
+            self._scores[run_id] = [s for s in self._scores[run_id] if s.slot != slot or s.step <= keep]
+            rewound = replace(member, step=keep, score=member.ready_score if keep > 0 else None)
+            self._members[run_id][slot] = rewound
+            return copy.deepcopy(rewound)
 
     def set_member_state(self, run_id: int, slot: int, state: str, error: str | None = None) -> None:
         with self._lock:

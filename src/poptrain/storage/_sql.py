@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, create_engine, event, insert, or_, select, update
+from sqlalchemy import bindparam, create_engine, delete, event, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
@@ -122,13 +122,16 @@ class SQLStorage(Storage):
     def _run(row: Any) -> RunRecord:
         return RunRecord(row.id, row.name, dict(row.spec), row.seed, row.state, row.created_at)
 
-    def create_run(self, name: str, *, spec: dict[str, Any], seed: int) -> RunRecord:
+    def create_run(
+        self, name: str, *, spec: dict[str, Any], seed: int, initial_hparams: Sequence[HParams] = ()
+    ) -> RunRecord:
         try:
             with self._begin() as conn:
                 result = conn.execute(
                     insert(t.runs).values(name=name, spec=spec, seed=seed, state="created", created_at=time.time())
                 )
                 run_id = result.inserted_primary_key[0]
+                self._add_members(conn, run_id, initial_hparams)
                 return self._run(conn.execute(select(t.runs).where(t.runs.c.id == run_id)).one())
         except IntegrityError:
             raise RunExistsError(f"a run named {name!r} exists already; pick another name or resume it") from None
@@ -163,23 +166,27 @@ class SQLStorage(Storage):
         with self._begin() as conn:
             if conn.execute(select(t.runs.c.id).where(t.runs.c.id == run_id)).first() is None:
                 raise KeyError(f"no run with id {run_id}")
-            start = len(conn.execute(select(t.members.c.id).where(t.members.c.run_id == run_id)).all())
-            now = time.time()
-            for offset, hparams in enumerate(initial_hparams):
-                slot = start + offset
-                gen_id = conn.execute(
-                    insert(t.generations).values(
-                        run_id=run_id, slot=slot, number=0, start_step=0, hparams=dict(hparams), kind="init",
-                        parent_id=None, donor=None, loaded_checkpoint_id=None, operations={}, created_at=now,
-                    )
-                ).inserted_primary_key[0]
-                conn.execute(
-                    insert(t.members).values(
-                        run_id=run_id, slot=slot, state="pending", step=0, hparams=dict(hparams),
-                        generation_id=gen_id, generation=0, last_ready_step=0,
-                    )
-                )
+            self._add_members(conn, run_id, initial_hparams)
         return self.get_members(run_id)
+
+    @staticmethod
+    def _add_members(conn: Connection, run_id: int, initial_hparams: Sequence[HParams]) -> None:
+        start = len(conn.execute(select(t.members.c.id).where(t.members.c.run_id == run_id)).all())
+        now = time.time()
+        for offset, hparams in enumerate(initial_hparams):
+            slot = start + offset
+            gen_id = conn.execute(
+                insert(t.generations).values(
+                    run_id=run_id, slot=slot, number=0, start_step=0, hparams=dict(hparams), kind="init",
+                    parent_id=None, donor=None, loaded_checkpoint_id=None, operations={}, created_at=now,
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                insert(t.members).values(
+                    run_id=run_id, slot=slot, state="pending", step=0, hparams=dict(hparams),
+                    generation_id=gen_id, generation=0, last_ready_step=0,
+                )
+            )
 
     def get_members(self, run_id: int) -> list[MemberRecord]:
         with self._begin() as conn:
@@ -197,6 +204,21 @@ class SQLStorage(Storage):
             )
             if result.rowcount == 0:
                 raise KeyError(f"no member in slot {slot} of run {run_id}")
+
+    def rewind_member(self, run_id: int, slot: int) -> MemberRecord:
+        with self._begin() as conn:
+            row = conn.execute(select(t.members).where(_M.run_id == run_id, _M.slot == slot)).first()
+            if row is None:
+                raise KeyError(f"no member in slot {slot} of run {run_id}")
+            keep = row.last_ready_step
+            conn.execute(
+                delete(t.scores).where(t.scores.c.run_id == run_id, t.scores.c.slot == slot, t.scores.c.step > keep)
+            )
+            score = row.ready_score if keep > 0 else None
+            conn.execute(update(t.members).where(_M.id == row.id).values(step=keep, score=score))
+            values = dict(row._mapping)
+            values.update(step=keep, score=score)
+            return self._member(_Row(values))
 
     # --- scores and ready points ------------------------------------------------
     def record_scores(self, run_id: int, scores: Sequence[ScoreRecord]) -> None:

@@ -89,6 +89,21 @@ class StorageContract:
     def generation(storage: Storage, run_id: int, generation_id: int) -> Any:
         return {g.id: g for g in storage.get_generations(run_id)}[generation_id]
 
+    # --- rewinding a member to its newest ready point ----------------------------------
+    def test_rewind_member_drops_what_came_after_the_ready_point(self, storage: Storage) -> None:
+        run, (m0, m1) = self.new_run(storage)
+        storage.record_scores(run.id, [_score(0, s, 0.1 * s, m0.generation_id) for s in (1, 2)])
+        storage.record_ready(run.id, [ReadyPoint(0, 2, _ckpt("r"), 0.2)])
+        storage.record_scores(run.id, [_score(0, 3, 0.3, m0.generation_id), _score(1, 1, 0.5, m1.generation_id)])
+        member = storage.rewind_member(run.id, 0)
+        assert (member.step, member.score, member.last_ready_step) == (2, 0.2, 2)
+        assert [(s.slot, s.step) for s in storage.get_scores(run.id)] == [(0, 1), (0, 2), (1, 1)]
+        fresh = storage.rewind_member(run.id, 1)  # never ready: back to the start
+        assert (fresh.step, fresh.score) == (0, None)
+        assert [(s.slot, s.step) for s in storage.get_scores(run.id)] == [(0, 1), (0, 2)]
+        with pytest.raises(KeyError):
+            storage.rewind_member(run.id, 9)
+
     # --- scores written with a ready point ------------------------------------------
     def test_ready_point_with_scores_is_one_transaction(self, storage: Storage) -> None:
         run, (m0, _) = self.new_run(storage)
