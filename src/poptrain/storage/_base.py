@@ -86,6 +86,21 @@ class Storage(ABC):
         at ready points, in one transaction; return the updated members of the points."""
 
     @abstractmethod
+    def acquire_member(self, run_id: int, worker: str, *, total_steps: int, lease_seconds: float) -> MemberRecord | None:
+        """Lease the least-trained member (by ``last_ready_step``, then slot) that is not finished,
+        is below ``total_steps`` and has no live lease, to ``worker`` for ``lease_seconds``;
+        ``None`` if there is none. Two workers never hold the same member: a lease that
+        expired (its worker stopped renewing it) may be taken over."""
+
+    @abstractmethod
+    def renew_lease(self, run_id: int, slot: int, worker: str, lease_seconds: float) -> bool:
+        """Extend ``worker``'s lease on ``slot``; ``False`` if it no longer holds it."""
+
+    @abstractmethod
+    def release_member(self, run_id: int, slot: int, worker: str) -> None:
+        """Give up ``worker``'s lease on ``slot`` (nothing happens if it holds none)."""
+
+    @abstractmethod
     def get_generations(self, run_id: int) -> list[GenerationRecord]:
         """The lineage: every generation of every member, in the order they were created."""
 

@@ -34,6 +34,7 @@ class InMemoryStorage(Storage):
         self._scores: dict[int, list[ScoreRecord]] = {}
         self._checkpoints: dict[int, CheckpointRecord] = {}
         self._checkpoint_run: dict[int, int] = {}
+        self._leases: dict[tuple[int, int], tuple[str, float]] = {}
         self._ids = 0
 
     def _next_id(self) -> int:
@@ -176,6 +177,33 @@ class InMemoryStorage(Storage):
                 self._checkpoint_run[ckpt.id] = run_id
             return [copy.deepcopy(members[p.slot]) for p in points]
 
+    def acquire_member(self, run_id: int, worker: str, *, total_steps: int, lease_seconds: float) -> MemberRecord | None:
+        with self._lock:
+            now = time.time()
+            for member in sorted(self._members[run_id].values(), key=lambda m: (m.last_ready_step, m.slot)):
+                if not _trainable(member, total_steps):
+                    continue
+                holder = self._leases.get((run_id, member.slot))
+                if holder is not None and holder[1] > now and holder[0] != worker:
+                    continue
+                self._leases[(run_id, member.slot)] = (worker, now + lease_seconds)
+                return copy.deepcopy(member)
+            return None
+
+    def renew_lease(self, run_id: int, slot: int, worker: str, lease_seconds: float) -> bool:
+        with self._lock:
+            holder = self._leases.get((run_id, slot))
+            if holder is None or holder[0] != worker:
+                return False
+            self._leases[(run_id, slot)] = (worker, time.time() + lease_seconds)
+            return True
+
+    def release_member(self, run_id: int, slot: int, worker: str) -> None:
+        with self._lock:
+            holder = self._leases.get((run_id, slot))
+            if holder is not None and holder[0] == worker:
+                del self._leases[(run_id, slot)]
+
     def get_generations(self, run_id: int) -> list[GenerationRecord]:
         with self._lock:
             return copy.deepcopy(self._generations[run_id])
@@ -193,6 +221,11 @@ class InMemoryStorage(Storage):
     def get_checkpoints(self, run_id: int) -> list[CheckpointRecord]:
         with self._lock:
             return [c for i, c in sorted(self._checkpoints.items()) if self._checkpoint_run[i] == run_id]
+
+
+def _trainable(member: MemberRecord, total_steps: int) -> bool:
+    """Whether a member still has training (or its final bookkeeping) to do."""
+    return not (member.state == "finished" and member.step >= total_steps)
 
 
 def _finite(value: float | None) -> float | None:

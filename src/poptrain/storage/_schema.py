@@ -89,6 +89,17 @@ scores = Table(
     Index("ix_scores_run", "run_id", "id"),
 )
 
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("slot", Integer, nullable=False),
+    Column("worker", String(128), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    UniqueConstraint("run_id", "slot", name="uq_leases_run_slot"),
+)
+
 checkpoints = Table(
     "checkpoints",
     metadata,

@@ -329,6 +329,62 @@ class SQLStorage(Storage):
             .limit(1)
         ).scalar_one()
 
+    # --- leases -------------------------------------------------------------------
+    def acquire_member(self, run_id: int, worker: str, *, total_steps: int, lease_seconds: float) -> MemberRecord | None:
+        with self._begin() as conn:
+            rows = conn.execute(
+                select(t.members).where(_M.run_id == run_id).order_by(_M.last_ready_step, _M.slot)
+            ).all()
+            held = {r.slot: r for r in conn.execute(select(t.leases).where(t.leases.c.run_id == run_id))}
+        now = time.time()
+        for row in rows:
+            if row.state == "finished" and row.step >= total_steps:
+                continue
+            lease = held.get(row.slot)
+            if lease is not None and lease.expires_at > now and lease.worker != worker:
+                continue
+            if self._take_lease(run_id, row.slot, worker, now, lease_seconds, exists=lease is not None):
+                with self._begin() as conn:
+                    fresh = conn.execute(select(t.members).where(_M.id == row.id)).one()
+                if fresh.state == "finished" and fresh.step >= total_steps:  # finished meanwhile
+                    self.release_member(run_id, row.slot, worker)
+                    continue
+                return self._member(fresh)
+        return None
+
+    def _take_lease(self, run_id: int, slot: int, worker: str, now: float, seconds: float, *, exists: bool) -> bool:
+        """Compare-and-swap a lease in its own transaction: insert it, or take over one that
+        expired (or is ours already). ``False`` if another worker won the race."""
+        leases = t.leases.c
+        try:
+            with self._begin() as conn:
+                if not exists:
+                    conn.execute(insert(t.leases).values(run_id=run_id, slot=slot, worker=worker, expires_at=now + seconds))
+                    return True
+                result = conn.execute(
+                    update(t.leases)
+                    .where(leases.run_id == run_id, leases.slot == slot, or_(leases.expires_at <= now, leases.worker == worker))
+                    .values(worker=worker, expires_at=now + seconds)
+                )
+                return result.rowcount == 1
+        except IntegrityError:
+            return False
+
+    def renew_lease(self, run_id: int, slot: int, worker: str, lease_seconds: float) -> bool:
+        leases = t.leases.c
+        with self._begin() as conn:
+            result = conn.execute(
+                update(t.leases)
+                .where(leases.run_id == run_id, leases.slot == slot, leases.worker == worker)
+                .values(expires_at=time.time() + lease_seconds)
+            )
+            return result.rowcount == 1
+
+    def release_member(self, run_id: int, slot: int, worker: str) -> None:
+        leases = t.leases.c
+        with self._begin() as conn:
+            conn.execute(delete(t.leases).where(leases.run_id == run_id, leases.slot == slot, leases.worker == worker))
+
     # --- reads ------------------------------------------------------------------
     def get_generations(self, run_id: int) -> list[GenerationRecord]:
         with self._begin() as conn:

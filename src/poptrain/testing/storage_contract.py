@@ -104,6 +104,34 @@ class StorageContract:
         with pytest.raises(KeyError):
             storage.rewind_member(run.id, 9)
 
+    # --- leases ----------------------------------------------------------------------
+    def test_leases_hand_out_least_trained_members_once(self, storage: Storage) -> None:
+        run, _ = self.new_run(storage, n=3)
+        storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("a"), 0.1)])
+        got = [storage.acquire_member(run.id, f"w{i}", total_steps=8, lease_seconds=60) for i in range(4)]
+        assert [m.slot if m else None for m in got] == [1, 2, 0, None]  # least trained first, each once
+        assert storage.renew_lease(run.id, 1, "w0", 60) and not storage.renew_lease(run.id, 1, "w1", 60)
+        storage.release_member(run.id, 1, "w1")  # not w1's: nothing happens
+        assert storage.acquire_member(run.id, "w9", total_steps=8, lease_seconds=60) is None
+        storage.release_member(run.id, 1, "w0")
+        again = storage.acquire_member(run.id, "w9", total_steps=8, lease_seconds=60)
+        assert again is not None and again.slot == 1
+
+    def test_expired_lease_is_taken_over_and_finished_members_are_not_leased(self, storage: Storage) -> None:
+        run, _ = self.new_run(storage, n=2)
+        first = storage.acquire_member(run.id, "dead", total_steps=8, lease_seconds=-1.0)  # expired at once
+        assert first is not None and first.slot == 0
+        taken = storage.acquire_member(run.id, "alive", total_steps=8, lease_seconds=60)
+        assert taken is not None and taken.slot == 0
+        assert not storage.renew_lease(run.id, 0, "dead", 60)
+        storage.record_scores(run.id, [_score(1, 8, 0.5, self.member(storage, run.id, 1).generation_id)])
+        storage.record_ready(run.id, [ReadyPoint(1, 8, _ckpt("f"), 0.5)])
+        storage.set_member_state(run.id, 1, "finished")
+        assert storage.acquire_member(run.id, "other", total_steps=8, lease_seconds=60) is None
+        # asking for more steps makes a finished member trainable again
+        more = storage.acquire_member(run.id, "other", total_steps=12, lease_seconds=60)
+        assert more is not None and more.slot == 1
+
     # --- scores written with a ready point ------------------------------------------
     def test_ready_point_with_scores_is_one_transaction(self, storage: Storage) -> None:
         run, (m0, _) = self.new_run(storage)
