@@ -122,6 +122,14 @@ class Controller:
         self.progress.on_score(member.slot, step, value, member.hparams, member.generation)
         return replace(member, step=step, score=value), value
 
+    def train_until_ready(self, member: MemberRecord, trainable: Trainable) -> MemberRecord:
+        """Train ``member`` step by step until it is ready or has done all its steps."""
+        while member.step < self.total_steps:
+            member, _ = self.train_step(member, trainable)
+            if self.is_ready(member, member.step):
+                break
+        return member
+
     def flush(self) -> None:
         """Write the scores not yet written. Scores are written at least every ``flush_seconds``
         and with every ready point; the ones after a member's newest checkpoint would be trained

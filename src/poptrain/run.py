@@ -108,12 +108,14 @@ class Run:
         *,
         steps: int,
         executor: str | Executor = "sequential",
+        workers: int | None = None,
         progress: ProgressListener | None = None,
         flush_seconds: float = 1.0,
     ) -> Run:
         """Train every member to ``steps`` steps with PBT. ``trainable`` is a ``Trainable``
         subclass (or any zero-argument factory of one).
 
+        ``executor="processes"`` trains with ``workers`` processes sharing the run's database.
         A run that was stopped or killed continues from each member's newest checkpoint.
         Scores are written with every ready point and at least every ``flush_seconds``.
         """
@@ -121,7 +123,7 @@ class Run:
             raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
         if not callable(trainable):
             raise ConfigError(f"trainable must be a Trainable subclass or a factory of one, got {trainable!r}")
-        runner = get_executor(executor)
+        runner = get_executor(executor, workers=workers)
         controller = Controller(
             self.record, self.storage, self.checkpoints, self.space, self.strategy, trainable, steps, progress, flush_seconds
         )

@@ -23,6 +23,12 @@ def _add_storage_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default="runs", help="folder that holds run folders (default: runs)")
 
 
+def _add_executor_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=["sequential", "processes"], default="sequential",
+                        help="sequential (deterministic, one process) or processes (asynchronous, --workers processes)")
+    parser.add_argument("--workers", type=int, help="worker processes for --executor processes (default 2)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="poptrain", description="Population Based Training of neural networks.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -35,13 +41,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override the seed")
     run.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name first")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_executor_args(run)
     _add_storage_args(run)
 
     resume = commands.add_parser("resume", help="continue a run that was stopped or killed, from its checkpoints")
     resume.add_argument("name")
     resume.add_argument("--steps", type=int, help="train to this many steps per member (default: the run's own)")
     resume.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_executor_args(resume)
     _add_storage_args(resume)
+
+    worker = commands.add_parser("worker", help="join a running run and train its members until it is done")
+    worker.add_argument("name")
+    worker.add_argument("--lease", type=float, default=30.0, help="seconds a member stays leased without a heartbeat")
+    _add_storage_args(worker)
 
     status = commands.add_parser("status", help="show a run's state, members and best member")
     status.add_argument("name")
@@ -86,7 +99,7 @@ def _train_and_report(run: Any, spec: Any, steps: int, args: argparse.Namespace)
 
     started = time.monotonic()
     progress = None if args.quiet else TerminalProgress(run.metric, run.mode)
-    run.optimize(spec.trainable, steps=steps, progress=progress)
+    run.optimize(spec.trainable, steps=steps, progress=progress, executor=args.executor, workers=args.workers)
     extra = spec.summarize(run) if spec.summarize else {}
     print_summary(run.name, run.metric, run.best(), extra, wall_time=time.monotonic() - started)
     where = args.storage or str(Path(args.root) / run.name / "poptrain.db")
@@ -110,6 +123,23 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     if steps < 1:
         raise ConfigError(f"steps must be a whole number >= 1, got {steps}")
     return _train_and_report(run, spec, steps, args)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import poptrain
+    from poptrain.executors.processes import WorkerJob, work
+    from poptrain.experiment import load_experiment
+
+    run = poptrain.load_run(args.name, storage=args.storage, root=args.root)
+    meta = run.record.spec.get("meta") or {}
+    if "target" not in meta:
+        raise ConfigError(f"run {args.name!r} was not started by `poptrain run`, so a worker cannot know its trainable")
+    spec = load_experiment(meta["target"])
+    url = args.storage or f"sqlite:///{Path(args.root) / args.name / 'poptrain.db'}"
+    checkpoint_root = str((Path(args.root) / args.name / "checkpoints").resolve())
+    points = work(WorkerJob(url, args.name, checkpoint_root, spec.trainable, int(meta["steps"]), None, args.lease), progress=None)
+    print(f"worker done: {points} ready points trained for run {args.name}")
+    return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -180,7 +210,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``poptrain`` command."""
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "resume": _cmd_resume, "status": _cmd_status, "export": _cmd_export}
+    handlers = {"run": _cmd_run, "resume": _cmd_resume, "worker": _cmd_worker, "status": _cmd_status, "export": _cmd_export}
     try:
         return handlers[args.command](args)
     except PoptrainError as exc:

@@ -24,17 +24,10 @@ class SequentialExecutor(Executor):
         else:
             self._asynchronous(controller, members, live)
 
-    def _train_to_stop(self, controller: Controller, member: MemberRecord, trainable: Trainable) -> MemberRecord:
-        while member.step < controller.total_steps:
-            member, _ = controller.train_step(member, trainable)
-            if controller.is_ready(member, member.step):
-                break
-        return member
-
     def _asynchronous(self, controller: Controller, members: dict[int, MemberRecord], live: dict[int, Trainable]) -> None:
         while members:
             slot = min(members, key=lambda s: (members[s].step, s))
-            member = self._train_to_stop(controller, members[slot], live[slot])
+            member = controller.train_until_ready(members[slot], live[slot])
             done = member.step >= controller.total_steps
             [(record, _)] = controller.ready_points([(member, live[slot])], decide=not done)
             if done:
@@ -46,7 +39,7 @@ class SequentialExecutor(Executor):
     def _synchronous(self, controller: Controller, members: dict[int, MemberRecord], live: dict[int, Trainable]) -> None:
         while members:
             for slot in sorted(members):
-                members[slot] = self._train_to_stop(controller, members[slot], live[slot])
+                members[slot] = controller.train_until_ready(members[slot], live[slot])
             steps = {m.step for m in members.values()}
             if len(steps) != 1:
                 raise RuntimeError(f"synchronous PBT needs members at one step, found steps {sorted(steps)}")
