@@ -54,6 +54,7 @@ members = Table(
     Column("resume_checkpoint_id", Integer, nullable=True),
     Column("error", Text, nullable=True),
     Column("ready_hparams", JSON, nullable=True),
+    Column("failures", Integer, nullable=False, default=0),
     UniqueConstraint("run_id", "slot", name="uq_members_run_slot"),
 )
 
