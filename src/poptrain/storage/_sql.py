@@ -22,8 +22,9 @@ from poptrain.records import (
     ScoreRecord,
 )
 from poptrain.space import HParams
+from poptrain.storage import _migrate
 from poptrain.storage import _schema as t
-from poptrain.storage._base import SCHEMA_VERSION, Storage
+from poptrain.storage._base import Storage
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -58,6 +59,10 @@ _INSERT_CHECKPOINT = insert(t.checkpoints)
 _INSERT_GENERATION = insert(t.generations)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _nan_to_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -83,10 +88,13 @@ class SQLStorage(Storage):
         try:
             self.engine: Engine = create_engine(url, future=True)
         except (NoSuchModuleError, ImportError) as exc:
-            raise StorageError(
-                f"no database driver for {parsed.drivername!r} ({exc}); install it"
-                + (", e.g. pip install 'psycopg[binary]'" if parsed.get_backend_name() == "postgresql" else "")
-            ) from None
+            if parsed.get_backend_name() == "postgres":
+                hint = "write postgresql+psycopg://user@host/db (SQLAlchemy does not know 'postgres://')"
+            elif parsed.get_backend_name() == "postgresql":
+                hint = "install it, e.g. pip install 'psycopg[binary]', and write postgresql+psycopg://user@host/db"
+            else:
+                hint = "use sqlite:///PATH or postgresql+psycopg://user@host/db, or install the driver"
+            raise StorageError(f"no database driver for {parsed.drivername!r} ({_first_line(exc)}); {hint}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._prepare()
@@ -94,22 +102,12 @@ class SQLStorage(Storage):
     def _prepare(self) -> None:
         try:
             with self.engine.begin() as conn:
-                t.metadata.create_all(conn)
-                row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "schema_version")).first()
-                if row is None:
-                    conn.execute(insert(t.meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
-                    return
+                _migrate.prepare(conn, self._safe_url())
         except SQLAlchemyError as exc:
             raise StorageError(
-                f"cannot open storage {self._safe_url()}: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}; "
+                f"cannot open storage {self._safe_url()}: {_first_line(exc)}; "
                 "check the URL and that the database server is running and reachable"
             ) from None
-        found = row[0]
-        if not found.isdigit() or int(found) != SCHEMA_VERSION:
-            raise StorageError(
-                f"storage {self._safe_url()} has schema version {found!r}, this poptrain reads version {SCHEMA_VERSION}; "
-                "upgrade poptrain or use another database"
-            )
 
     def _safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)

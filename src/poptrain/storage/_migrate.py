@@ -1,0 +1,94 @@
+"""The SQL schema's version: created and migrated by Alembic (``migrations/``), checked on open.
+
+Opening a database at the newest revision costs two small reads; Alembic (and its import) is
+only loaded to create or migrate a schema, or to tell an unknown revision from an old one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import Connection
+
+from poptrain.errors import StorageError
+from poptrain.storage import _schema as t
+from poptrain.storage._base import SCHEMA_VERSION
+
+HEAD_REVISION = "0002"  # the newest migration in migrations/versions (tests check)
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+_LOCK_KEY = 74201  # PostgreSQL advisory lock: one process migrates, the others wait and re-read
+
+State = tuple["str | None", "str | None"]
+
+
+def alembic_config(connection: Connection | None = None) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.attributes["connection"] = connection
+    return config
+
+
+def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
+def prepare(conn: Connection, where: str) -> None:
+    """Bring the database behind ``conn`` (in a transaction) to ``HEAD_REVISION``, or refuse it
+    with a ``StorageError``; ``where`` names it in messages (no password)."""
+    current = (HEAD_REVISION, str(SCHEMA_VERSION))
+    state = schema_state(conn, where)
+    if state == current:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})"))
+        state = schema_state(conn, where)
+        if state == current:
+            return
+    _check(state, where)
+    from alembic import command
+
+    config = alembic_config(conn)
+    revision, version = state
+    if revision is None and version is not None:  # made before Alembic managed the schema
+        columns = {c["name"] for c in inspect(conn).get_columns(t.members.name)}
+        command.stamp(config, "0002" if "failures" in columns else "0001")
+    command.upgrade(config, "head")
+
+
+def schema_state(conn: Connection, where: str) -> State:
+    """``(Alembic revision, poptrain_meta schema_version)``, ``None`` for what is missing;
+    ``StorageError`` if the database holds tables but is not poptrain's."""
+    tables = set(inspect(conn).get_table_names())
+    if not tables:
+        return None, None
+    if t.meta.name not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StorageError(
+            f"storage {where} is not a poptrain database (it has tables {shown} but no {t.meta.name}); "
+            "use an empty database or a new file"
+        )
+    version = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "schema_version")).scalar()
+    revision = None
+    if "alembic_version" in tables:
+        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return revision, version
+
+
+def _check(state: State, where: str, known: Callable[[], set[str]] = known_revisions) -> None:
+    revision, version = state
+    if revision is None and version is None:
+        return
+    if (revision is not None and revision not in known()) or version is None or not version.isdigit() \
+            or int(version) != SCHEMA_VERSION:
+        raise StorageError(
+            f"storage {where} has schema version {version!r} (Alembic revision {revision!r}), "
+            f"this poptrain reads version {SCHEMA_VERSION} (revision {HEAD_REVISION!r}); "
+            "upgrade poptrain or use another database"
+        )
