@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import sqlite3
+import time
+from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, insert, text
 
 from poptrain import StorageError
-from poptrain.storage import SCHEMA_VERSION, InMemoryStorage, open_storage
+from poptrain.storage import SCHEMA_VERSION, InMemoryStorage, _migrate, open_storage
+from poptrain.storage import _schema as schema
 from poptrain.testing import StorageContract
 
 
@@ -28,6 +32,28 @@ class TestSQLiteStorage(StorageContract):
         run, _ = self.new_run(storage, "kept")
         storage.close()
         again = open_storage(f"sqlite:///{tmp_path}/db/poptrain.db")
+        try:
+            assert again.get_run("kept") == run
+            assert len(again.get_members(run.id)) == 2
+        finally:
+            again.close()
+
+
+class TestPostgreSQLStorage(StorageContract):
+    """The whole contract again on a throwaway PostgreSQL server (skipped where none is installed,
+    failed when ``CI`` is set)."""
+
+    @pytest.fixture(autouse=True)
+    def _database(self, postgres_url):
+        self.url = postgres_url
+
+    def make_storage(self, tmp_path):
+        return open_storage(self.url)
+
+    def test_data_survives_reopening(self, storage):
+        run, _ = self.new_run(storage, "kept")
+        storage.close()
+        again = open_storage(self.url)
         try:
             assert again.get_run("kept") == run
             assert len(again.get_members(run.id)) == 2
@@ -82,3 +108,145 @@ def test_unreachable_postgres():
 def test_postgres_without_driver_names_the_driver():
     with pytest.raises(StorageError, match="no database driver for 'postgresql\\+psycopg'"):
         open_storage("postgresql+psycopg://u@127.0.0.1:1/x")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql+nosuchdriver://u@h/db", r"no database driver for 'mysql\+nosuchdriver' .*; use sqlite:///PATH or postgresql\+psycopg://"),
+        ("postgres://u@h/db", r"no database driver for 'postgres' .*; write postgresql\+psycopg://user@host/db"),
+    ],
+)
+def test_wrong_url_scheme(url, message):
+    with pytest.raises(StorageError, match=message) as info:
+        open_storage(url)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("psycopg") is None, reason="psycopg is not installed")
+def test_unreachable_postgres_is_one_line():
+    with pytest.raises(StorageError) as info:
+        open_storage("postgresql+psycopg://u@127.0.0.1:1/x")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("cannot open storage postgresql+psycopg://u@127.0.0.1:1/x: ")
+    assert "refused" in message and message.endswith("running and reachable")
+
+
+# --- the schema: Alembic migrations and the version check ----------------------------------
+def test_head_revision_is_the_newest_migration():
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory.from_config(_migrate.alembic_config()).get_current_head() == _migrate.HEAD_REVISION
+
+
+def test_migrations_ship_with_the_package():
+    folder = Path(_migrate.MIGRATIONS)
+    assert (folder / "env.py").is_file() and (folder / "script.py.mako").is_file()
+    assert sorted(p.name for p in (folder / "versions").glob("0*.py"))[:2] == ["0001_initial.py", "0002_member_failures.py"]
+
+
+def _schema_differences(url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    open_storage(url).close()
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return compare_metadata(MigrationContext.configure(conn), schema.metadata)
+    finally:
+        engine.dispose()
+
+
+def test_migrations_create_exactly_the_schema_sqlite(tmp_path):
+    assert _schema_differences(f"sqlite:///{tmp_path}/poptrain.db") == []
+
+
+def test_migrations_create_exactly_the_schema_postgres(postgres_url):
+    assert _schema_differences(postgres_url) == []
+
+
+def test_new_database_is_at_head_with_schema_version(tmp_path):
+    path = tmp_path / "poptrain.db"
+    open_storage(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(_migrate.HEAD_REVISION,)]
+        assert conn.execute("SELECT value FROM poptrain_meta WHERE key = 'schema_version'").fetchall() == [(str(SCHEMA_VERSION),)]
+
+
+def test_unknown_alembic_revision_is_refused(tmp_path):
+    path = tmp_path / "poptrain.db"
+    open_storage(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(StorageError, match=r"Alembic revision '9999'.*reads version 1 \(revision '0002'\); upgrade poptrain") as info:
+        open_storage(f"sqlite:///{path}")
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_alembic_revision_is_refused_postgres(postgres_url):
+    open_storage(postgres_url).close()
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'abcdef'"))
+    engine.dispose()
+    with pytest.raises(StorageError, match=r"Alembic revision 'abcdef'.*upgrade poptrain"):
+        open_storage(postgres_url)
+
+
+def test_database_made_before_alembic_is_stamped_and_migrated(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # schema version 1 as create_all made it, before members.failures
+        conn.executescript(
+            "CREATE TABLE poptrain_meta (key VARCHAR(64) PRIMARY KEY, value VARCHAR(256) NOT NULL);"
+            "INSERT INTO poptrain_meta VALUES ('schema_version', '1');"
+        )
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        tables = [tb for tb in schema.metadata.sorted_tables if tb.name != "poptrain_meta"]
+        schema.metadata.create_all(conn, tables=tables)
+        conn.execute(text("ALTER TABLE members DROP COLUMN failures"))
+        conn.execute(insert(schema.runs).values(name="old", spec={}, seed=1, state="finished", created_at=1.0))
+    engine.dispose()
+    storage = open_storage(f"sqlite:///{path}")
+    try:
+        run = storage.get_run("old")
+        storage.add_members(run.id, [{"lr": 0.1}])
+    finally:
+        storage.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(_migrate.HEAD_REVISION,)]
+        assert conn.execute("SELECT slot, failures FROM members").fetchall() == [(0, 0)]
+
+
+def test_a_database_that_is_not_poptrains_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    with pytest.raises(StorageError, match=r"other.db is not a poptrain database \(it has tables customers but no poptrain_meta\)"):
+        open_storage(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:  # and nothing was written into it
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("customers",)]
+
+
+def test_a_postgres_database_that_is_not_poptrains_is_refused(postgres_url):
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE orders (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    with pytest.raises(StorageError, match="is not a poptrain database"):
+        open_storage(postgres_url)
+
+
+def test_opening_an_existing_database_is_fast(tmp_path):
+    url = f"sqlite:///{tmp_path}/poptrain.db"
+    open_storage(url).close()
+    timings = []
+    for _ in range(5):
+        start = time.perf_counter()
+        storage = open_storage(url)
+        storage.list_runs()
+        timings.append(time.perf_counter() - start)
+        storage.close()
+    assert min(timings) < 0.15, timings
