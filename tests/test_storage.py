@@ -250,3 +250,30 @@ def test_opening_an_existing_database_is_fast(tmp_path):
         timings.append(time.perf_counter() - start)
         storage.close()
     assert min(timings) < 0.15, timings
+
+
+def _open_and_close(url):
+    open_storage(url).close()
+    return True
+
+
+def test_processes_creating_the_same_database_at_once(tmp_path):
+    import concurrent.futures
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path}/poptrain.db"
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=context) as pool:
+        assert list(pool.map(_open_and_close, [url] * 8, timeout=60)) == [True] * 8
+    storage = open_storage(url)
+    try:
+        assert storage.list_runs() == []
+    finally:
+        storage.close()
+
+
+def test_clients_creating_the_same_postgres_database_at_once(postgres_url):
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(_open_and_close, [postgres_url] * 8, timeout=60)) == [True] * 8

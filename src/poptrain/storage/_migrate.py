@@ -46,11 +46,14 @@ def prepare(conn: Connection, where: str) -> None:
     state = schema_state(conn, where)
     if state == current:
         return
+    # One process creates or migrates; the others wait for it, then read its result.
     if conn.dialect.name == "postgresql":
         conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})"))
-        state = schema_state(conn, where)
-        if state == current:
-            return
+    elif conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the DDL below then commits (or not) as a whole
+    state = schema_state(conn, where)
+    if state == current:
+        return
     _check(state, where)
     from alembic import command
 
