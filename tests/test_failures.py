@@ -17,13 +17,48 @@ class NoMetric(ToyQuadratic):
 
 class Crashes(ToyQuadratic):
     def step(self) -> None:
-        if self.theta[0] < 0.85:
-            raise ValueError("diverged")
+        raise ValueError("diverged")
+
+
+FLAKED: set[tuple[int, int]] = set()
+
+
+class FlakyOnce(ToyQuadratic):
+    """Fails once at step 6 of member 0: an exception, or (with ``nan``) a NaN score."""
+
+    nan = False
+
+    def setup(self, hparams, context) -> None:  # type: ignore[no-untyped-def]
+        super().setup(hparams, context)
+        self.slot, self.steps = context.slot, 0
+
+    def load_state_dict(self, state) -> None:  # type: ignore[no-untyped-def]
+        super().load_state_dict(state)
+        self.steps = int(state["steps"])
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "steps": self.steps}
+
+    def step(self) -> None:
+        self.steps += 1
         super().step()
+        if not self.nan and (self.slot, self.steps) == (0, 6) and (0, 6) not in FLAKED:
+            FLAKED.add((0, 6))
+            raise RuntimeError("out of memory (once)")
+
+    def evaluate(self) -> dict[str, float]:
+        if self.nan and (self.slot, self.steps) == (0, 6) and (0, 6) not in FLAKED:
+            FLAKED.add((0, 6))
+            return {"Q": float("nan")}
+        return super().evaluate()
 
 
-def toy_run(tmp_path: Path, **kwargs: object) -> poptrain.Run:
-    return poptrain.create_run(name="t", space=SPACE, population_size=2, metric="Q", root=tmp_path,
+class FlakyNaN(FlakyOnce):
+    nan = True
+
+
+def toy_run(tmp_path: Path, name: str = "t", **kwargs: object) -> poptrain.Run:
+    return poptrain.create_run(name=name, space=SPACE, population_size=2, metric="Q", root=tmp_path,
                                initial_hparams=INITIAL_H, **kwargs)  # type: ignore[arg-type]
 
 
@@ -32,17 +67,56 @@ def test_missing_metric_is_named(tmp_path: Path) -> None:
         toy_run(tmp_path).optimize(NoMetric, steps=4)
 
 
-def test_crashing_member_is_named_and_recorded(tmp_path: Path) -> None:
+def test_run_where_every_member_fails_stops_with_a_clear_error(tmp_path: Path) -> None:
     run = toy_run(tmp_path)
-    with pytest.raises(poptrain.TrainableError, match=r"member 0 failed in step\(\) at step \d+: ValueError: diverged"):
+    with pytest.raises(poptrain.TrainableError, match=r"every member keeps failing|no healthy member") as info:
         run.optimize(Crashes, steps=20)
+    assert "ValueError: diverged" in str(info.value)
     reloaded = poptrain.load_run("t", root=tmp_path)
     assert reloaded.record.state == "failed"
     failed = [m for m in reloaded.members() if m.state == "failed"]
-    assert failed and "ValueError: diverged" in (failed[0].error or "")
-    # every step trained before the crash is stored, even those after the last ready point
-    steps = sorted(s.step for s in reloaded.scores() if s.slot == 0)
-    assert steps == list(range(1, steps[-1] + 1)) and steps[-1] % 4 != 0
+    assert failed and "Traceback" in (failed[0].error or "") and "ValueError: diverged" in (failed[0].error or "")
+    assert max(m.failures for m in reloaded.members()) == 3  # the first try and 2 retries
+
+
+@pytest.mark.parametrize("flaky", [FlakyOnce, FlakyNaN], ids=["exception", "nan-score"])
+def test_a_failed_step_is_retried_from_the_checkpoint_and_changes_nothing(tmp_path: Path, flaky: type) -> None:
+    FLAKED.clear()
+    clean = toy_run(tmp_path, "clean", synchronous=True, exploit=poptrain.truncation(0.5)).optimize(FlakyOnce.__base__, steps=16)
+    FLAKED.clear()
+    retried = toy_run(tmp_path, "flaky", synchronous=True, exploit=poptrain.truncation(0.5)).optimize(flaky, steps=16)
+    assert FLAKED == {(0, 6)}
+    member0 = retried.members()[0]
+    assert member0.state == "finished" and member0.failures == 0  # a ready point since
+    assert "step 6" in (member0.error or "")  # the last failure stays visible
+    key = lambda r: sorted((s.slot, s.step, s.value) for s in r.scores())  # noqa: E731
+    assert key(retried) == key(clean)
+    assert [(g.slot, g.number, g.kind, g.donor, g.start_step) for g in retried.lineage()] == [
+        (g.slot, g.number, g.kind, g.donor, g.start_step) for g in clean.lineage()
+    ]
+
+
+class BadRate(ToyQuadratic):
+    """Fails whenever h0 is above 0.9: a member starting there must be replaced."""
+
+    def step(self) -> None:
+        if self.h[0] > 0.9:
+            raise FloatingPointError("diverged at this learning rate")
+        super().step()
+
+
+def test_member_failing_too_often_is_replaced_by_a_copy_of_the_best(tmp_path: Path) -> None:
+    run = poptrain.create_run(
+        name="r", space=SPACE, population_size=3, metric="Q", root=tmp_path, explore=None,
+        initial_hparams=[{"h0": 1.0, "h1": 0.0}, {"h0": 0.5, "h1": 0.5}, {"h0": 0.3, "h1": 0.2}],
+    ).optimize(BadRate, steps=12, max_retries=2)
+    member0 = run.members()[0]
+    assert member0.state == "finished" and member0.hparams == {"h0": 0.5, "h1": 0.5}
+    replacement = [g for g in run.lineage() if g.slot == 0 and "replaced" in g.operations]
+    assert len(replacement) == 1 and replacement[0].donor == 1 and replacement[0].kind == "exploit"
+    assert "after 3 failures" in replacement[0].operations["replaced"]
+    steps = sorted(s.step for s in run.scores() if s.slot == 0)
+    assert steps == list(range(1, 13))
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,10 @@ from poptrain.checkpoints import CheckpointStore
 from poptrain.errors import PoptrainError, TrainableError
 from poptrain.progress import ProgressListener
 from poptrain.records import MemberRecord, ReadyPoint, RunRecord, ScoreRecord
-from poptrain.seeding import decision_rng, member_seed
+from poptrain.seeding import member_seed
 from poptrain.space import SearchSpace
 from poptrain.storage import Storage
-from poptrain.strategy import Decision, MemberSnapshot, Strategy, plan_generation
+from poptrain.strategy import Decision, MemberSnapshot, Strategy, decision_rng, plan_generation, rank
 from poptrain.trainable import Trainable, TrainContext, read_score
 
 
@@ -34,6 +34,7 @@ class Controller:
         total_steps: int,
         progress: ProgressListener | None = None,
         flush_seconds: float = 1.0,
+        max_retries: int = 2,
     ) -> None:
         self.run = run
         self.storage = storage
@@ -48,6 +49,8 @@ class Controller:
         self._pending: list[ScoreRecord] = []
         self._flushed_at = time.monotonic()
         self._population: dict[int, MemberRecord] | None = None
+        self.max_retries = max_retries
+        self._failures_in_a_row = 0
 
     # --- views ------------------------------------------------------------------
     def members(self) -> list[MemberRecord]:
@@ -116,6 +119,11 @@ class Controller:
         self._call(member.slot, step, "step", trainable.step)
         result = self._call(member.slot, step, "evaluate", trainable.evaluate)
         value, metrics = read_score(result, self.metric)
+        if not math.isfinite(value):
+            raise TrainableError(
+                f"member {member.slot} scored {value} at step {step}: a non-finite score counts as a failed step",
+                detail=f"evaluate() returned {self.metric} = {value} at step {step}", slot=member.slot,
+            )
         self._pending.append(ScoreRecord(member.slot, step, value, member.generation_id, metrics, time.time()))
         if time.monotonic() - self._flushed_at >= self.flush_seconds:
             self.flush()
@@ -168,6 +176,7 @@ class Controller:
             [ReadyPoint(m.slot, m.step, ckpt, m.score, decisions.get(m.slot)) for m, ckpt in points],
             pending,
         )
+        self._failures_in_a_row = 0
         if self._population is not None:
             self._population.update({r.slot: r for r in records})
         results = []
@@ -189,15 +198,51 @@ class Controller:
     def finish_member(self, member: MemberRecord) -> None:
         self.storage.set_member_state(self.run.id, member.slot, "finished")
 
+    def fail(self, member: MemberRecord, error: TrainableError, *, can_wait: bool = True) -> MemberRecord:
+        """Record a failed attempt of ``member`` and return it ready to try again: rewound to its
+        newest checkpoint, or, after ``max_retries`` failures in a row, replaced by a copy of the
+        best healthy member. With nobody to copy yet, ``can_wait`` hands it back to be tried after
+        the others reach a checkpoint. Raises when the run keeps failing with no ready point in
+        between, or when a member must be replaced and cannot be."""
+        self.flush()
+        record = self.storage.record_failure(self.run.id, member.slot, f"{error}\n{error.detail}" if error.detail else str(error))
+        self._failures_in_a_row += 1
+        limit = int(self.run.spec.get("population_size", 1)) * (self.max_retries + 1)
+        if self._failures_in_a_row > limit:
+            raise TrainableError(
+                f"every member keeps failing ({self._failures_in_a_row} failed attempts without a ready point in "
+                f"between); the last: {error}"
+            ) from error
+        if record.failures <= self.max_retries:
+            return record
+        members = {m.slot: m for m in self.members()}
+        healthy = [p for p in rank(self.population()) if p.slot != member.slot and members[p.slot].failures == 0]
+        if not healthy and can_wait and any(m.failures == 0 and m.slot != member.slot for m in members.values()):
+            return record  # nobody to copy yet: try again after the others reach a checkpoint
+        if not healthy:
+            raise TrainableError(
+                f"member {member.slot} failed {record.failures} times and no healthy member with a checkpoint is "
+                f"left to replace it; the last failure: {error}"
+            ) from error
+        donor = healthy[0]
+        rng = decision_rng(self.run.seed, member.slot, record.step)
+        explored = self.strategy.explore(dict(donor.hparams), self.space, rng) if self.strategy.explore else None
+        hparams = explored.hparams if explored else dict(donor.hparams)
+        operations = {"replaced": f"after {record.failures} failures", **(explored.operations if explored else {})}
+        decision = Decision(member.slot, record.step, "exploit", hparams, donor.slot, operations)
+        replaced = self.storage.record_replacement(self.run.id, decision)
+        if self._population is not None:
+            self._population[replaced.slot] = replaced
+        self.progress.on_decision(decision)
+        return replaced
+
     def _call(self, slot: int, step: int, what: str, fn: Callable, *args: object) -> object:
         try:
             return fn(*args)
         except PoptrainError:
             raise
         except Exception as exc:
-            detail = "".join(traceback.format_exception(exc)).strip()
-            self.flush()
-            self.storage.set_member_state(self.run.id, slot, "failed", detail)
             raise TrainableError(
-                f"member {slot} failed in {what}() at step {step}: {type(exc).__name__}: {exc}"
+                f"member {slot} failed in {what}() at step {step}: {type(exc).__name__}: {exc}",
+                detail="".join(traceback.format_exception(exc)).strip(), slot=slot,
             ) from exc

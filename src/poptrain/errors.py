@@ -50,4 +50,12 @@ class CheckpointError(PoptrainError, OSError):
 
 
 class TrainableError(PoptrainError, RuntimeError):
-    """User training code raised or returned something poptrain cannot use."""
+    """User training code raised or returned something poptrain cannot use.
+
+    ``detail`` holds the traceback (or what was wrong), stored with the member.
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None, slot: int | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+        self.slot = slot

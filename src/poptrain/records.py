@@ -74,6 +74,7 @@ class MemberRecord:
     resume_checkpoint_id: int | None = None
     error: str | None = None
     ready_hparams: HParams | None = None
+    failures: int = 0
 
 
 @dataclass(frozen=True)

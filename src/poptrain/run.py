@@ -111,6 +111,7 @@ class Run:
         workers: int | None = None,
         progress: ProgressListener | None = None,
         flush_seconds: float = 1.0,
+        max_retries: int = 2,
     ) -> Run:
         """Train every member to ``steps`` steps with PBT. ``trainable`` is a ``Trainable``
         subclass (or any zero-argument factory of one).
@@ -118,6 +119,9 @@ class Run:
         ``executor="processes"`` trains with ``workers`` processes sharing the run's database.
         A run that was stopped or killed continues from each member's newest checkpoint.
         Scores are written with every ready point and at least every ``flush_seconds``.
+        A step that raises or scores NaN/inf is tried again from the member's newest checkpoint;
+        after ``max_retries`` failures in a row the member is replaced by a copy of the best
+        healthy member, and a run whose members all keep failing stops with ``TrainableError``.
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
@@ -125,7 +129,8 @@ class Run:
             raise ConfigError(f"trainable must be a Trainable subclass or a factory of one, got {trainable!r}")
         runner = get_executor(executor, workers=workers)
         controller = Controller(
-            self.record, self.storage, self.checkpoints, self.space, self.strategy, trainable, steps, progress, flush_seconds
+            self.record, self.storage, self.checkpoints, self.space, self.strategy, trainable, steps, progress,
+            flush_seconds, max_retries,
         )
         listener = controller.progress
         members = self.members()  # read once (nothing changes them before training starts)

@@ -38,6 +38,7 @@ class WorkerJob:
     lease_seconds: float = 30.0
     flush_seconds: float = 1.0
     torch_threads: int | None = 1
+    max_retries: int = 2
 
 
 def worker_name() -> str:
@@ -80,7 +81,7 @@ def work(job: WorkerJob, name: str | None = None, progress: ProgressListener | N
     run = load_run(job.run_name, storage=job.storage_url, checkpoints=LocalCheckpointStore(job.checkpoint_root), **overrides)
     controller = Controller(
         run.record, run.storage, run.checkpoints, run.space, run.strategy, job.trainable, job.total_steps,
-        progress, job.flush_seconds,
+        progress, job.flush_seconds, job.max_retries,
     )
     live: dict[int, tuple[tuple[int | None, int], Trainable]] = {}
     points = 0
@@ -94,6 +95,9 @@ def work(job: WorkerJob, name: str | None = None, progress: ProgressListener | N
         heartbeat = _Heartbeat(run.storage, run.record.id, member.slot, name, job.lease_seconds)
         try:
             points += _turn(controller, member, live)
+        except TrainableError as error:  # recorded; the member is tried again on a later turn
+            live.pop(member.slot, None)
+            controller.fail(member, error)
         finally:
             heartbeat.stop()
             run.storage.release_member(run.record.id, member.slot, name)
@@ -121,7 +125,7 @@ def _turn(controller: Controller, member: MemberRecord, live: dict[int, tuple[tu
     return 1
 
 
-def _spawned(job: WorkerJob) -> None:
+def _spawned(job: WorkerJob) -> None:  # pragma: no cover - runs in a child process
     try:
         work(job)
     except TrainableError as exc:
@@ -153,7 +157,7 @@ class ProcessesExecutor(Executor):
         job = WorkerJob(
             controller.storage.url, controller.run.name, str(controller.checkpoints.root.resolve()),
             controller.trainable_factory, controller.total_steps, controller.strategy, self.lease_seconds,
-            controller.flush_seconds, self.torch_threads,
+            controller.flush_seconds, self.torch_threads, controller.max_retries,
         )
         context = multiprocessing.get_context("spawn")
         processes = [context.Process(target=_spawned, args=(job,), daemon=True) for _ in range(self.workers)]

@@ -67,12 +67,25 @@ class Storage(ABC):
 
     @abstractmethod
     def set_member_state(self, run_id: int, slot: int, state: str, error: str | None = None) -> None:
-        """Change a member's state (one of ``records.MEMBER_STATES``), with an optional error text."""
+        """Change a member's state (one of ``records.MEMBER_STATES``); ``error`` replaces the stored
+        error text, which otherwise stays (the last failure remains visible)."""
 
     @abstractmethod
     def rewind_member(self, run_id: int, slot: int) -> MemberRecord:
         """Undo what a member did after its newest ready point (resume after a crash): delete its
         scores past ``last_ready_step`` and set its ``step`` and ``score`` back to that point."""
+
+    @abstractmethod
+    def record_failure(self, run_id: int, slot: int, error: str) -> MemberRecord:
+        """A failed attempt: mark the member ``failed`` with ``error``, count it in ``failures``
+        and rewind it to its newest ready point (as ``rewind_member``), in one transaction.
+        A later ready point of the member sets ``failures`` back to 0."""
+
+    @abstractmethod
+    def record_replacement(self, run_id: int, decision: Any) -> MemberRecord:
+        """Replace a member that failed too often: ``decision`` (an exploit) starts a new
+        generation from the donor's newest checkpoint, as in ``record_ready``; the member
+        becomes ``pending`` and keeps its ``failures`` count."""
 
     @abstractmethod
     def record_scores(self, run_id: int, scores: Sequence[ScoreRecord]) -> None:

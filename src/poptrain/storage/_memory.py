@@ -109,10 +109,36 @@ class InMemoryStorage(Storage):
             self._members[run_id][slot] = rewound
             return copy.deepcopy(rewound)
 
+    def record_failure(self, run_id: int, slot: int, error: str) -> MemberRecord:
+        with self._lock:
+            self.rewind_member(run_id, slot)
+            member = self._members[run_id][slot]
+            failed = replace(member, state="failed", error=error, failures=member.failures + 1)
+            self._members[run_id][slot] = failed
+            return copy.deepcopy(failed)
+
+    def record_replacement(self, run_id: int, decision: Any) -> MemberRecord:
+        with self._lock:
+            member = self._member(run_id, decision.slot)
+            donor = self._member(run_id, decision.donor)
+            ckpt = self._checkpoints.get(donor.checkpoint_id) if donor.checkpoint_id is not None else None
+            parent_id = _trained_by(self._generations[run_id], donor.slot, ckpt.step) if ckpt else donor.generation_id
+            generation = GenerationRecord(
+                self._next_id(), member.slot, member.generation + 1, member.step, dict(decision.hparams), "exploit",
+                parent_id, donor.slot, donor.checkpoint_id, dict(decision.operations), time.time(),
+            )
+            self._generations[run_id].append(generation)
+            replaced = replace(
+                member, state="pending", hparams=dict(decision.hparams), generation_id=generation.id,
+                generation=generation.number, resume_checkpoint_id=donor.checkpoint_id,
+            )
+            self._members[run_id][member.slot] = replaced
+            return copy.deepcopy(replaced)
+
     def set_member_state(self, run_id: int, slot: int, state: str, error: str | None = None) -> None:
         with self._lock:
             member = self._member(run_id, slot)
-            self._members[run_id][slot] = replace(member, state=state, error=error)
+            self._members[run_id][slot] = replace(member, state=state, error=member.error if error is None else error)
 
     def _scored(self, run_id: int, members: dict[int, MemberRecord], scores: Sequence[ScoreRecord]) -> list[ScoreRecord]:
         """Apply ``scores`` to a copy of the members; return the score list to commit."""
@@ -146,7 +172,7 @@ class InMemoryStorage(Storage):
                 members[point.slot] = replace(
                     member, step=max(member.step, point.step), last_ready_step=point.step,
                     ready_score=_finite(point.score), checkpoint_id=ckpt.id, resume_checkpoint_id=ckpt.id,
-                    ready_hparams=dict(member.hparams),
+                    ready_hparams=dict(member.hparams), failures=0,
                 )
             for point in points:
                 decision = point.decision

@@ -40,7 +40,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 # SQLite takes to run it); values are bound when executed.
 _M = t.members.c
 _READY_COLUMNS = ("step", "last_ready_step", "ready_score", "checkpoint_id", "resume_checkpoint_id",
-                  "ready_hparams", "hparams", "generation_id", "generation")
+                  "ready_hparams", "hparams", "generation_id", "generation", "failures")
 _MEMBERS_IN_SLOTS = select(t.members).where(
     _M.run_id == bindparam("run_id"), _M.slot.in_(bindparam("slots", expanding=True))
 )
@@ -157,7 +157,7 @@ class SQLStorage(Storage):
             row.id, row.slot, row.state, row.step, dict(row.hparams), row.generation_id,
             row.generation if generation_number is None else generation_number,
             row.last_ready_step, row.score, row.ready_score, row.checkpoint_id, row.resume_checkpoint_id, row.error,
-            None if row.ready_hparams is None else dict(row.ready_hparams),
+            None if row.ready_hparams is None else dict(row.ready_hparams), row.failures or 0,
         )
 
     def add_members(self, run_id: int, initial_hparams: Sequence[HParams]) -> list[MemberRecord]:
@@ -198,7 +198,7 @@ class SQLStorage(Storage):
             result = conn.execute(
                 update(t.members)
                 .where(t.members.c.run_id == run_id, t.members.c.slot == slot)
-                .values(state=state, error=error)
+                .values({"state": state} if error is None else {"state": state, "error": error})
             )
             if result.rowcount == 0:
                 raise KeyError(f"no member in slot {slot} of run {run_id}")
@@ -217,6 +217,58 @@ class SQLStorage(Storage):
             values = dict(row._mapping)
             values.update(step=keep, score=score)
             return self._member(_Row(values))
+
+    def record_failure(self, run_id: int, slot: int, error: str) -> MemberRecord:
+        with self._begin() as conn:
+            row = conn.execute(select(t.members).where(_M.run_id == run_id, _M.slot == slot)).first()
+            if row is None:
+                raise KeyError(f"no member in slot {slot} of run {run_id}")
+            keep = row.last_ready_step
+            conn.execute(
+                delete(t.scores).where(t.scores.c.run_id == run_id, t.scores.c.slot == slot, t.scores.c.step > keep)
+            )
+            values = dict(row._mapping)
+            values.update(
+                step=keep, score=row.ready_score if keep > 0 else None, state="failed", error=error,
+                failures=(row.failures or 0) + 1,
+            )
+            conn.execute(
+                update(t.members).where(_M.id == row.id).values(
+                    {k: values[k] for k in ("step", "score", "state", "error", "failures")}
+                )
+            )
+            return self._member(_Row(values))
+
+    def record_replacement(self, run_id: int, decision: Any) -> MemberRecord:
+        with self._begin() as conn:
+            rows = {
+                r.slot: dict(r._mapping)
+                for r in conn.execute(_MEMBERS_IN_SLOTS, {"run_id": run_id, "slots": [decision.slot, decision.donor]})
+            }
+            if decision.slot not in rows or decision.donor not in rows:
+                raise KeyError(f"no member in slot {decision.slot} or {decision.donor} of run {run_id}")
+            member, donor = rows[decision.slot], rows[decision.donor]
+            parent_id = self._trained_by(conn, run_id, donor) if donor["checkpoint_id"] is not None else donor["generation_id"]
+            number = member["generation"] + 1
+            gen_id = conn.execute(
+                _INSERT_GENERATION,
+                {
+                    "run_id": run_id, "slot": decision.slot, "number": number, "start_step": member["step"],
+                    "hparams": dict(decision.hparams), "kind": "exploit", "parent_id": parent_id, "donor": decision.donor,
+                    "loaded_checkpoint_id": donor["checkpoint_id"], "operations": dict(decision.operations),
+                    "created_at": time.time(),
+                },
+            ).inserted_primary_key[0]
+            member.update(
+                state="pending", hparams=dict(decision.hparams), generation_id=gen_id, generation=number,
+                resume_checkpoint_id=donor["checkpoint_id"],
+            )
+            conn.execute(
+                update(t.members).where(_M.id == member["id"]).values(
+                    {k: member[k] for k in ("state", "hparams", "generation_id", "generation", "resume_checkpoint_id")}
+                )
+            )
+            return self._member(_Row(member))
 
     # --- scores and ready points ------------------------------------------------
     def record_scores(self, run_id: int, scores: Sequence[ScoreRecord]) -> None:
@@ -276,7 +328,7 @@ class SQLStorage(Storage):
                 ).inserted_primary_key[0]
                 row.update(
                     step=max(row["step"], p.step), last_ready_step=p.step, ready_score=_nan_to_none(p.score),
-                    checkpoint_id=ckpt_id, resume_checkpoint_id=ckpt_id, ready_hparams=dict(row["hparams"]),
+                    checkpoint_id=ckpt_id, resume_checkpoint_id=ckpt_id, ready_hparams=dict(row["hparams"]), failures=0,
                 )
                 row["_checkpoint_step"] = p.step
             now = time.time()

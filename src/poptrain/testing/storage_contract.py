@@ -241,8 +241,8 @@ class StorageContract:
         storage.set_member_state(run.id, 1, "failed", "Traceback: boom")
         assert (self.member(storage, run.id, 1).state, self.member(storage, run.id, 1).error) == ("failed", "Traceback: boom")
         assert self.member(storage, run.id, 0).state == "pending"
-        storage.set_member_state(run.id, 1, "running")
-        assert (self.member(storage, run.id, 1).state, self.member(storage, run.id, 1).error) == ("running", None)
+        storage.set_member_state(run.id, 1, "running")  # the last error stays, for `poptrain status`
+        assert (self.member(storage, run.id, 1).state, self.member(storage, run.id, 1).error) == ("running", "Traceback: boom")
 
     # --- scores -------------------------------------------------------------------------
     def test_record_scores_appends_and_updates_members(self, storage: Storage) -> None:
