@@ -143,3 +143,14 @@ def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-3] + b"xyz")
     with pytest.raises(poptrain.CheckpointError, match="corrupt"):
         run.load_state(best.checkpoint)
+
+
+def test_status_shows_a_stored_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from poptrain.cli.main import main
+
+    with pytest.raises(poptrain.TrainableError):
+        toy_run(tmp_path).optimize(Crashes, steps=8)
+    capsys.readouterr()
+    assert main(["status", "t", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "member 0 failed (3 in a row)" in out and "ValueError: diverged" in out and "Traceback" in out

@@ -162,9 +162,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     best = run.best()
     if best is not None:
         console.print(f"Best: member {best.slot}, {run.metric} = {best.score:.4f} at step {best.step}")
-    failed = [m for m in members if m.state == "failed" and m.error]
-    for m in failed:
-        console.print(f"[red]member {m.slot} failed:[/]\n{m.error}")
+    for m in members:
+        if m.error and (m.state == "failed" or m.failures > 0):
+            console.print(f"[red]member {m.slot} failed ({m.failures} in a row):[/]\n{m.error}")
+        elif m.error:
+            console.print(f"member {m.slot} recovered from an earlier failure: {m.error.splitlines()[0]}")
     return 0
 
 
