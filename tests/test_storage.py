@@ -180,7 +180,7 @@ def test_unknown_alembic_revision_is_refused(tmp_path):
     open_storage(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
-    with pytest.raises(StorageError, match=r"Alembic revision '9999'.*reads version 1 \(revision '0002'\); upgrade poptrain") as info:
+    with pytest.raises(StorageError, match=r"Alembic revision '9999'.*reads version 1 \(revision '0003'\); upgrade poptrain") as info:
         open_storage(f"sqlite:///{path}")
     assert "\n" not in str(info.value)
 

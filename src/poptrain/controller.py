@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from poptrain.checkpoints import CheckpointStore
-from poptrain.errors import PoptrainError, TrainableError
+from poptrain.checkpoints import collectable
+from poptrain.errors import CheckpointError, PoptrainError, TrainableError
 from poptrain.progress import ProgressListener
 from poptrain.records import MemberRecord, ReadyPoint, RunRecord, ScoreRecord
 from poptrain.seeding import member_seed
@@ -35,6 +36,8 @@ class Controller:
         progress: ProgressListener | None = None,
         flush_seconds: float = 1.0,
         max_retries: int = 2,
+        keep_checkpoints: int | None = 2,
+        gc_seconds: float = 5.0,
     ) -> None:
         self.run = run
         self.storage = storage
@@ -51,6 +54,9 @@ class Controller:
         self._population: dict[int, MemberRecord] | None = None
         self.max_retries = max_retries
         self._failures_in_a_row = 0
+        self.keep_checkpoints = keep_checkpoints
+        self.gc_seconds = gc_seconds
+        self._collected_at = time.monotonic()
 
     # --- views ------------------------------------------------------------------
     def members(self) -> list[MemberRecord]:
@@ -108,7 +114,11 @@ class Controller:
         trainable = self._call(member.slot, member.step, "construct", self.trainable_factory)
         self._call(member.slot, member.step, "setup", trainable.setup, dict(member.hparams), context)
         if member.resume_checkpoint_id is not None:
-            state = self.checkpoints.load(self.storage.get_checkpoint(member.resume_checkpoint_id))
+            record = self.storage.get_checkpoint(member.resume_checkpoint_id)
+            try:
+                state = self.checkpoints.load(record)
+            except CheckpointError as exc:  # no use retrying: the member is replaced by a copy of a donor
+                raise TrainableError(f"member {member.slot} cannot resume: {exc}", slot=member.slot, retry=False) from exc
             self._call(member.slot, member.step, "load_state_dict", trainable.load_state_dict, state)
         self.storage.set_member_state(self.run.id, member.slot, "running")
         return trainable
@@ -129,6 +139,24 @@ class Controller:
             self.flush()
         self.progress.on_score(member.slot, step, value, member.hparams, member.generation)
         return replace(member, step=step, score=value), value
+
+    def collect_checkpoints(self, *, force: bool = False) -> int:
+        """Delete checkpoint files no longer needed (see ``checkpoints.collectable``), at most
+        every ``gc_seconds`` unless ``force``; return how many went."""
+        if self.keep_checkpoints is None or (not force and time.monotonic() - self._collected_at < self.gc_seconds):
+            return 0
+        self._collected_at = time.monotonic()
+        members = self.storage.get_members(self.run.id)
+        ranked = rank([self.snapshot(m) for m in members])
+        doomed = collectable(
+            self.storage.get_checkpoints(self.run.id), members, self.storage.get_generations(self.run.id),
+            keep=self.keep_checkpoints, best_slot=ranked[0].slot if ranked else None,
+        )
+        if doomed:
+            self.storage.mark_checkpoints_deleted(self.run.id, [c.id for c in doomed])  # first: never a row without a file
+            for ckpt in doomed:
+                self.checkpoints.delete(ckpt.uri)
+        return len(doomed)
 
     def train_until_ready(self, member: MemberRecord, trainable: Trainable) -> MemberRecord:
         """Train ``member`` step by step until it is ready or has done all its steps."""
@@ -177,6 +205,7 @@ class Controller:
             pending,
         )
         self._failures_in_a_row = 0
+        self.collect_checkpoints()
         if self._population is not None:
             self._population.update({r.slot: r for r in records})
         results = []
@@ -213,7 +242,7 @@ class Controller:
                 f"every member keeps failing ({self._failures_in_a_row} failed attempts without a ready point in "
                 f"between); the last: {error}"
             ) from error
-        if record.failures <= self.max_retries:
+        if record.failures <= self.max_retries and error.retry:
             return record
         members = {m.slot: m for m in self.members()}
         healthy = [p for p in rank(self.population()) if p.slot != member.slot and members[p.slot].failures == 0]

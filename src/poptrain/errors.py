@@ -55,7 +55,8 @@ class TrainableError(PoptrainError, RuntimeError):
     ``detail`` holds the traceback (or what was wrong), stored with the member.
     """
 
-    def __init__(self, message: str, *, detail: str | None = None, slot: int | None = None) -> None:
+    def __init__(self, message: str, *, detail: str | None = None, slot: int | None = None, retry: bool = True) -> None:
         super().__init__(message)
         self.detail = detail
         self.slot = slot
+        self.retry = retry

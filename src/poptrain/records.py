@@ -48,6 +48,7 @@ class CheckpointRecord:
     sha256: str
     size_bytes: int
     score: float | None = None
+    deleted: bool = False
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,7 @@ class Run:
         progress: ProgressListener | None = None,
         flush_seconds: float = 1.0,
         max_retries: int = 2,
+        keep_checkpoints: int | None = 2,
     ) -> Run:
         """Train every member to ``steps`` steps with PBT. ``trainable`` is a ``Trainable``
         subclass (or any zero-argument factory of one).
@@ -122,6 +123,10 @@ class Run:
         A step that raises or scores NaN/inf is tried again from the member's newest checkpoint;
         after ``max_retries`` failures in a row the member is replaced by a copy of the best
         healthy member, and a run whose members all keep failing stops with ``TrainableError``.
+        A member that cannot load its checkpoint (corrupt or missing) is replaced at once.
+        Checkpoint files are collected as the run goes: each member's newest ``keep_checkpoints``
+        stay, and so does every one a member, a pending exploit or the best model's lineage needs
+        (``None`` keeps all).
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
@@ -130,7 +135,7 @@ class Run:
         runner = get_executor(executor, workers=workers)
         controller = Controller(
             self.record, self.storage, self.checkpoints, self.space, self.strategy, trainable, steps, progress,
-            flush_seconds, max_retries,
+            flush_seconds, max_retries, keep_checkpoints,
         )
         listener = controller.progress
         members = self.members()  # read once (nothing changes them before training starts)
@@ -140,6 +145,7 @@ class Run:
         try:
             runner.run(controller)
             controller.flush()
+            controller.collect_checkpoints(force=True)
         except BaseException:
             with contextlib.suppress(Exception):
                 controller.flush()  # keep the scores seen before the failure

@@ -114,6 +114,10 @@ class Storage(ABC):
         """Give up ``worker``'s lease on ``slot`` (nothing happens if it holds none)."""
 
     @abstractmethod
+    def mark_checkpoints_deleted(self, run_id: int, checkpoint_ids: Sequence[int]) -> None:
+        """Record that these checkpoints' files were removed (their rows stay for the lineage)."""
+
+    @abstractmethod
     def get_generations(self, run_id: int) -> list[GenerationRecord]:
         """The lineage: every generation of every member, in the order they were created."""
 

@@ -230,6 +230,14 @@ class InMemoryStorage(Storage):
             if holder is not None and holder[0] == worker:
                 del self._leases[(run_id, slot)]
 
+    def mark_checkpoints_deleted(self, run_id: int, checkpoint_ids: Sequence[int]) -> None:
+        with self._lock:
+            for checkpoint_id in checkpoint_ids:
+                if self._checkpoint_run.get(checkpoint_id) != run_id:
+                    raise KeyError(f"no checkpoint with id {checkpoint_id} in run {run_id}")
+            for checkpoint_id in checkpoint_ids:
+                self._checkpoints[checkpoint_id] = replace(self._checkpoints[checkpoint_id], deleted=True)
+
     def get_generations(self, run_id: int) -> list[GenerationRecord]:
         with self._lock:
             return copy.deepcopy(self._generations[run_id])

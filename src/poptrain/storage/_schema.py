@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -112,5 +114,6 @@ checkpoints = Table(
     Column("sha256", String(64), nullable=False),
     Column("size_bytes", Integer, nullable=False),
     Column("score", Float, nullable=True),
+    Column("deleted", Boolean, nullable=False, default=False, server_default=false()),
     Index("ix_checkpoints_run", "run_id", "id"),
 )

@@ -435,6 +435,17 @@ class SQLStorage(Storage):
         with self._begin() as conn:
             conn.execute(delete(t.leases).where(leases.run_id == run_id, leases.slot == slot, leases.worker == worker))
 
+    def mark_checkpoints_deleted(self, run_id: int, checkpoint_ids: Sequence[int]) -> None:
+        if not checkpoint_ids:
+            return
+        ckpts = t.checkpoints.c
+        with self._begin() as conn:
+            result = conn.execute(
+                update(t.checkpoints).where(ckpts.run_id == run_id, ckpts.id.in_(list(checkpoint_ids))).values(deleted=True)
+            )
+            if result.rowcount != len(set(checkpoint_ids)):
+                raise KeyError(f"some of checkpoints {sorted(checkpoint_ids)} are not in run {run_id}")
+
     # --- reads ------------------------------------------------------------------
     def get_generations(self, run_id: int) -> list[GenerationRecord]:
         with self._begin() as conn:
@@ -460,7 +471,7 @@ class SQLStorage(Storage):
 
     @staticmethod
     def _checkpoint(r: Any) -> CheckpointRecord:
-        return CheckpointRecord(r.id, r.slot, r.step, r.uri, r.sha256, r.size_bytes, r.score)
+        return CheckpointRecord(r.id, r.slot, r.step, r.uri, r.sha256, r.size_bytes, r.score, bool(r.deleted))
 
     def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord:
         with self._begin() as conn:

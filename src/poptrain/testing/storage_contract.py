@@ -104,6 +104,18 @@ class StorageContract:
         with pytest.raises(KeyError):
             storage.rewind_member(run.id, 9)
 
+    # --- checkpoints collected ----------------------------------------------------------
+    def test_mark_checkpoints_deleted_keeps_the_rows(self, storage: Storage) -> None:
+        run, _ = self.new_run(storage)
+        [member] = storage.record_ready(run.id, [ReadyPoint(0, 2, _ckpt("old"), 0.1)])
+        old = member.checkpoint_id
+        [member] = storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("new"), 0.2)])
+        storage.mark_checkpoints_deleted(run.id, [old])
+        assert storage.get_checkpoint(old).deleted and not storage.get_checkpoint(member.checkpoint_id).deleted
+        assert [c.deleted for c in storage.get_checkpoints(run.id)] == [True, False]
+        with pytest.raises(KeyError):
+            storage.mark_checkpoints_deleted(run.id, [old, 99999])
+
     # --- leases ----------------------------------------------------------------------
     def test_leases_hand_out_least_trained_members_once(self, storage: Storage) -> None:
         run, _ = self.new_run(storage, n=3)

@@ -1,0 +1,40 @@
+"""Which checkpoint files may go: a pure function of the run's records.
+
+Kept, whatever the policy: every member's newest checkpoint (a donor's) and the one it resumes
+from (a pending exploit), the best member's checkpoint, and the checkpoints loaded along the
+best member's ancestry (the lineage that produced the best model). Besides those, the newest
+``keep`` checkpoints of each member stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord
+
+
+def collectable(
+    checkpoints: Sequence[CheckpointRecord],
+    members: Sequence[MemberRecord],
+    generations: Sequence[GenerationRecord],
+    *,
+    keep: int,
+    best_slot: int | None,
+) -> list[CheckpointRecord]:
+    """The checkpoints whose files can be deleted now (none of them already deleted)."""
+    protected: set[int] = set()
+    for member in members:
+        protected.update(i for i in (member.checkpoint_id, member.resume_checkpoint_id) if i is not None)
+    by_id = {g.id: g for g in generations}
+    best = next((m for m in members if m.slot == best_slot), None)
+    gen = by_id.get(best.generation_id) if best is not None else None
+    while gen is not None:  # the ancestry of the best model
+        if gen.loaded_checkpoint_id is not None:
+            protected.add(gen.loaded_checkpoint_id)
+        gen = by_id.get(gen.parent_id) if gen.parent_id is not None else None
+    newest: dict[int, list[CheckpointRecord]] = {}
+    for ckpt in sorted(checkpoints, key=lambda c: (c.slot, -c.step, -c.id)):
+        newest.setdefault(ckpt.slot, []).append(ckpt)
+    for own in newest.values():
+        protected.update(c.id for c in own[: max(keep, 0)])
+    return [c for c in checkpoints if not c.deleted and c.id not in protected]
