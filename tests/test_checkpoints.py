@@ -6,14 +6,52 @@ import os
 
 import pytest
 
+import poptrain
+
 from poptrain import CheckpointError
-from poptrain.checkpoints import InMemoryCheckpointStore, LocalCheckpointStore
+from poptrain.checkpoints import FsspecCheckpointStore, InMemoryCheckpointStore, LocalCheckpointStore
 from poptrain.testing import CheckpointStoreContract
 
 
 class TestInMemoryCheckpointStore(CheckpointStoreContract):
     def make_store(self, tmp_path):
         return InMemoryCheckpointStore()
+
+
+class TestFsspecMemoryCheckpointStore(CheckpointStoreContract):
+    def make_store(self, tmp_path):
+        return FsspecCheckpointStore(f"memory://poptrain-tests/{tmp_path.name}")
+
+
+class TestFsspecFileCheckpointStore(CheckpointStoreContract):
+    def make_store(self, tmp_path):
+        return FsspecCheckpointStore(f"file://{tmp_path}/remote")
+
+    def test_no_temp_files_left(self, store, tmp_path):
+        for step in (2, 4):
+            store.save(0, step, {"w": step})
+        names = sorted(p.name for p in (tmp_path / "remote").rglob("*") if p.is_file())
+        assert names == ["step-00000002.pt", "step-00000004.pt"]
+
+
+def test_unknown_filesystem_is_a_clear_error():
+    with pytest.raises(poptrain.ConfigError, match="cannot use checkpoint URL 'nosuchfs://x'"):
+        FsspecCheckpointStore("nosuchfs://x")
+
+
+def test_run_with_checkpoint_url_resumes_from_it(tmp_path):
+    from pbt_helpers import SPACE, Tracer
+
+    url = f"file://{tmp_path}/bucket/run"
+    run = poptrain.create_run(name="u", space=SPACE, population_size=3, metric="score", root=tmp_path / "runs",
+                              checkpoints=url, ready=poptrain.every(2))
+    run.optimize(Tracer, steps=4)
+    assert any((tmp_path / "bucket" / "run").rglob("*.pt"))
+    assert not (tmp_path / "runs" / "u" / "checkpoints").exists()
+    reloaded = poptrain.load_run("u", root=tmp_path / "runs")  # finds the URL in the run's record
+    assert str(reloaded.checkpoints.root).endswith("bucket/run")  # a file:// URL is a local folder
+    reloaded.optimize(Tracer, steps=8)
+    assert all(m.step == 8 for m in reloaded.members())
 
 
 class TestLocalCheckpointStore(CheckpointStoreContract):

@@ -287,6 +287,7 @@ def create_run(
     spec = {
         "space": search_space.to_dict(), "population_size": population_size, "metric": metric, "mode": mode,
         "strategy": strategy_to_spec(strategy), "meta": dict(meta or {}),
+        "checkpoints": checkpoints if isinstance(checkpoints, str) and "://" in checkpoints else None,
     }
     try:
         record = store.create_run(name, spec=spec, seed=seed, initial_hparams=first)
@@ -299,6 +300,8 @@ def create_run(
 
 
 def _checkpoint_store(checkpoints: CheckpointStore | str | Path | None, folder: Path, storage: Storage) -> CheckpointStore:
+    """The store named by ``checkpoints``: a store, a folder, an fsspec URL (``s3://...``), or
+    ``None``: ``<folder>/checkpoints`` (in memory with an in-memory storage)."""
     if isinstance(checkpoints, CheckpointStore):
         return checkpoints
     from poptrain.storage import InMemoryStorage
@@ -307,6 +310,12 @@ def _checkpoint_store(checkpoints: CheckpointStore | str | Path | None, folder: 
         from poptrain.checkpoints import InMemoryCheckpointStore
 
         return InMemoryCheckpointStore()
+    if isinstance(checkpoints, str) and "://" in checkpoints and not checkpoints.startswith("file://"):
+        from poptrain.checkpoints import FsspecCheckpointStore
+
+        return FsspecCheckpointStore(checkpoints)
+    if isinstance(checkpoints, str) and checkpoints.startswith("file://"):
+        checkpoints = checkpoints[len("file://"):]
     return LocalCheckpointStore(Path(checkpoints) if checkpoints is not None else folder / "checkpoints")
 
 
@@ -334,4 +343,6 @@ def load_run(
     for key in strategy_overrides:  # placeholders, replaced below
         base[key] = {"type": "every", "steps": 1} if key == "ready" else None
     strategy = replace(strategy_from_spec(base), **strategy_overrides)
+    if checkpoints is None:
+        checkpoints = record.spec.get("checkpoints")  # a URL given when the run was created
     return Run(record, store, _checkpoint_store(checkpoints, folder, store), SearchSpace(record.spec["space"]), strategy)

@@ -67,7 +67,6 @@ class _Heartbeat:
 
 def work(job: WorkerJob, name: str | None = None, progress: ProgressListener | None = None) -> int:
     """Train members of a run until none is left; return how many ready points this worker did."""
-    from poptrain.checkpoints import LocalCheckpointStore
     from poptrain.run import load_run
 
     if job.torch_threads is not None:
@@ -78,7 +77,7 @@ def work(job: WorkerJob, name: str | None = None, progress: ProgressListener | N
     overrides = {}
     if job.strategy is not None:
         overrides = {"ready": job.strategy.ready, "exploit": job.strategy.exploit, "explore": job.strategy.explore}
-    run = load_run(job.run_name, storage=job.storage_url, checkpoints=LocalCheckpointStore(job.checkpoint_root), **overrides)
+    run = load_run(job.run_name, storage=job.storage_url, checkpoints=job.checkpoint_root, **overrides)
     controller = Controller(
         run.record, run.storage, run.checkpoints, run.space, run.strategy, job.trainable, job.total_steps,
         progress, job.flush_seconds, job.max_retries,
@@ -144,18 +143,23 @@ class ProcessesExecutor(Executor):
         self.poll_seconds = poll_seconds
 
     def run(self, controller: Controller) -> None:
-        from poptrain.checkpoints import LocalCheckpointStore
+        from poptrain.checkpoints import FsspecCheckpointStore, LocalCheckpointStore
         from poptrain.storage._sql import SQLStorage
 
         if not isinstance(controller.storage, SQLStorage):
             raise ConfigError("executor 'processes' needs a database storage (the SQLite default or PostgreSQL), not memory")
-        if not isinstance(controller.checkpoints, LocalCheckpointStore):
-            raise ConfigError("executor 'processes' needs checkpoints in a folder the workers share")
+        store = controller.checkpoints
+        if isinstance(store, LocalCheckpointStore):
+            checkpoint_root = str(store.root.resolve())
+        elif isinstance(store, FsspecCheckpointStore):
+            checkpoint_root = store.url
+        else:
+            raise ConfigError("executor 'processes' needs checkpoints in a folder or URL the workers share")
         if controller.strategy.synchronous:
             raise ConfigError("executor 'processes' runs asynchronous PBT; use executor='sequential' for synchronous=True")
         controller.resumable_members()  # finish members whose final checkpoint is recorded
         job = WorkerJob(
-            controller.storage.url, controller.run.name, str(controller.checkpoints.root.resolve()),
+            controller.storage.url, controller.run.name, checkpoint_root,
             controller.trainable_factory, controller.total_steps, controller.strategy, self.lease_seconds,
             controller.flush_seconds, self.torch_threads, controller.max_retries,
         )
