@@ -154,3 +154,47 @@ def test_status_shows_a_stored_failure(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["status", "t", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "member 0 failed (3 in a row)" in out and "ValueError: diverged" in out and "Traceback" in out
+
+
+def test_full_disk_stops_with_a_clear_error_and_the_run_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = {"n": 0}
+    monkeypatch.setattr("os.fdopen", _failing_fdopen(writes))  # the disk fills after 5 checkpoint files
+    run = toy_run(tmp_path, "disk", synchronous=True, exploit=poptrain.truncation(0.5))
+    with pytest.raises(poptrain.CheckpointError, match="No space left on device.*free disk space"):
+        run.optimize(ToyQuadratic, steps=40)
+    monkeypatch.undo()
+    assert not list((tmp_path / "disk" / "checkpoints").rglob("*.tmp")), "a half-written file was left"
+    resumed = poptrain.load_run("disk", root=tmp_path).optimize(ToyQuadratic, steps=40)
+    steps = sorted((s.slot, s.step) for s in resumed.scores())
+    assert steps == sorted((slot, step) for slot in (0, 1) for step in range(1, 41))
+
+
+def _failing_fdopen(writes: dict):  # type: ignore[no-untyped-def]
+    import errno
+    import os
+
+    real = os.fdopen
+
+    def fdopen(fd, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "w" in mode:
+            writes["n"] += 1
+            if writes["n"] > 5:
+                os.close(fd)
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, mode, *args, **kwargs)
+
+    return fdopen
+
+
+def test_worker_command_trains_a_run_to_its_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from poptrain.cli.main import main
+
+    root = str(tmp_path)
+    poptrain.create_run(name="joined", space=SPACE, population_size=2, metric="Q", root=root,
+                        initial_hparams=INITIAL_H, meta={"target": "poptrain.experiments.toy", "steps": 12})
+    assert main(["worker", "joined", "--root", root]) == 0
+    assert "worker done: 6 ready points" in capsys.readouterr().out
+    run = poptrain.load_run("joined", root=root)
+    assert all(m.state == "finished" and m.step == 12 for m in run.members())
+    assert main(["worker", "joined", "--root", root]) == 0  # nothing left: returns at once
+    assert "worker done: 0 ready points" in capsys.readouterr().out
