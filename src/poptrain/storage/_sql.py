@@ -205,39 +205,30 @@ class SQLStorage(Storage):
 
     def rewind_member(self, run_id: int, slot: int) -> MemberRecord:
         with self._begin() as conn:
-            row = conn.execute(select(t.members).where(_M.run_id == run_id, _M.slot == slot)).first()
-            if row is None:
-                raise KeyError(f"no member in slot {slot} of run {run_id}")
-            keep = row.last_ready_step
-            conn.execute(
-                delete(t.scores).where(t.scores.c.run_id == run_id, t.scores.c.slot == slot, t.scores.c.step > keep)
-            )
-            score = row.ready_score if keep > 0 else None
-            conn.execute(update(t.members).where(_M.id == row.id).values(step=keep, score=score))
-            values = dict(row._mapping)
-            values.update(step=keep, score=score)
-            return self._member(_Row(values))
+            return self._rewind(conn, run_id, slot, {})
 
     def record_failure(self, run_id: int, slot: int, error: str) -> MemberRecord:
         with self._begin() as conn:
-            row = conn.execute(select(t.members).where(_M.run_id == run_id, _M.slot == slot)).first()
-            if row is None:
-                raise KeyError(f"no member in slot {slot} of run {run_id}")
-            keep = row.last_ready_step
-            conn.execute(
-                delete(t.scores).where(t.scores.c.run_id == run_id, t.scores.c.slot == slot, t.scores.c.step > keep)
+            return self._rewind(
+                conn, run_id, slot, {"state": "failed", "error": error},
+                count_failure=True,
             )
-            values = dict(row._mapping)
-            values.update(
-                step=keep, score=row.ready_score if keep > 0 else None, state="failed", error=error,
-                failures=(row.failures or 0) + 1,
-            )
-            conn.execute(
-                update(t.members).where(_M.id == row.id).values(
-                    {k: values[k] for k in ("step", "score", "state", "error", "failures")}
-                )
-            )
-            return self._member(_Row(values))
+
+    def _rewind(
+        self, conn: Connection, run_id: int, slot: int, changes: dict[str, Any], *, count_failure: bool = False
+    ) -> MemberRecord:
+        """Delete a member's scores past its newest ready point, set its step and score back
+        to that point and apply ``changes`` (plus one more failure with ``count_failure``)."""
+        row = conn.execute(select(t.members).where(_M.run_id == run_id, _M.slot == slot)).first()
+        if row is None:
+            raise KeyError(f"no member in slot {slot} of run {run_id}")
+        keep = row.last_ready_step
+        conn.execute(delete(t.scores).where(t.scores.c.run_id == run_id, t.scores.c.slot == slot, t.scores.c.step > keep))
+        update_values = {"step": keep, "score": row.ready_score if keep > 0 else None, **changes}
+        if count_failure:
+            update_values["failures"] = (row.failures or 0) + 1
+        conn.execute(update(t.members).where(_M.id == row.id).values(update_values))
+        return self._member(_Row({**dict(row._mapping), **update_values}))
 
     def record_replacement(self, run_id: int, decision: Any) -> MemberRecord:
         with self._begin() as conn:
