@@ -159,3 +159,21 @@ def test_experiment_module_file_with_summary(tmp_path: Path, capsys: pytest.Capt
     code, out, err = run_cli(capsys, "run", str(module), "--root", str(tmp_path / "runs"), "--quiet")
     assert code == 0, err
     assert "members_seen = 4" in out
+
+
+def test_bad_executor_settings_are_refused_before_anything_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(tmp_path / "runs")
+    line = one_line_error(capsys, "run", "poptrain.experiments.toy", "--root", root, "--executor", "processes", "--workers", "0")
+    assert "workers must be a whole number >= 1, got 0" in line
+    assert "workers=3 needs executor='processes'" in one_line_error(capsys, "run", "poptrain.experiments.toy", "--root", root, "--workers", "3")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_and_worker_need_a_run_started_by_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import poptrain
+    from poptrain.experiments.toy import SPACE
+
+    poptrain.create_run(name="api", space=SPACE, population_size=2, metric="Q", root=tmp_path)
+    assert "was not started by `poptrain run`" in one_line_error(capsys, "resume", "api", "--root", str(tmp_path))
+    assert "was not started by `poptrain run`" in one_line_error(capsys, "worker", "api", "--root", str(tmp_path))
+    assert "no run named 'ghost'" in one_line_error(capsys, "worker", "ghost", "--root", str(tmp_path))

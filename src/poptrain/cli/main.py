@@ -82,6 +82,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"steps must be a whole number >= 1, got {spec.steps!r}")
     if not callable(spec.trainable):
         raise ConfigError(f"trainable must be a Trainable subclass, got {spec.trainable!r}")
+    from poptrain.executors import get_executor
+
+    get_executor(args.executor, workers=args.workers)  # checked before anything is written
+    if args.executor == "processes" and args.storage is not None and args.storage.startswith("memory"):
+        raise ConfigError("--executor processes needs a database storage (the SQLite default or PostgreSQL)")
     name = args.name or spec.name
     folder = Path(args.root) / name
     if args.overwrite and folder.exists():
