@@ -41,11 +41,20 @@ from poptrain.trainable import Trainable, TrainContext
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``VectorizedTrainable`` loads PyTorch, so it is imported when first used."""
+    if name == "VectorizedTrainable":
+        from poptrain.vectorized import VectorizedTrainable
+
+        return VectorizedTrainable
+    raise AttributeError(f"module 'poptrain' has no attribute {name!r}")
+
 __all__ = [
     "Action", "BestMember", "CheckpointError", "CheckpointRecord", "Choice", "ConfigError", "Decision", "Explored",
     "Float", "GenerationRecord", "Int", "MemberRecord", "MemberSnapshot", "MetricError", "PoptrainError",
     "ProgressListener", "Run", "RunExistsError", "RunNotFoundError", "RunRecord", "ScheduleSegment", "ScoreRecord",
     "SearchSpace", "SearchSpaceError", "StorageError", "Strategy", "StrategyError", "TrainContext", "Trainable",
-    "TrainableError", "create_run", "every", "load_run", "perturb", "plan_generation", "plan_member", "resample",
+    "TrainableError", "VectorizedTrainable", "create_run", "every", "load_run", "perturb", "plan_generation", "plan_member", "resample",
     "tournament", "truncation",
 ]

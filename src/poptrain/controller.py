@@ -13,11 +13,11 @@ from poptrain.checkpoints import CheckpointStore
 from poptrain.checkpoints import collectable
 from poptrain.errors import CheckpointError, PoptrainError, TrainableError
 from poptrain.progress import ProgressListener
-from poptrain.records import MemberRecord, ReadyPoint, RunRecord, ScoreRecord
+from poptrain.records import MemberRecord, NewCheckpoint, ReadyPoint, RunRecord, ScoreRecord
 from poptrain.seeding import member_seed
 from poptrain.space import SearchSpace
 from poptrain.storage import Storage
-from poptrain.strategy import Decision, MemberSnapshot, Strategy, decision_rng, plan_generation, rank
+from poptrain.strategy import Decision, MemberSnapshot, Strategy, decision_rng, plan_generation, plan_member, rank
 from poptrain.trainable import Trainable, TrainContext, read_score
 
 
@@ -110,13 +110,13 @@ class Controller:
     # --- training ---------------------------------------------------------------
     def start_member(self, member: MemberRecord) -> Trainable:
         """A live trainable for ``member``, restored from its resume checkpoint if it has one."""
-        context = TrainContext(self.run.name, member.slot, member_seed(self.run.seed, member.slot))
+        context = TrainContext(self.run.name, member.slot, member_seed(self.run.seed, member.slot), run_seed=self.run.seed, start_step=member.step)
         trainable = self._call(member.slot, member.step, "construct", self.trainable_factory)
         self._call(member.slot, member.step, "setup", trainable.setup, dict(member.hparams), context)
         if member.resume_checkpoint_id is not None:
             record = self.storage.get_checkpoint(member.resume_checkpoint_id)
             try:
-                state = self.checkpoints.load(record)
+                state = self.checkpoints.load_member(record)
             except CheckpointError as exc:  # no use retrying: the member is replaced by a copy of a donor
                 raise TrainableError(f"member {member.slot} cannot resume: {exc}", slot=member.slot, retry=False) from exc
             self._call(member.slot, member.step, "load_state_dict", trainable.load_state_dict, state)
@@ -134,11 +134,15 @@ class Controller:
                 f"member {member.slot} scored {value} at step {step}: a non-finite score counts as a failed step",
                 detail=f"evaluate() returned {self.metric} = {value} at step {step}", slot=member.slot,
             )
+        return self.record_score(member, step, value, metrics), value
+
+    def record_score(self, member: MemberRecord, step: int, value: float, metrics: dict[str, float]) -> MemberRecord:
+        """Record ``member``'s evaluation after ``step`` (written at least every ``flush_seconds``)."""
         self._pending.append(ScoreRecord(member.slot, step, value, member.generation_id, metrics, time.time()))
         if time.monotonic() - self._flushed_at >= self.flush_seconds:
             self.flush()
         self.progress.on_score(member.slot, step, value, member.hparams, member.generation)
-        return replace(member, step=step, score=value), value
+        return replace(member, step=step, score=value)
 
     def collect_checkpoints(self, *, force: bool = False) -> int:
         """Delete checkpoint files no longer needed (see ``checkpoints.collectable``), at most
@@ -217,10 +221,78 @@ class Controller:
             results.append((record, decision))
         return results
 
+    def ready_round(
+        self, points: Sequence[tuple[MemberRecord, NewCheckpoint, bool]]
+    ) -> list[tuple[MemberRecord, Decision | None]]:
+        """Record members reaching ready points with checkpoints already written (the vectorized
+        executor writes one for the whole population) and plan the decisions of those marked
+        ``True``, in one transaction.
+
+        Asynchronous PBT decides them in the order given, each against the population with the
+        ready points before it (as the sequential executor would); synchronous PBT decides them
+        as one generation. A member whose score is not finite and that would not copy anyone is
+        replaced by a copy of the best member with a finite score.
+        """
+        updated = [(replace(m, last_ready_step=m.step, ready_score=m.score, ready_hparams=dict(m.hparams)), c, d) for m, c, d in points]
+        population = {p.slot: p for p in self.population()}
+        decisions: dict[int, Decision] = {}
+        if self.strategy.synchronous:
+            population.update({m.slot: self.snapshot(m) for m, _, _ in updated})
+            frozen = [population[s] for s in sorted(population)]
+            deciding = [population[m.slot] for m, _, decide in updated if decide]
+            for decision in plan_generation(frozen, self.space, self.strategy, lambda m: decision_rng(self.run.seed, m.slot, m.step), members=deciding):
+                decisions[decision.slot] = decision
+            for snapshot in deciding:
+                forced = self._replace_if_not_finite(snapshot, decisions.get(snapshot.slot), frozen)
+                if forced is not None:
+                    decisions[snapshot.slot] = forced
+        else:
+            for member, _, decide in updated:
+                me = population[member.slot] = self.snapshot(member)
+                if not decide:
+                    continue
+                current = [population[s] for s in sorted(population)]
+                decision = plan_member(me, current, self.space, self.strategy, decision_rng(self.run.seed, me.slot, me.step))
+                decision = self._replace_if_not_finite(me, decision, current) or decision
+                if decision is not None:
+                    decisions[me.slot] = decision
+                    population[me.slot] = replace(me, generation=me.generation + 1)
+        pending, self._pending = self._pending, []
+        self._flushed_at = time.monotonic()
+        records = self.storage.record_ready(
+            self.run.id, [ReadyPoint(m.slot, m.step, c, m.score, decisions.get(m.slot)) for m, c, _ in updated], pending,
+            in_turn=not self.strategy.synchronous,
+        )
+        self._failures_in_a_row = 0
+        self.collect_checkpoints()
+        if self._population is not None:
+            self._population.update({r.slot: r for r in records})
+        for record in records:
+            if record.slot in decisions:
+                self.progress.on_decision(decisions[record.slot])
+        return [(record, decisions.get(record.slot)) for record in records]
+
+    def _replace_if_not_finite(
+        self, me: MemberSnapshot, decision: Decision | None, population: Sequence[MemberSnapshot]
+    ) -> Decision | None:
+        """A replacement for a member ready with a non-finite score that would not copy anyone."""
+        if me.fitness is None or math.isfinite(me.fitness) or (decision is not None and decision.kind == "exploit"):
+            return None
+        healthy = [p for p in rank(population) if p.slot != me.slot and p.fitness is not None and math.isfinite(p.fitness)]
+        return self._replacement(me.slot, me.step, healthy[0], "score not finite") if healthy else None
+
+    def _replacement(self, slot: int, step: int, donor: MemberSnapshot, reason: str) -> Decision:
+        """A decision copying ``donor`` (its hyperparameters explored) into member ``slot``."""
+        rng = decision_rng(self.run.seed, slot, step)
+        explored = self.strategy.explore(dict(donor.hparams), self.space, rng) if self.strategy.explore else None
+        hparams = explored.hparams if explored else dict(donor.hparams)
+        operations = {"replaced": reason, **(explored.operations if explored else {})}
+        return Decision(slot, step, "exploit", hparams, donor.slot, operations)
+
     def apply(self, member: MemberRecord, decision: Decision, trainable: Trainable) -> None:
         """Load the donor's checkpoint (exploit) and set the new hyperparameters in place."""
         if decision.kind == "exploit" and member.resume_checkpoint_id is not None:
-            state = self.checkpoints.load(self.storage.get_checkpoint(member.resume_checkpoint_id))
+            state = self.checkpoints.load_member(self.storage.get_checkpoint(member.resume_checkpoint_id))
             self._call(member.slot, member.step, "load_state_dict", trainable.load_state_dict, state)
         self._call(member.slot, member.step, "set_hparams", trainable.set_hparams, dict(decision.hparams))
 
@@ -253,12 +325,7 @@ class Controller:
                 f"member {member.slot} failed {record.failures} times and no healthy member with a checkpoint is "
                 f"left to replace it; the last failure: {error}"
             ) from error
-        donor = healthy[0]
-        rng = decision_rng(self.run.seed, member.slot, record.step)
-        explored = self.strategy.explore(dict(donor.hparams), self.space, rng) if self.strategy.explore else None
-        hparams = explored.hparams if explored else dict(donor.hparams)
-        operations = {"replaced": f"after {record.failures} failures", **(explored.operations if explored else {})}
-        decision = Decision(member.slot, record.step, "exploit", hparams, donor.slot, operations)
+        decision = self._replacement(member.slot, record.step, healthy[0], f"after {record.failures} failures")
         replaced = self.storage.record_replacement(self.run.id, decision)
         if self._population is not None:
             self._population[replaced.slot] = replaced

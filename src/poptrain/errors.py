@@ -60,3 +60,7 @@ class TrainableError(PoptrainError, RuntimeError):
         self.detail = detail
         self.slot = slot
         self.retry = retry
+
+
+class ResourceError(PoptrainError, MemoryError):
+    """A run needs more memory (or another resource) than the machine offers."""

@@ -195,7 +195,7 @@ class Run:
         loaded = self.storage.get_checkpoint(record.resume_checkpoint_id)  # type: ignore[arg-type]
         return Action(
             "exploit", dict(decision.hparams), decision.donor, dict(decision.operations), loaded,
-            lambda: self.checkpoints.load(loaded),
+            lambda: self.checkpoints.load_member(loaded),
         )
 
     # --- results ------------------------------------------------------------------
@@ -229,7 +229,7 @@ class Run:
 
     def load_state(self, checkpoint: CheckpointRecord) -> Any:
         """A checkpoint's state, its sha256 checked."""
-        return self.checkpoints.load(checkpoint)
+        return self.checkpoints.load_member(checkpoint)
 
     def to_dataframe(self) -> Any:
         """Every score as a pandas DataFrame: slot, step, generation, score, metric.* and hp.* columns."""

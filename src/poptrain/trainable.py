@@ -19,6 +19,8 @@ class TrainContext:
     slot: int
     seed: int
     device: str = "cpu"
+    run_seed: int = 0
+    start_step: int = 0  # the step the member continues from (its newest checkpoint's, or 0)
 
 
 class Trainable(ABC):

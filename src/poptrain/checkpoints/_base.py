@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import uuid
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -60,6 +61,21 @@ class CheckpointStore(ABC):
         data = serialize(state)
         uri = self.write(f"member-{slot:04d}/step-{step:08d}.pt", data)
         return NewCheckpoint(uri, sha256(data), len(data))
+
+    def save_population(self, step: int, state: Any) -> NewCheckpoint:
+        """Serialise and store a whole population's state (one file that many members' checkpoint
+        records share, each naming its own slot)."""
+        data = serialize(state)
+        uri = self.write(f"population/step-{step:08d}-{uuid.uuid4().hex[:8]}.pt", data)
+        return NewCheckpoint(uri, sha256(data), len(data))
+
+    def load_member(self, record: CheckpointRecord) -> Any:
+        """The state of the member that saved ``record``, cut out of a population checkpoint
+        when it is one."""
+        state = self.load(record)
+        from poptrain.vectorized.population import is_population_checkpoint, member_from_checkpoint
+
+        return member_from_checkpoint(state, record.slot) if is_population_checkpoint(state) else state
 
     def load(self, record: CheckpointRecord) -> Any:
         """Read a checkpoint back, refusing one whose bytes do not match the recorded sha256."""

@@ -37,4 +37,6 @@ def collectable(
         newest.setdefault(ckpt.slot, []).append(ckpt)
     for own in newest.values():
         protected.update(c.id for c in own[: max(keep, 0)])
-    return [c for c in checkpoints if not c.deleted and c.id not in protected]
+    # a population checkpoint is one file shared by many records: it goes when all of them may
+    needed_files = {c.uri for c in checkpoints if c.id in protected}
+    return [c for c in checkpoints if not c.deleted and c.id not in protected and c.uri not in needed_files]

@@ -24,8 +24,8 @@ def _add_storage_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_executor_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--executor", choices=["sequential", "processes"], default="sequential",
-                        help="sequential (deterministic, one process) or processes (asynchronous, --workers processes)")
+    parser.add_argument("--executor", choices=["sequential", "processes", "vectorized"], default="sequential",
+                        help="sequential (deterministic, one process), processes (asynchronous, --workers processes) or vectorized (the whole population as one batched program; needs a VectorizedTrainable)")
     parser.add_argument("--workers", type=int, help="worker processes for --executor processes (default 2)")
 
 

@@ -7,11 +7,12 @@ from poptrain.executors._base import Executor
 from poptrain.executors.processes import ProcessesExecutor
 from poptrain.executors.sequential import SequentialExecutor
 
-EXECUTORS = {"sequential": SequentialExecutor, "processes": ProcessesExecutor}
+EXECUTORS = {"sequential": SequentialExecutor, "processes": ProcessesExecutor, "vectorized": None}  # vectorized: imported when used
 
 
 def get_executor(executor: "str | Executor", *, workers: int | None = None) -> Executor:
-    """An executor by name (``"sequential"``, ``"processes"`` with ``workers``) or the instance given."""
+    """An executor by name (``"sequential"``, ``"processes"`` with ``workers``, ``"vectorized"``) or the
+    instance given."""
     if isinstance(executor, Executor):
         return executor
     if executor not in EXECUTORS:
@@ -20,7 +21,11 @@ def get_executor(executor: "str | Executor", *, workers: int | None = None) -> E
         return ProcessesExecutor(workers if workers is not None else 2)
     if workers not in (None, 1):
         raise ConfigError(f"workers={workers} needs executor='processes'")
-    return EXECUTORS[executor]()
+    if executor == "vectorized":
+        from poptrain.executors.vectorized import VectorizedExecutor
+
+        return VectorizedExecutor()
+    return EXECUTORS[executor]()  # type: ignore[misc]
 
 
 __all__ = ["EXECUTORS", "Executor", "ProcessesExecutor", "SequentialExecutor", "get_executor"]

@@ -6,7 +6,9 @@ Rules:
 - Every ``record_*`` call is one transaction: all of it is written, or none of it.
 - ``record_ready`` first records every point's checkpoint, then applies the points'
   decisions, so a decision's donor checkpoint is the donor's newest one, including one
-  recorded in the same call (synchronous PBT decides a whole generation at once).
+  recorded in the same call (synchronous PBT decides a whole generation at once). With
+  ``in_turn=True`` it records each point's checkpoint and then its decision before the next
+  point (asynchronous PBT: a decision copies the donor's checkpoint as of its turn).
 - A decision starts a new generation whose parent is the donor's generation that trained the
   loaded checkpoint (exploit; the donor's current one unless the donor itself decided at that
   checkpoint) or the member's own (explore); the member's hyperparameters become the
@@ -93,7 +95,7 @@ class Storage(ABC):
 
     @abstractmethod
     def record_ready(
-        self, run_id: int, points: Sequence[ReadyPoint], scores: Sequence[ScoreRecord] = ()
+        self, run_id: int, points: Sequence[ReadyPoint], scores: Sequence[ScoreRecord] = (), *, in_turn: bool = False
     ) -> list[MemberRecord]:
         """Record ``scores`` (as ``record_scores``), then the checkpoints and decisions of members
         at ready points, in one transaction; return the updated members of the points."""

@@ -155,14 +155,15 @@ class InMemoryStorage(Storage):
             self._members[run_id] = members
 
     def record_ready(
-        self, run_id: int, points: Sequence[ReadyPoint], scores: Sequence[ScoreRecord] = ()
+        self, run_id: int, points: Sequence[ReadyPoint], scores: Sequence[ScoreRecord] = (), *, in_turn: bool = False
     ) -> list[MemberRecord]:
         with self._lock:
             members = dict(self._members[run_id])
             all_scores = self._scored(run_id, members, scores)
             generations = list(self._generations[run_id])
             checkpoints: dict[int, CheckpointRecord] = {}
-            for point in points:
+
+            def checkpoint(point: ReadyPoint) -> None:
                 member = members[point.slot] if point.slot in members else self._member(run_id, point.slot)
                 ckpt = CheckpointRecord(
                     self._next_id(), point.slot, point.step, point.checkpoint.uri,
@@ -174,10 +175,11 @@ class InMemoryStorage(Storage):
                     ready_score=_finite(point.score), checkpoint_id=ckpt.id, resume_checkpoint_id=ckpt.id,
                     ready_hparams=dict(member.hparams), failures=0,
                 )
-            for point in points:
+
+            def decide(point: ReadyPoint) -> None:
                 decision = point.decision
                 if decision is None:
-                    continue
+                    return
                 member = members[point.slot]
                 if decision.kind == "exploit":
                     donor = members.get(decision.donor) or self._member(run_id, decision.donor)
@@ -195,6 +197,16 @@ class InMemoryStorage(Storage):
                     member, hparams=dict(decision.hparams), generation_id=generation.id,
                     generation=generation.number, resume_checkpoint_id=loaded,
                 )
+
+            if in_turn:
+                for point in points:
+                    checkpoint(point)
+                    decide(point)
+            else:
+                for point in points:
+                    checkpoint(point)
+                for point in points:
+                    decide(point)
             self._members[run_id] = members
             self._generations[run_id] = generations
             self._scores[run_id] = all_scores

@@ -295,20 +295,21 @@ class SQLStorage(Storage):
                 raise KeyError(f"no member in slot {slot} of run {run_id}")
 
     def record_ready(
-        self, run_id: int, points: Sequence[ReadyPoint], scores: Sequence[ScoreRecord] = ()
+        self, run_id: int, points: Sequence[ReadyPoint], scores: Sequence[ScoreRecord] = (), *, in_turn: bool = False
     ) -> list[MemberRecord]:
         with self._begin() as conn:
             self._insert_scores(conn, run_id, scores)
             slots = {p.slot for p in points} | {p.decision.donor for p in points if p.decision is not None and p.decision.donor is not None}
             rows = conn.execute(_MEMBERS_IN_SLOTS, {"run_id": run_id, "slots": sorted(slots)})
             members: dict[int, dict[str, Any]] = {r.slot: dict(r._mapping) for r in rows}
+            now = time.time()
 
             def member(slot: int) -> dict[str, Any]:
                 if slot not in members:
                     raise KeyError(f"no member in slot {slot} of run {run_id}")
                 return members[slot]
 
-            for p in points:
+            def checkpoint(p: ReadyPoint) -> None:
                 row = member(p.slot)
                 ckpt_id = conn.execute(
                     _INSERT_CHECKPOINT,
@@ -322,11 +323,11 @@ class SQLStorage(Storage):
                     checkpoint_id=ckpt_id, resume_checkpoint_id=ckpt_id, ready_hparams=dict(row["hparams"]), failures=0,
                 )
                 row["_checkpoint_step"] = p.step
-            now = time.time()
-            for p in points:
+
+            def decide(p: ReadyPoint) -> None:
                 decision = p.decision
                 if decision is None:
-                    continue
+                    return
                 row = member(p.slot)
                 source = member(decision.donor) if decision.kind == "exploit" else row
                 parent_id = source["generation_id"]
@@ -346,6 +347,16 @@ class SQLStorage(Storage):
                     hparams=dict(decision.hparams), generation_id=gen_id, generation=number,
                     resume_checkpoint_id=source["checkpoint_id"],
                 )
+
+            if in_turn:
+                for p in points:
+                    checkpoint(p)
+                    decide(p)
+            else:
+                for p in points:
+                    checkpoint(p)
+                for p in points:
+                    decide(p)
             for slot in {p.slot for p in points}:
                 row = members[slot]
                 conn.execute(_MEMBER_READY, {"p_id": row["id"], **{f"p_{c}": row[c] for c in _READY_COLUMNS}})

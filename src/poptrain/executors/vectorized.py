@@ -1,0 +1,171 @@
+"""The whole population trained as one batched PyTorch program.
+
+Members train in lockstep on shared batches: one step of every member is one pass of stacked
+tensors through the model (see ``poptrain.vectorized``). When members become ready, one
+checkpoint file holding the whole population is written, their decisions are planned by the
+same pure strategies as every other executor (asynchronous PBT: in slot order, each seeing the
+ready points before it, exactly as the sequential executor orders them) and recorded in one
+transaction; exploit is then a row copy from the state kept at the donor's ready point, and
+explore a write into the ``[P]`` hyperparameter tensors. Nothing else touches the disk.
+
+A member whose score is not finite is not retried (it would compute the same thing again):
+it keeps training with the others, ranks last at its next ready point and is replaced there
+by a copy of the best member with a finite score, unless its strategy makes it copy one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from poptrain.controller import Controller
+from poptrain.errors import CheckpointError, ConfigError, TrainableError
+from poptrain.executors._base import Executor
+from poptrain.records import CheckpointRecord, MemberRecord
+from poptrain.seeding import member_seed
+from poptrain.strategy import Decision
+from poptrain.trainable import read_score
+from poptrain.vectorized.memory import MemoryPlan, plan_memory
+from poptrain.vectorized.population import Population, is_population_checkpoint, member_from_checkpoint
+from poptrain.vectorized.trainable import BatchSource, VectorizedTrainable, resolve_device
+
+
+class VectorizedExecutor(Executor):
+    """Trains a ``VectorizedTrainable``'s whole population at once on ``device`` (``"auto"``:
+    the GPU when there is one; default: the trainable's own setting)."""
+
+    def __init__(self, *, device: str | None = None, chunk_size: int | None = None, memory_budget: int | None = None) -> None:
+        self.device = device
+        self.chunk_size = chunk_size
+        self.memory_budget = memory_budget
+        self.memory: MemoryPlan | None = None  # the plan of the last run, for reports and benchmarks
+        self.path: str | None = None
+
+    def run(self, controller: Controller) -> None:
+        spec = controller.trainable_factory
+        if not isinstance(spec, VectorizedTrainable):
+            raise ConfigError(
+                f"executor 'vectorized' trains a poptrain.VectorizedTrainable (a model factory, data, a loss and an "
+                f"evaluation function); got {getattr(spec, '__name__', type(spec).__name__)}. Use executor='sequential' "
+                "for a Trainable subclass"
+            )
+        members = controller.resumable_members()
+        if not members:
+            return
+        device = resolve_device(self.device or spec.device)
+        batches = BatchSource(spec.data, spec.batch_size, spec.batches_per_step, controller.run.seed, device)
+        population = self._build(controller, spec, members, device, batches)
+        self.path = population.model.path
+        _Lockstep(controller, population, batches, members).run()
+
+    def _build(
+        self, controller: Controller, spec: VectorizedTrainable, members: list[MemberRecord], device: torch.device,
+        batches: BatchSource,
+    ) -> Population:
+        seed = controller.run.seed
+        template = _first_module(spec, member_seed(seed, members[0].slot))
+        self.memory = plan_memory(
+            template.to(device), batches.example(), len(members), len(spec.optimizer.SLOTS), device=device,
+            budget_bytes=self.memory_budget or spec.memory_budget, chunk_size=self.chunk_size or spec.chunk_size,
+        )
+        population = Population(
+            spec, [m.slot for m in members], [member_seed(seed, m.slot) for m in members], [m.hparams for m in members],
+            device, self.memory,
+        )
+        states: dict[str, object] = {}
+        for row, member in enumerate(members):
+            for checkpoint_id, ready in ((member.checkpoint_id, True), (member.resume_checkpoint_id, False)):
+                if checkpoint_id is None:
+                    continue
+                record = controller.storage.get_checkpoint(checkpoint_id)
+                try:
+                    population.load_member(row, _member_state(controller, record, states), ready=ready)
+                except CheckpointError as exc:
+                    raise CheckpointError(f"member {member.slot} cannot resume: {exc}") from exc
+            population.set_hparams(row, member.hparams)
+        return population
+
+
+def _first_module(spec: VectorizedTrainable, seed: int) -> torch.nn.Module:
+    from poptrain.vectorized.trainable import seeded_module
+
+    return seeded_module(spec.model, seed)
+
+
+def _member_state(controller: Controller, record: CheckpointRecord, cache: dict[str, object]) -> dict:
+    """A member's state from its checkpoint, each population file read once."""
+    if record.uri not in cache:
+        cache.clear()  # checkpoints of one resume share a file or two: keep the last
+        cache[record.uri] = controller.checkpoints.load(record)
+    state = cache[record.uri]
+    return member_from_checkpoint(state, record.slot) if is_population_checkpoint(state) else state  # type: ignore[arg-type, return-value]
+
+
+class _Lockstep:
+    """The training loop: every unfinished member at the lowest step trains one more step."""
+
+    def __init__(self, controller: Controller, population: Population, batches: BatchSource, members: list[MemberRecord]) -> None:
+        self.controller = controller
+        self.population = population
+        self.batches = batches
+        self.members = {m.slot: m for m in members}
+        self.ready_checkpoint = {m.slot: m.checkpoint_id for m in members}
+
+    def run(self) -> None:
+        controller, population = self.controller, self.population
+        total = controller.total_steps
+        while self.members:
+            step = min(m.step for m in self.members.values()) + 1
+            active = [population.index(s) for s, m in self.members.items() if m.step == step - 1]
+            population.train_step(self.batches.batches(step), active if len(active) < population.size else None)
+            metrics = population.evaluate()
+            ready: list[MemberRecord] = []
+            for row in active:
+                slot = population.slots[row]
+                value, values = read_score(metrics[row], controller.metric)
+                member = controller.record_score(self.members[slot], step, value, values)
+                self.members[slot] = member
+                if step >= total or controller.is_ready(member, step):
+                    ready.append(member)
+            if ready:
+                self._round(ready)
+
+    def _round(self, ready: Sequence[MemberRecord]) -> None:
+        """Checkpoint the population once, record and apply the ready members' decisions."""
+        controller, population = self.controller, self.population
+        steps = [self.members[s].step if s in self.members else controller.total_steps for s in population.slots]
+        checkpoint = controller.checkpoints.save_population(max(m.step for m in ready), population.checkpoint(steps))
+        total = controller.total_steps
+        ordered = sorted(ready, key=lambda m: (m.step, m.slot))
+        results = controller.ready_round([(m, checkpoint, m.step < total) for m in ordered])
+        synchronous = controller.strategy.synchronous
+        if synchronous:  # one generation: every donor as of this round
+            population.mark_ready([population.index(r.slot) for r, _ in results])
+            self.ready_checkpoint.update({r.slot: r.checkpoint_id for r, _ in results})
+        for record, decision in results:
+            if not synchronous:  # in turn: a later member's donor is as of its turn
+                population.mark_ready([population.index(record.slot)])
+                self.ready_checkpoint[record.slot] = record.checkpoint_id
+            if decision is not None:
+                self._apply(record, decision)
+            if record.step >= total:
+                controller.finish_member(record)
+                del self.members[record.slot]
+            else:
+                self.members[record.slot] = record
+
+    def _apply(self, record: MemberRecord, decision: Decision) -> None:
+        population = self.population
+        row = population.index(record.slot)
+        if decision.kind == "exploit" and record.resume_checkpoint_id is not None:
+            donor = decision.donor
+            if donor in population.slots and self.ready_checkpoint.get(donor) == record.resume_checkpoint_id:
+                population.copy_ready(row, population.index(donor))
+            else:  # the donor's checkpoint predates this executor: read it
+                loaded = self.controller.storage.get_checkpoint(record.resume_checkpoint_id)
+                try:
+                    population.load_member(row, self.controller.checkpoints.load_member(loaded))
+                except CheckpointError as exc:
+                    raise TrainableError(f"member {record.slot} cannot copy member {donor}: {exc}", slot=record.slot) from exc
+        population.set_hparams(row, decision.hparams)

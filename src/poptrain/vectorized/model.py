@@ -1,0 +1,167 @@
+"""Run one ``torch.nn.Module`` architecture for a whole population at once.
+
+Two ways, the faster chosen automatically:
+
+- **Batched matmuls** for an ``nn.Sequential`` of ``Linear`` layers, element-wise activations,
+  dropout and a leading ``Flatten``: activations are kept feature-major (``[P, features,
+  batch]``), the first layer is one large matrix product shared by every member, later layers
+  are one ``baddbmm`` each. On a 2-core CPU this is about 2x faster than ``vmap``.
+- **``torch.func.vmap(functional_call)``** over stacked parameters for any other module.
+
+Both compute what each member's own module would compute.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from poptrain.errors import ConfigError
+
+ELEMENTWISE = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid,
+    nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink, nn.Identity,
+)
+
+
+class Dropout(nn.Module):
+    """Dropout whose rate is a hyperparameter of the member (a buffer, so it is stacked,
+    copied on exploit and written on explore). ``hparam`` names the search-space entry."""
+
+    def __init__(self, rate: float = 0.0, hparam: str = "dropout") -> None:
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"dropout rate must be in [0, 1), got {rate!r}")
+        self.hparam = hparam
+        self.register_buffer("rate", torch.tensor(float(rate)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        rate = self.rate
+        return x * (torch.rand_like(x) >= rate) / (1 - rate)  # no branch: also runs under vmap
+
+
+def hparam_buffers(module: nn.Module) -> dict[str, str]:
+    """Buffers that carry a hyperparameter: ``{buffer name: hyperparameter name}``."""
+    return {f"{name}.rate" if name else "rate": m.hparam for name, m in module.named_modules() if isinstance(m, Dropout)}
+
+
+def _fast_plan(module: nn.Module) -> list[tuple[str, str, nn.Module]] | None:
+    """The layer plan of a Sequential MLP the batched-matmul path can run, else ``None``."""
+    if not isinstance(module, nn.Sequential):
+        return None
+    if any(name not in hparam_buffers(module) for name, _ in module.named_buffers()):
+        return None  # running statistics (BatchNorm) and the like need vmap
+    plan: list[tuple[str, str, nn.Module]] = []
+    seen_linear = False
+    for name, layer in module.named_children():
+        if isinstance(layer, nn.Flatten) and not seen_linear and layer.end_dim == -1:
+            plan.append(("flatten", name, layer))
+        elif isinstance(layer, nn.Linear):
+            seen_linear = True
+            plan.append(("linear", name, layer))
+        elif not seen_linear:
+            return None  # the first layer must be Linear: its input is shared by every member
+        elif isinstance(layer, ELEMENTWISE):
+            plan.append(("elementwise", name, layer))
+        elif isinstance(layer, Dropout):
+            plan.append(("dropout", name, layer))
+        elif isinstance(layer, nn.Dropout):
+            plan.append(("fixed_dropout", name, layer))
+        else:
+            return None
+    return plan if seen_linear else None
+
+
+class StackedModel:
+    """The computation of one architecture over stacked tensors ``{name: [P, ...]}``."""
+
+    def __init__(self, template: nn.Module) -> None:
+        self.template = template
+        self.plan = _fast_plan(template)
+        self.param_names = [name for name, _ in template.named_parameters()]
+        self.buffer_names = [name for name, _ in template.named_buffers()]
+        self.hparam_buffers = hparam_buffers(template)
+        self._base = copy.deepcopy(template).to("meta")
+        self._vmapped: dict[bool, Callable[..., torch.Tensor]] = {}
+
+    @property
+    def path(self) -> str:
+        """``"batched-matmul"`` or ``"vmap"``: how the population is computed."""
+        return "batched-matmul" if self.plan is not None else "vmap"
+
+    def forward(
+        self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor], x: torch.Tensor, *, train: bool
+    ) -> torch.Tensor:
+        """Every member's output for the shared input ``x``: ``[P, batch, ...]``."""
+        if self.plan is not None:
+            return self._forward_matmul(params, buffers, x, train).transpose(1, 2)
+        fn = self._vmapped.get(train)
+        if fn is None:
+            base = self._base.train(train)
+
+            def member(p: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+                return torch.func.functional_call(base, (p, b), (inputs,))
+
+            fn = self._vmapped[train] = torch.func.vmap(member, in_dims=(0, 0, None), randomness="different")
+        return fn(dict(params), dict(buffers), x)
+
+    def _forward_matmul(
+        self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor], x: torch.Tensor, train: bool
+    ) -> torch.Tensor:
+        """Feature-major ``[P, features, batch]`` output of the Sequential MLP."""
+        assert self.plan is not None
+        hidden: torch.Tensor | None = None
+        for kind, name, layer in self.plan:
+            if kind == "flatten":
+                x = x.flatten(1)
+            elif kind == "linear":
+                weight = params[f"{name}.weight"]
+                bias = params.get(f"{name}.bias")
+                size, out_features = weight.shape[0], weight.shape[1]
+                if hidden is None:  # the shared input: one matrix product for the whole population
+                    flat = weight.reshape(size * out_features, -1)
+                    hidden = (
+                        torch.addmm(bias.reshape(-1, 1), flat, x.T) if bias is not None else flat @ x.T
+                    ).view(size, out_features, -1)
+                else:
+                    hidden = torch.baddbmm(bias.unsqueeze(-1), weight, hidden) if bias is not None else torch.bmm(weight, hidden)
+            elif hidden is None:
+                raise RuntimeError("unreachable: layers before the first Linear")
+            elif kind == "elementwise":
+                hidden = layer(hidden)
+            elif train and kind == "dropout":
+                rate = buffers[f"{name}.rate"].view(-1, 1, 1)
+                hidden = hidden * (torch.rand_like(hidden) >= rate) / (1 - rate)
+            elif train and kind == "fixed_dropout" and layer.p > 0:
+                hidden = hidden * (torch.rand_like(hidden) >= layer.p) / (1 - layer.p)
+        assert hidden is not None
+        return hidden
+
+
+def stack_states(modules: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Parameters and buffers of same-architecture modules stacked along a new first dimension."""
+    first = modules[0]
+    shapes = {k: v.shape for k, v in first.state_dict().items()}
+    for module in modules[1:]:
+        other = {k: v.shape for k, v in module.state_dict().items()}
+        if other != shapes:
+            raise ConfigError(
+                "the model factory returned modules of different shapes; every member must have the same "
+                "architecture (put architecture choices in the factory's fixed arguments, not in hparams)"
+            )
+    params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in modules]) for n, _ in first.named_parameters()}
+    buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in modules]) for n, _ in first.named_buffers()}
+    return params, buffers
+
+
+def module_state(params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor], index: int) -> dict[str, Any]:
+    """Member ``index``'s ``state_dict()``, as its own module would return it."""
+    state = {name: tensor[index].clone() for name, tensor in params.items()}
+    state.update({name: tensor[index].clone() for name, tensor in buffers.items()})
+    return state

@@ -1,0 +1,227 @@
+"""The population as tensors: stacked weights, optimizer state and ``[P]`` hyperparameters.
+
+Row ``i`` is one member. Exploit is a row copy from the copies kept at each member's newest
+ready point; explore writes a row of the hyperparameter tensors. A population checkpoint is
+one file holding every row; ``member_state`` cuts one member's state out of it in the same
+layout as ``MemberTrainable.state_dict()`` (``{"model", "optimizer", "step"}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from poptrain.errors import CheckpointError
+from poptrain.space import HParams
+from poptrain.vectorized.memory import MemoryPlan
+from poptrain.vectorized.model import StackedModel, module_state, stack_states
+from poptrain.vectorized.trainable import (
+    VectorizedTrainable,
+    clip_gradients,
+    metric_rows,
+    regularised,
+    seeded_module,
+)
+
+FORMAT = "poptrain.population/1"
+
+
+class Population:
+    """Every member's training state, stacked along the first dimension."""
+
+    def __init__(
+        self, spec: VectorizedTrainable, slots: Sequence[int], seeds: Sequence[int], hparams: Sequence[HParams],
+        device: torch.device, memory: MemoryPlan,
+    ) -> None:
+        self.spec = spec
+        self.slots = list(slots)
+        self.device = device
+        self.memory = memory
+        modules = [seeded_module(spec.model, seed) for seed in seeds]
+        self.template = modules[0]
+        self.model = StackedModel(self.template)
+        params, buffers = stack_states(modules)
+        self.params = {k: v.to(device).contiguous() for k, v in params.items()}
+        self.buffers = {k: v.to(device).contiguous() for k, v in buffers.items()}
+        self.optimizer = spec.optimizer
+        self.opt_state = self.optimizer.init_state(list(self.params.values()))
+        resolved = [spec.resolve(h, self.template) for h in hparams]
+        self.hp = {name: torch.tensor([r[name] for r in resolved], dtype=torch.float32, device=device) for name in resolved[0]}
+        self._write_buffers(range(len(self.slots)))
+        self.ready_params = {k: v.clone() for k, v in self.params.items()}
+        self.ready_buffers = {k: v.clone() for k, v in self.buffers.items()}
+        self.ready_opt = {k: [t.clone() for t in v] for k, v in self.opt_state.items()}
+        self.ready_hp = {k: v.clone() for k, v in self.hp.items()}
+
+    @property
+    def size(self) -> int:
+        return len(self.slots)
+
+    def index(self, slot: int) -> int:
+        return self.slots.index(slot)
+
+    # --- hyperparameters -------------------------------------------------------------
+    def set_hparams(self, row: int, hparams: HParams) -> None:
+        """Explore: write member ``row``'s hyperparameters (unnamed ones keep their defaults)."""
+        for name, value in self.spec.resolve(hparams, self.template).items():
+            self.hp[name][row] = value
+        self._write_buffers([row])
+
+    def _write_buffers(self, rows: Any) -> None:
+        for buffer, name in self.model.hparam_buffers.items():
+            for row in rows:
+                self.buffers[buffer][row] = self.hp[name][row]
+
+    # --- rows ------------------------------------------------------------------------
+    def mark_ready(self, rows: Sequence[int]) -> None:
+        """Keep members' current state as the state another member copies on exploit."""
+        index = torch.tensor(list(rows), device=self.device)
+        for live, kept in ((self.params, self.ready_params), (self.buffers, self.ready_buffers), (self.hp, self.ready_hp)):
+            for name, tensor in live.items():
+                kept[name][index] = tensor[index]
+        for name, tensors in self.opt_state.items():
+            for tensor, kept_tensor in zip(tensors, self.ready_opt[name]):
+                kept_tensor[index] = tensor[index]
+
+    def copy_ready(self, row: int, donor: int) -> None:
+        """Exploit: member ``row`` takes the weights and optimizer state ``donor`` had at its
+        newest ready point."""
+        for live, kept in ((self.params, self.ready_params), (self.buffers, self.ready_buffers)):
+            for name, tensor in live.items():
+                tensor[row] = kept[name][donor]
+        for name, tensors in self.opt_state.items():
+            for tensor, kept_tensor in zip(tensors, self.ready_opt[name]):
+                tensor[row] = kept_tensor[donor]
+
+    def load_member(self, row: int, state: Mapping[str, Any], *, ready: bool = False) -> None:
+        """Write a member state (``MemberTrainable.state_dict()`` layout) into a row."""
+        params, buffers, opt = (self.ready_params, self.ready_buffers, self.ready_opt) if ready else (self.params, self.buffers, self.opt_state)
+        model = state["model"]
+        missing = [name for name in (*params, *buffers) if name not in model]
+        if missing:
+            raise CheckpointError(f"checkpoint of the wrong model: it lacks {missing[:3]}; resume with the model the run was started with")
+        with torch.no_grad():
+            for name, tensor in (*params.items(), *buffers.items()):
+                tensor[row] = model[name].to(self.device)
+            self.optimizer.load_member_state_dict(opt, row, state["optimizer"])
+
+    def member_state(self, row: int, step: int) -> dict[str, Any]:
+        """Member ``row``'s state, as ``MemberTrainable.state_dict()`` returns it."""
+        hp = {name: float(t[row]) for name, t in self.hp.items()}
+        return {
+            "model": module_state(self.params, self.buffers, row),
+            "optimizer": self.optimizer.member_state_dict(self.opt_state, row, hp),
+            "step": int(step),
+        }
+
+    def checkpoint(self, steps: Sequence[int]) -> dict[str, Any]:
+        """The whole population in one object (one file): what ``member_from_checkpoint`` reads."""
+        hp_rows = [{name: float(t[row]) for name, t in self.hp.items()} for row in range(self.size)]
+        return {
+            "format": FORMAT,
+            "slots": list(self.slots),
+            "steps": [int(s) for s in steps],
+            "params": {k: v.detach().cpu() for k, v in self.params.items()},
+            "buffers": {k: v.detach().cpu() for k, v in self.buffers.items()},
+            "optimizer": {
+                "slots": {s: [t.cpu() for t in self.opt_state[s]] for s in self.optimizer.SLOTS},
+                "count": self.opt_state["step"][0].cpu(),
+                "count_in_state": self.optimizer.COUNT_IN_STATE,
+                "groups": [[self.optimizer.torch_param_group(hp)] for hp in hp_rows],
+            },
+        }
+
+    # --- training ----------------------------------------------------------------------
+    def train_step(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], active: Sequence[int] | None = None) -> None:
+        """One training step of every member (or only the ``active`` rows) on shared batches."""
+        frozen = None
+        if active is not None and len(active) < self.size:
+            keep = torch.ones(self.size, dtype=torch.bool, device=self.device)
+            keep[torch.tensor(list(active), device=self.device)] = False
+            frozen = self._save_rows(keep)
+        size = self.memory.chunk_size
+        for x, y in batches:
+            for start in range(0, self.size, size):
+                self._train_chunk(slice(start, min(start + size, self.size)), x, y)
+        if frozen is not None:
+            self._restore_rows(*frozen)
+
+    def _train_chunk(self, rows: slice, x: torch.Tensor, y: torch.Tensor) -> None:
+        names = list(self.params)
+        leaves = [self.params[n][rows].detach().requires_grad_() for n in names]
+        params = dict(zip(names, leaves))
+        buffers = {k: v[rows] for k, v in self.buffers.items()}
+        hp = {k: v[rows] for k, v in self.hp.items()}
+        output = self.model.forward(params, buffers, x, train=True)
+        losses = regularised(self._losses(output, y, hp), leaves, hp)
+        grads = list(torch.autograd.grad(losses.sum(), leaves))
+        with torch.no_grad():
+            clip_gradients(grads, hp["grad_clip"])
+            state = {k: [t[rows] for t in v] if k != "step" else [v[0][rows]] for k, v in self.opt_state.items()}
+            self.optimizer.update([p.detach() for p in leaves], grads, state, hp)
+
+    def _losses(self, output: torch.Tensor, y: torch.Tensor, hp: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Each member's loss on the batch: ``[P]``."""
+        loss = self.spec.loss
+        if loss is F.cross_entropy and y.dim() == 1 and not y.is_floating_point():
+            return F.cross_entropy(output.transpose(1, 2), y.expand(output.shape[0], -1), reduction="none").mean(1)
+        if loss is F.mse_loss and output.shape[1:] == y.shape:
+            return (output - y).pow(2).flatten(1).mean(1)
+        if self.spec.loss_takes_hparams:
+            return torch.func.vmap(loss, in_dims=(0, None, 0))(output, y, dict(hp))
+        return torch.func.vmap(loss, in_dims=(0, None))(output, y)
+
+    def _save_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        tensors = [*self.params.values(), *self.buffers.values(), *(t for v in self.opt_state.values() for t in v)]
+        return rows, [t[rows].clone() for t in tensors]
+
+    def _restore_rows(self, rows: torch.Tensor, saved: list[torch.Tensor]) -> None:
+        tensors = [*self.params.values(), *self.buffers.values(), *(t for v in self.opt_state.values() for t in v)]
+        for tensor, values in zip(tensors, saved):
+            tensor[rows] = values
+
+    def evaluate(self) -> list[dict[str, float]]:
+        """Every member's metrics from the spec's ``evaluate(predict)``."""
+        size = self.memory.chunk_size
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            x = x.to(self.device)
+            with torch.no_grad():
+                parts = [
+                    self.model.forward(
+                        {k: v[s : s + size] for k, v in self.params.items()},
+                        {k: v[s : s + size] for k, v in self.buffers.items()}, x, train=False,
+                    )
+                    for s in range(0, self.size, size)
+                ]
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+        return metric_rows(self.spec.evaluate(predict), self.size)
+
+
+def is_population_checkpoint(state: Any) -> bool:
+    return isinstance(state, Mapping) and state.get("format") == FORMAT
+
+
+def member_from_checkpoint(state: Mapping[str, Any], slot: int) -> dict[str, Any]:
+    """Member ``slot``'s state cut out of a population checkpoint (``MemberTrainable`` layout)."""
+    if slot not in state["slots"]:
+        raise CheckpointError(f"population checkpoint has no member {slot} (it holds slots {state['slots'][:8]}...)")
+    row = state["slots"].index(slot)
+    model = {k: v[row].clone() for k, v in state["params"].items()}
+    model.update({k: v[row].clone() for k, v in state["buffers"].items()})
+    opt = state["optimizer"]
+    per_param: dict[int, dict[str, Any]] = {}
+    for name, tensors in opt["slots"].items():
+        for i, tensor in enumerate(tensors):
+            per_param.setdefault(i, {})[name] = tensor[row].clone()
+    if opt["count_in_state"]:
+        for entry in per_param.values():
+            entry["step"] = opt["count"][row].clone()
+    groups = [dict(g) for g in opt["groups"][row]]
+    for group in groups:
+        group["params"] = list(range(len(per_param)))
+    return {"model": model, "optimizer": {"state": per_param, "param_groups": groups}, "step": int(state["steps"][row])}
