@@ -33,6 +33,7 @@ class ExperimentSpec:
     strategy: Strategy = field(default_factory=Strategy)
     initial_hparams: list[dict[str, Any]] | None = None
     summarize: Callable[[Any], dict[str, Any]] | None = None
+    executor: str = "sequential"
 
     def run_kwargs(self) -> dict[str, Any]:
         """Arguments for ``poptrain.create_run`` (without name and storage)."""
@@ -64,6 +65,7 @@ class _RunConfig(BaseModel):
     mode: Literal["max", "min"] = "max"
     seed: int = Field(default=0, ge=0)
     strategy: _StrategyConfig = _StrategyConfig()
+    executor: Literal["sequential", "processes", "vectorized"] = "sequential"
 
 
 _MODULE_KEYS = {f.name for f in fields(ExperimentSpec)} - {"strategy", "name", "summarize"} | {
@@ -96,7 +98,7 @@ def _from_yaml(path: Path) -> ExperimentSpec:
         raise ConfigError(f"{path}: {exc}") from None
     return ExperimentSpec(
         config.name or path.stem, trainable, space, config.population_size, config.steps, config.metric,
-        config.mode, config.seed, strategy,
+        config.mode, config.seed, strategy, executor=config.executor,
     )
 
 

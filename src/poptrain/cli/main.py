@@ -24,8 +24,10 @@ def _add_storage_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_executor_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--executor", choices=["sequential", "processes", "vectorized"], default="sequential",
-                        help="sequential (deterministic, one process), processes (asynchronous, --workers processes) or vectorized (the whole population as one batched program; needs a VectorizedTrainable)")
+    parser.add_argument("--executor", choices=["sequential", "processes", "vectorized"], default=None,
+                        help="sequential (deterministic, one process), processes (asynchronous, --workers processes) or vectorized "
+                        "(the whole population as one batched program; needs a VectorizedTrainable); default: the experiment's")
+    parser.add_argument("--device", help="for --executor vectorized: cpu, cuda or auto (default: the trainable's setting)")
     parser.add_argument("--workers", type=int, help="worker processes for --executor processes (default 2)")
 
 
@@ -82,9 +84,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"steps must be a whole number >= 1, got {spec.steps!r}")
     if not callable(spec.trainable):
         raise ConfigError(f"trainable must be a Trainable subclass, got {spec.trainable!r}")
-    from poptrain.executors import get_executor
-
-    get_executor(args.executor, workers=args.workers)  # checked before anything is written
+    _executor(args, spec)  # checked before anything is written
     if args.executor == "processes" and args.storage is not None and args.storage.startswith("memory"):
         raise ConfigError("--executor processes needs a database storage (the SQLite default or PostgreSQL)")
     name = args.name or spec.name
@@ -99,12 +99,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _train_and_report(run, spec, spec.steps, args)
 
 
+def _executor(args: argparse.Namespace, spec: Any) -> Any:
+    """The executor the command line asks for, else the experiment's own."""
+    from poptrain.executors import get_executor
+
+    args.executor = args.executor or spec.executor
+    if args.device is not None:
+        if args.executor != "vectorized":
+            raise ConfigError("--device is for --executor vectorized; other executors use the trainable's own device")
+        from poptrain.executors.vectorized import VectorizedExecutor
+
+        return VectorizedExecutor(device=args.device)
+    return get_executor(args.executor, workers=args.workers)
+
+
 def _train_and_report(run: Any, spec: Any, steps: int, args: argparse.Namespace) -> int:
     from poptrain.report.terminal import TerminalProgress, print_summary
 
     started = time.monotonic()
     progress = None if args.quiet else TerminalProgress(run.metric, run.mode)
-    run.optimize(spec.trainable, steps=steps, progress=progress, executor=args.executor, workers=args.workers)
+    run.optimize(spec.trainable, steps=steps, progress=progress, executor=_executor(args, spec))
     extra = spec.summarize(run) if spec.summarize else {}
     print_summary(run.name, run.metric, run.best(), extra, wall_time=time.monotonic() - started)
     where = args.storage or str(Path(args.root) / run.name / "poptrain.db")

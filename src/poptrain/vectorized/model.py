@@ -78,6 +78,17 @@ def _fast_plan(module: nn.Module) -> list[tuple[str, str, nn.Module]] | None:
     return plan if seen_linear else None
 
 
+def dropout_mask(hidden: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+    """A scaled keep-mask for ``hidden``, from one random byte per element (drawing bytes is
+    about 6x cheaper than ``rand_like`` on a CPU): rates apply in steps of 1/256."""
+    count = hidden.numel()
+    bits = torch.empty((count + 7) // 8, dtype=torch.int64, device=hidden.device).random_(-(2**63), 2**63 - 1)
+    draws = bits.view(torch.uint8)[:count].view(hidden.shape)
+    threshold = torch.round(rate * 256).clamp(0, 255)
+    keep = draws >= threshold.to(torch.uint8)
+    return keep * (256 / (256 - threshold))
+
+
 class StackedModel:
     """The computation of one architecture over stacked tensors ``{name: [P, ...]}``."""
 
@@ -136,10 +147,9 @@ class StackedModel:
             elif kind == "elementwise":
                 hidden = layer(hidden)
             elif train and kind == "dropout":
-                rate = buffers[f"{name}.rate"].view(-1, 1, 1)
-                hidden = hidden * (torch.rand_like(hidden) >= rate) / (1 - rate)
+                hidden = hidden * dropout_mask(hidden, buffers[f"{name}.rate"].view(-1, 1, 1))
             elif train and kind == "fixed_dropout" and layer.p > 0:
-                hidden = hidden * (torch.rand_like(hidden) >= layer.p) / (1 - layer.p)
+                hidden = hidden * dropout_mask(hidden, torch.tensor(layer.p, device=hidden.device))
         assert hidden is not None
         return hidden
 

@@ -116,12 +116,14 @@ class SGD(VectorizedOptimizer):
 
     def update(self, params: Tensors, grads: Tensors, state: dict[str, Tensors], hp: Mapping[str, torch.Tensor]) -> None:
         state["step"][0].add_(1)
+        decay_any = bool((hp["weight_decay"] != 0).any())
         for param, grad, buf in zip(params, grads, state["momentum_buffer"]):
             lr, momentum, decay = (_per_member(hp[k], param) for k in ("lr", "momentum", "weight_decay"))
-            grad = grad + decay * param
+            if decay_any:
+                grad = torch.addcmul(grad, decay, param)  # grad + decay * param, one pass
             buf.mul_(momentum).add_(grad)
-            direction = grad + momentum * buf if self.nesterov else buf
-            param.sub_(lr * direction)
+            direction = torch.addcmul(grad, momentum, buf) if self.nesterov else buf
+            param.addcmul_(direction, -lr)
 
     def torch_optimizer(self, params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
         return torch.optim.SGD(

@@ -292,16 +292,20 @@ class MemberTrainable(Trainable):
     def step(self) -> None:
         self.steps += 1
         self.module.train()
-        params = [p for p in self.module.parameters()]
-        hp = self._tensors()
+        params = list(self.module.parameters())
+        hp = self._tensors() if self.spec.loss_takes_hparams else None
+        l1, l2, clip = self.hp["l1"], self.hp["l2"], self.hp["grad_clip"]
         for x, y in self.batches.batches(self.steps):
             self.optimizer.zero_grad(set_to_none=True)
             output = self.module(x)
-            loss = self.spec.loss(output, y, hp) if self.spec.loss_takes_hparams else self.spec.loss(output, y)
-            loss = regularised(loss.reshape(1), [p.unsqueeze(0) for p in params], {k: v.reshape(1) for k, v in hp.items()})[0]
+            loss = self.spec.loss(output, y, hp) if hp is not None else self.spec.loss(output, y)
+            if l2:
+                loss = loss + l2 * sum(p.pow(2).sum() for p in params)
+            if l1:
+                loss = loss + l1 * sum(p.abs().sum() for p in params)
             loss.backward()
-            if math.isfinite(self.hp["grad_clip"]):
-                torch.nn.utils.clip_grad_norm_(params, self.hp["grad_clip"])
+            if math.isfinite(clip):
+                torch.nn.utils.clip_grad_norm_(params, clip)
             self.optimizer.step()
 
     def evaluate(self) -> dict[str, float]:
