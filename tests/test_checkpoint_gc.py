@@ -32,6 +32,18 @@ def test_collectable_keeps_what_members_and_the_best_lineage_need() -> None:
     assert collectable(already, members, gens, keep=0, best_slot=None) == []
 
 
+def test_a_population_file_goes_only_when_no_record_sharing_it_is_needed() -> None:
+    # rounds at steps 2 and 4 each wrote one file for both members; member 1 still resumes from step 2
+    ckpts = [CheckpointRecord(i, slot, step, f"population/{step}", "0" * 64, 1)
+             for i, (slot, step) in enumerate([(0, 2), (1, 2), (0, 4), (1, 4)], start=1)]
+    gens = [GenerationRecord(10, 0, 0, 0, {}), GenerationRecord(11, 1, 0, 0, {})]
+    members = [MemberRecord(20, 0, "running", 4, {}, 10, 0, 4, checkpoint_id=3, resume_checkpoint_id=3),
+               MemberRecord(21, 1, "running", 4, {}, 11, 0, 4, checkpoint_id=4, resume_checkpoint_id=2)]
+    assert collectable(ckpts, members, gens, keep=1, best_slot=0) == []  # record 1 is free, its file is not
+    members[1] = MemberRecord(21, 1, "running", 4, {}, 11, 0, 4, checkpoint_id=4, resume_checkpoint_id=4)
+    assert {c.id for c in collectable(ckpts, members, gens, keep=1, best_slot=0)} == {1, 2}
+
+
 def test_run_keeps_disk_bounded_and_needed_checkpoints(tmp_path: Path) -> None:
     run = poptrain.create_run(name="gc", space=SPACE, population_size=6, metric="score", root=tmp_path,
                               ready=poptrain.every(2), exploit=poptrain.truncation(0.34), seed=1)

@@ -177,3 +177,24 @@ def test_resume_and_worker_need_a_run_started_by_the_cli(tmp_path: Path, capsys:
     assert "was not started by `poptrain run`" in one_line_error(capsys, "resume", "api", "--root", str(tmp_path))
     assert "was not started by `poptrain run`" in one_line_error(capsys, "worker", "api", "--root", str(tmp_path))
     assert "no run named 'ghost'" in one_line_error(capsys, "worker", "ghost", "--root", str(tmp_path))
+
+
+def test_vectorized_experiment_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(tmp_path)
+    code, out, err = run_cli(
+        capsys, "run", "poptrain.experiments.digits_vectorized", "--root", root, "--population", "8", "--steps", "4",
+        "--quiet", "--device", "cpu",
+    )
+    assert code == 0, err
+    assert "Best member" in out and "test_acc" in out
+    code, out, _ = run_cli(capsys, "status", "digits_vectorized", "--root", root)
+    assert code == 0 and "finished" in out
+
+
+def test_vectorized_executor_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "run", "poptrain.experiments.toy", "--root", str(tmp_path), "--executor", "vectorized", "--quiet")
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "executor 'vectorized' trains a poptrain.VectorizedTrainable" in err
+    assert not (tmp_path / "toy").exists()  # refused before the run was created
+    code, _, err = run_cli(capsys, "run", "poptrain.experiments.toy", "--root", str(tmp_path), "--device", "cuda", "--quiet")
+    assert code == 2 and "--device is for --executor vectorized" in err

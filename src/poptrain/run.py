@@ -133,6 +133,7 @@ class Run:
         if not callable(trainable):
             raise ConfigError(f"trainable must be a Trainable subclass or a factory of one, got {trainable!r}")
         runner = get_executor(executor, workers=workers)
+        runner.check(trainable)
         controller = Controller(
             self.record, self.storage, self.checkpoints, self.space, self.strategy, trainable, steps, progress,
             flush_seconds, max_retries, keep_checkpoints,

@@ -109,8 +109,11 @@ def _executor(args: argparse.Namespace, spec: Any) -> Any:
             raise ConfigError("--device is for --executor vectorized; other executors use the trainable's own device")
         from poptrain.executors.vectorized import VectorizedExecutor
 
-        return VectorizedExecutor(device=args.device)
-    return get_executor(args.executor, workers=args.workers)
+        executor = VectorizedExecutor(device=args.device)
+    else:
+        executor = get_executor(args.executor, workers=args.workers)
+    executor.check(spec.trainable)
+    return executor
 
 
 def _train_and_report(run: Any, spec: Any, steps: int, args: argparse.Namespace) -> int:

@@ -10,6 +10,9 @@ from poptrain.controller import Controller
 class Executor(ABC):
     """Trains the members of a run; all decisions come from the controller's strategy."""
 
+    def check(self, trainable: object) -> None:  # noqa: B027 - optional hook
+        """Refuse, before anything is written, training code this executor cannot run."""
+
     @abstractmethod
     def run(self, controller: Controller) -> None:
         """Train every member to ``controller.total_steps``."""

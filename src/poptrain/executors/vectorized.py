@@ -42,14 +42,18 @@ class VectorizedExecutor(Executor):
         self.memory: MemoryPlan | None = None  # the plan of the last run, for reports and benchmarks
         self.path: str | None = None
 
-    def run(self, controller: Controller) -> None:
-        spec = controller.trainable_factory
-        if not isinstance(spec, VectorizedTrainable):
+    def check(self, trainable: object) -> None:
+        if not isinstance(trainable, VectorizedTrainable):
             raise ConfigError(
                 f"executor 'vectorized' trains a poptrain.VectorizedTrainable (a model factory, data, a loss and an "
-                f"evaluation function); got {getattr(spec, '__name__', type(spec).__name__)}. Use executor='sequential' "
-                "for a Trainable subclass"
+                f"evaluation function); got {getattr(trainable, '__name__', type(trainable).__name__)}. Use "
+                "executor='sequential' for a Trainable subclass"
             )
+
+    def run(self, controller: Controller) -> None:
+        spec = controller.trainable_factory
+        self.check(spec)
+        assert isinstance(spec, VectorizedTrainable)
         members = controller.resumable_members()
         if not members:
             return

@@ -405,6 +405,23 @@ class StorageContract:
         assert storage.get_checkpoint(gen0.loaded_checkpoint_id).uri == _ckpt("1-4").uri
         assert gen1.loaded_checkpoint_id == updated[2].checkpoint_id
 
+    def test_in_turn_batch_copies_donor_checkpoints_as_of_each_turn(self, storage: Storage) -> None:
+        # asynchronous PBT in one call: slot 0 decides before slot 2 reaches its new point, so it
+        # copies slot 2's older checkpoint; slot 1 decides after slot 0's point and copies that one
+        run, members = self.new_run(storage, n=3)
+        first = {m.slot: m for m in storage.record_ready(run.id, [ReadyPoint(s, 4, _ckpt(f"{s}-4"), 0.1 * s) for s in range(3)])}
+        updated = {m.slot: m for m in storage.record_ready(run.id, [
+            ReadyPoint(0, 8, _ckpt("0-8"), 0.6, _exploit(0, 8, 2, members[2].hparams)),
+            ReadyPoint(1, 8, _ckpt("1-8"), 0.1, _exploit(1, 8, 0, members[0].hparams)),
+            ReadyPoint(2, 8, _ckpt("2-8"), 0.9),
+        ], in_turn=True)}
+        gen0 = self.generation(storage, run.id, updated[0].generation_id)
+        gen1 = self.generation(storage, run.id, updated[1].generation_id)
+        assert gen0.loaded_checkpoint_id == first[2].checkpoint_id == updated[0].resume_checkpoint_id
+        assert gen1.loaded_checkpoint_id == updated[0].checkpoint_id
+        assert storage.get_checkpoint(gen1.loaded_checkpoint_id).uri == _ckpt("0-8").uri
+        assert (gen0.parent_id, gen1.parent_id) == (members[2].generation_id, members[0].generation_id)
+
     # --- records are values -----------------------------------------------------------------
     def test_records_are_frozen_copies(self, storage: Storage) -> None:
         spec = {"metric": "acc", "nested": {"a": [1, 2]}}
@@ -492,6 +509,23 @@ class CheckpointStoreContract:
         assert len({n.uri for n in news.values()}) == 4
         for (slot, step), new in news.items():
             self.assert_same_state(store.load(self.record(new, slot, step)), self.state(10 * slot + step))
+
+    def test_population_checkpoint_is_one_file_cut_per_member(self, store: CheckpointStore) -> None:
+        import torch
+
+        from poptrain.vectorized.population import FORMAT
+
+        state = {
+            "format": FORMAT, "slots": [0, 1], "steps": [4, 4], "params": {"w": torch.tensor([[1.0, 2.0], [3.0, 4.0]])},
+            "buffers": {}, "optimizer": {"slots": {}, "count": torch.tensor([4.0, 4.0]), "count_in_state": False,
+                                         "groups": [[{"lr": 0.1}], [{"lr": 0.2}]]},
+        }
+        new = store.save_population(4, state)
+        assert new.uri != store.save_population(4, state).uri  # two rounds at one step never collide
+        member = store.load_member(self.record(new, 1, 4))
+        assert torch.equal(member["model"]["w"], torch.tensor([3.0, 4.0]))
+        assert member["optimizer"]["param_groups"][0]["lr"] == 0.2 and member["step"] == 4
+        assert store.load(self.record(new, 1, 4))["slots"] == [0, 1]
 
     def test_loads_are_independent_copies(self, store: CheckpointStore) -> None:
         record = self.record(store.save(0, 1, self.state()))

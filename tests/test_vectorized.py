@@ -1,0 +1,312 @@
+"""The vectorized executor: the same run as the sequential executor, computed as one program."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import poptrain
+from poptrain.errors import ConfigError, MetricError, ResourceError
+from poptrain.executors.vectorized import VectorizedExecutor
+from poptrain.experiments.digits import load_split
+from poptrain.vectorized import SGD, Adam, AdamW, Dropout, VectorizedTrainable
+
+DATA = load_split()
+X, Y = DATA["x_train"][:256], DATA["y_train"][:256]
+
+
+def evaluate(predict: Any) -> dict[str, torch.Tensor]:
+    logits = predict(DATA["x_val"])
+    targets = DATA["y_val"].expand(logits.shape[0], -1)
+    return {
+        "val_acc": (logits.argmax(-1) == targets).float().mean(-1),
+        "val_loss": F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(-1),
+    }
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+
+
+class Residual(nn.Module):
+    """Not a Sequential: computed with vmap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.mid, self.out = nn.Linear(64, 24), nn.Linear(24, 24), nn.Linear(24, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.inp(x))
+        return self.out(h + torch.relu(self.mid(h)))
+
+
+SGD_SPACE = {
+    "lr": poptrain.Float(1e-3, 0.3, log=True), "momentum": poptrain.Float(0.0, 0.95),
+    "weight_decay": poptrain.Float(1e-6, 1e-2, log=True), "grad_clip": poptrain.Float(0.5, 5.0),
+    "l2": poptrain.Float(1e-6, 1e-3, log=True), "l1": poptrain.Float(1e-7, 1e-5, log=True),
+}
+ADAM_SPACE = {
+    "lr": poptrain.Float(1e-4, 1e-2, log=True), "beta1": poptrain.Float(0.5, 0.95), "beta2": poptrain.Float(0.9, 0.999),
+    "weight_decay": poptrain.Float(1e-6, 1e-2, log=True), "grad_clip": poptrain.Float(0.5, 5.0),
+}
+
+
+def spec(model: Any = mlp, optimizer: Any = "sgd", **kwargs: Any) -> VectorizedTrainable:
+    settings = {"data": (X, Y), "loss": F.cross_entropy, "evaluate": evaluate, "batch_size": 32, "device": "cpu"}
+    settings.update(kwargs)
+    return VectorizedTrainable(model, optimizer=optimizer, **settings)
+
+
+def make_run(space: dict, name: str = "vec", population: int = 4, **kwargs: Any) -> poptrain.Run:
+    settings: dict[str, Any] = {
+        "metric": "val_loss", "mode": "min", "storage": "memory", "ready": poptrain.every(2),
+        "exploit": poptrain.truncation(0.25), "explore": poptrain.perturb((0.8, 1.2), resample_probability=0.25),
+    }
+    settings.update(kwargs)
+    return poptrain.create_run(name=name, space=space, population_size=population, **settings)
+
+
+def lineage(run: poptrain.Run) -> list[tuple]:
+    steps = {c.id: (c.slot, c.step) for c in run.storage.get_checkpoints(run.record.id)}
+    return [
+        (g.slot, g.number, g.start_step, g.kind, g.donor, steps.get(g.loaded_checkpoint_id), tuple(sorted(g.hparams.items())),
+         tuple(sorted(g.operations.items())))
+        for g in run.lineage()
+    ]
+
+
+def final_states(run: poptrain.Run) -> dict[int, Any]:
+    newest: dict[int, Any] = {}
+    for ckpt in run.storage.get_checkpoints(run.record.id):
+        if ckpt.step == max(c.step for c in run.storage.get_checkpoints(run.record.id)):
+            newest[ckpt.slot] = run.load_state(ckpt)
+    return newest
+
+
+def both(make_spec: Any, space: dict, steps: int = 8, **run_kwargs: Any) -> tuple[poptrain.Run, poptrain.Run, VectorizedExecutor]:
+    sequential = make_run(space, "seq", **run_kwargs).optimize(make_spec(), steps=steps, executor="sequential")
+    executor = VectorizedExecutor()
+    vectorized = make_run(space, "vec", **run_kwargs).optimize(make_spec(), steps=steps, executor=executor)
+    return sequential, vectorized, executor
+
+
+def assert_same_run(sequential: poptrain.Run, vectorized: poptrain.Run, tolerance: float = 1e-5) -> None:
+    assert lineage(vectorized) == lineage(sequential)
+    expected = {(s.slot, s.step): s.value for s in sequential.scores()}
+    got = {(s.slot, s.step): s.value for s in vectorized.scores()}
+    assert got.keys() == expected.keys()
+    assert max(abs(got[k] - expected[k]) for k in got) < tolerance
+    seq_states, vec_states = final_states(sequential), final_states(vectorized)
+    assert seq_states.keys() == vec_states.keys() == set(range(len(sequential.members())))
+    for slot, state in seq_states.items():
+        for name, tensor in state["model"].items():
+            torch.testing.assert_close(vec_states[slot]["model"][name], tensor, rtol=1e-4, atol=1e-5)
+        for index, entry in state["optimizer"]["state"].items():
+            for key, value in entry.items():
+                torch.testing.assert_close(vec_states[slot]["optimizer"]["state"][index][key], value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "space"),
+    [(SGD(nesterov=True), SGD_SPACE), (SGD(), SGD_SPACE), (Adam(), ADAM_SPACE), (AdamW(), ADAM_SPACE)],
+    ids=["sgd-nesterov", "sgd", "adam", "adamw"],
+)
+def test_vectorized_population_matches_members_trained_one_by_one(optimizer: Any, space: dict) -> None:
+    sequential, vectorized, executor = both(lambda: spec(optimizer=optimizer), space)
+    assert executor.path == "batched-matmul"
+    kinds = {g.kind for g in vectorized.lineage()}
+    assert {"exploit", "init"} <= kinds  # across an exploit ...
+    assert any("*" in op or "resample" in op for g in vectorized.lineage() for op in g.operations.values())  # ... and an explore
+    assert_same_run(sequential, vectorized)
+
+
+def test_any_module_is_vectorized_with_vmap() -> None:
+    sequential, vectorized, executor = both(lambda: spec(model=Residual), SGD_SPACE)
+    assert executor.path == "vmap"
+    assert_same_run(sequential, vectorized)
+
+
+def test_user_hyperparameters_reach_the_loss() -> None:
+    def smoothed(output: torch.Tensor, target: torch.Tensor, hparams: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(output, target, label_smoothing=0.0) * hparams["scale"] + hparams["scale"] ** 2
+
+    space = {"lr": poptrain.Float(1e-3, 0.3, log=True), "scale": poptrain.Float(0.5, 2.0)}
+    sequential, vectorized, _ = both(lambda: spec(loss=smoothed), space)
+    assert_same_run(sequential, vectorized)
+    scales = {m.slot: m.hparams["scale"] for m in vectorized.members()}
+    assert len(set(scales.values())) > 1
+
+
+def test_data_from_a_loader() -> None:
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=32, shuffle=False)
+    sequential, vectorized, _ = both(lambda: spec(data=loader, batches_per_step=5), SGD_SPACE)
+    assert_same_run(sequential, vectorized)
+
+
+@pytest.mark.parametrize("synchronous", [False, True], ids=["asynchronous", "synchronous"])
+def test_decisions_are_the_sequential_executors_given_the_same_scores(synchronous: bool) -> None:
+    space = {"lr": poptrain.Float(1e-3, 0.3, log=True), "momentum": poptrain.Float(0.0, 0.9)}
+    runs = []
+    for executor in ("sequential", "vectorized"):
+        run = make_run(space, executor, population=8, synchronous=synchronous, exploit=poptrain.tournament(),
+                       explore=poptrain.resample())
+        runs.append(run.optimize(spec(evaluate=_output_scale), steps=6, executor=executor))
+    assert lineage(runs[1]) == lineage(runs[0])
+    assert sum(g.kind == "exploit" for g in runs[0].lineage()) >= 3
+
+
+def _output_scale(predict: Any) -> dict[str, torch.Tensor]:
+    """A score that depends on each member's weights, so later scores agree only if the
+    decisions (and the copies they made) agree."""
+    out = predict(DATA["x_val"][:8])
+    return {"val_loss": out.abs().mean(dim=(1, 2))}
+
+
+def test_population_checkpoint_reproduces_scores_and_resumes(tmp_path: Path) -> None:
+    space = SGD_SPACE
+
+    def fresh(name: str) -> poptrain.Run:
+        return make_run(space, name, population=6, storage=None, root=tmp_path)
+
+    whole = fresh("whole").optimize(spec(), steps=8, executor="vectorized")
+
+    class Crash(RuntimeError):
+        pass
+
+    crashing = spec()
+    calls = {"n": 0}
+
+    def evaluate_then_crash(predict: Any) -> dict[str, torch.Tensor]:
+        calls["n"] += 1
+        if calls["n"] == 5:  # after the ready points at steps 2 and 4, in step 5
+            raise Crash("power cut")
+        return evaluate(predict)
+
+    crashing.evaluate = evaluate_then_crash
+    with pytest.raises(Crash):
+        fresh("crash").optimize(crashing, steps=8, executor="vectorized")
+    resumed = poptrain.load_run("crash", root=tmp_path)
+    assert {m.last_ready_step for m in resumed.members()} == {4}
+    resumed.optimize(spec(), steps=8, executor="vectorized")
+    assert lineage(resumed) == lineage(whole)
+    expected = {(s.slot, s.step): s.value for s in whole.scores()}
+    got = {(s.slot, s.step): s.value for s in resumed.scores()}
+    assert got.keys() == expected.keys() and max(abs(got[k] - expected[k]) for k in got) < 1e-5
+
+    # one file per round, shared by the members' checkpoint records
+    checkpoints = whole.storage.get_checkpoints(whole.record.id)
+    by_step: dict[int, set[str]] = {}
+    for ckpt in checkpoints:
+        by_step.setdefault(ckpt.step, set()).add(ckpt.uri)
+    assert all(len(uris) == 1 for uris in by_step.values()) and sorted(by_step) == [2, 4, 6, 8]
+    files = list((tmp_path / "whole" / "checkpoints").rglob("*.pt"))
+    assert 1 <= len(files) <= 3  # older rounds collected
+
+    # the best member's checkpoint is an ordinary module state that scores what was recorded
+    best = whole.best()
+    model = mlp()
+    model.load_state_dict(whole.load_state(best.checkpoint)["model"])
+    with torch.no_grad():
+        loss = F.cross_entropy(model(DATA["x_val"]), DATA["y_val"]).item()
+    assert loss == pytest.approx(best.score, abs=1e-5)
+    # and a sequential executor can continue a vectorized run
+    more = poptrain.load_run("whole", root=tmp_path).optimize(spec(), steps=10, executor="sequential")
+    assert {m.step for m in more.members()} == {10}
+
+
+def test_chunks_compute_the_same_as_one_batch() -> None:
+    space = SGD_SPACE
+    one = make_run(space, "one", population=7).optimize(spec(), steps=4, executor=VectorizedExecutor())
+    executor = VectorizedExecutor(chunk_size=3)
+    chunked = make_run(space, "chunked", population=7).optimize(spec(), steps=4, executor=executor)
+    assert executor.memory is not None and executor.memory.chunks == 3
+    assert_same_run(one, chunked)
+
+
+def test_a_population_that_cannot_fit_stops_before_training() -> None:
+    run = make_run(SGD_SPACE, population=1000)
+    with pytest.raises(ResourceError, match=r"population of 1000 needs .* MiB .* budget is 1\.0 MiB"):
+        run.optimize(spec(memory_budget=2**20), steps=4, executor="vectorized")
+    assert run.scores() == [] and {m.step for m in run.members()} == {0}
+
+
+def test_activations_that_do_not_fit_are_computed_in_chunks() -> None:
+    executor = VectorizedExecutor(memory_budget=3 * 2**20)
+    run = make_run(SGD_SPACE, population=64).optimize(spec(), steps=2, executor=executor)
+    assert executor.memory is not None and executor.memory.chunks > 1
+    assert {m.step for m in run.members()} == {2}
+
+
+def test_dropout_rate_is_a_per_member_hyperparameter() -> None:
+    def model() -> nn.Module:
+        return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), Dropout(hparam="dropout"), nn.Linear(32, 10))
+
+    space = {"lr": poptrain.Float(1e-2, 0.2, log=True), "dropout": poptrain.Float(0.0, 0.6)}
+    run = make_run(space, population=6).optimize(spec(model=model), steps=4, executor="vectorized")
+    for slot, state in final_states(run).items():
+        member = {m.slot: m for m in run.members()}[slot]
+        assert float(state["model"]["2.rate"]) == pytest.approx(member.hparams["dropout"], abs=1e-6)
+    assert all(math.isfinite(s.value) for s in run.scores())
+
+
+def test_a_member_that_diverges_is_replaced_at_its_next_ready_point() -> None:
+    def poisoned(output: torch.Tensor, target: torch.Tensor, hparams: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(output, target) / (1 - hparams["poison"])  # poison 1: an infinite loss
+
+    space = {"lr": poptrain.Float(0.01, 0.1), "poison": poptrain.Float(0.0, 1.0)}
+    initial = [{"lr": 0.05, "poison": 0.0}] * 3 + [{"lr": 0.05, "poison": 1.0}]  # the last decides after the others
+    run = make_run(space, population=4, exploit=None, explore=poptrain.perturb((0.8, 1.2)), initial_hparams=initial)
+    run.optimize(spec(loss=poisoned), steps=6, executor="vectorized")  # explore-only: nobody would copy
+    early = [s.value for s in run.scores() if s.slot == 3 and s.step <= 2]
+    assert all(math.isnan(v) for v in early)
+    replaced = [g for g in run.lineage() if g.operations.get("replaced") == "score not finite"]
+    assert [(g.slot, g.start_step, g.kind) for g in replaced] == [(3, 2, "exploit")] and replaced[0].donor != 3
+    late = [s.value for s in run.scores() if s.slot == 3 and s.step > 2]
+    assert len(late) == 4 and all(math.isfinite(v) for v in late)
+
+
+def test_executor_needs_a_vectorized_trainable() -> None:
+    from poptrain.experiments.toy import ToyQuadratic
+
+    run = make_run({"h": poptrain.Float(0, 1)}, population=2)
+    with pytest.raises(ConfigError, match="executor 'vectorized' trains a poptrain.VectorizedTrainable"):
+        run.optimize(ToyQuadratic, steps=2, executor="vectorized")
+    assert run.refresh().record.state == "created"  # refused before anything was written
+
+
+def test_bad_descriptions_get_clear_errors() -> None:
+    with pytest.raises(ConfigError, match="optimizer 'rmsprop' is not one poptrain vectorizes"):
+        spec(optimizer="rmsprop")
+    with pytest.raises(ConfigError, match="batch_size must be a whole number"):
+        spec(batch_size=0)
+    with pytest.raises(ConfigError, match="same, non-zero length"):
+        spec(data=(X, Y[:10])).__call__().setup({"lr": 0.1}, poptrain.TrainContext("r", 0, 0))
+    run = make_run({"lr": poptrain.Float(1e-3, 0.1), "act": poptrain.Choice(["relu", "tanh"])}, population=2)
+    with pytest.raises(ConfigError, match="hyperparameter 'act' = '(relu|tanh)' is not a number"):
+        run.optimize(spec(), steps=2, executor="vectorized")
+    run = make_run(SGD_SPACE, "short", population=3)
+    with pytest.raises(MetricError, match="returned 1 values for 'val_loss' and a population of 3"):
+        run.optimize(spec(evaluate=lambda predict: {"val_loss": torch.zeros(1)}), steps=2, executor="vectorized")
+    run = make_run(SGD_SPACE, "nometric", population=2)
+    with pytest.raises(MetricError, match="without 'val_loss'"):
+        run.optimize(spec(evaluate=lambda predict: {"acc": torch.zeros(2)}), steps=2, executor="vectorized")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    run = make_run(SGD_SPACE, population=2)
+    with pytest.raises(ConfigError, match="no CUDA GPU is available; use device='cpu' or 'auto'"):
+        run.optimize(spec(device="cuda"), steps=2, executor="vectorized")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_population_matches_cpu() -> None:  # pragma: no cover - runs where a GPU is lent
+    cpu = make_run(SGD_SPACE, "cpu").optimize(spec(), steps=4, executor=VectorizedExecutor(device="cpu"))
+    gpu = make_run(SGD_SPACE, "gpu").optimize(spec(), steps=4, executor=VectorizedExecutor(device="cuda"))
+    assert lineage(gpu) == lineage(cpu)
