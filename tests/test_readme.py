@@ -39,3 +39,16 @@ def test_quickstart_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert best.score < 0.05  # a good learning rate was found: the regression is learnt
     assert best.schedule[0].start_step == 0 and best.schedule[-1].end_step == 40
     assert (tmp_path / "runs" / "quickstart" / "poptrain.db").is_file()
+
+
+def test_vectorized_example_runs() -> None:
+    import poptrain
+    from poptrain.experiments.digits import SPACE, load_split
+
+    [block] = [b for b in python_blocks() if "VectorizedTrainable(" in b]
+    data = load_split()
+    run = poptrain.create_run(name="readme-vec", space=SPACE, population_size=8, metric="val_acc", storage="memory")
+    namespace = {"run": run, **{k: data[k] for k in ("x_train", "y_train", "x_val", "y_val")}}
+    exec(compile(block, "README vectorized example", "exec"), namespace)
+    assert {m.step for m in run.members()} == {30}
+    assert run.best().score > 0.9  # the digits are learnt

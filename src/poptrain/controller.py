@@ -9,8 +9,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from poptrain.checkpoints import CheckpointStore
-from poptrain.checkpoints import collectable
+from poptrain.checkpoints import CheckpointStore, collectable
 from poptrain.errors import CheckpointError, PoptrainError, TrainableError
 from poptrain.progress import ProgressListener
 from poptrain.records import MemberRecord, NewCheckpoint, ReadyPoint, RunRecord, ScoreRecord
