@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench toy clean
+.PHONY: run test bench bench-vectorized toy clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ test: $(STAMP)  ## the whole test suite, slow tests included
 
 bench: $(STAMP)  ## framework overhead against a plain training loop
 	$(BIN)/python benchmarks/overhead.py
+
+bench-vectorized: $(STAMP)  ## the vectorized executor against the sequential one and a plain loop; scaling to 1024 members
+	$(BIN)/python benchmarks/vectorized.py
 
 toy: $(STAMP)  ## the paper's toy example: PBT, explore-only, exploit-only, grid search
 	$(BIN)/python -m poptrain.experiments.toy

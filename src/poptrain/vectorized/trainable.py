@@ -40,7 +40,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def seeded_module(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     """The factory's module with its initial weights drawn from ``seed`` (global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)  # the CPU generator only: no CUDA bookkeeping
         module = factory()
     if not isinstance(module, nn.Module):
         raise ConfigError(f"the model factory must return a torch.nn.Module, got {type(module).__name__}")
