@@ -23,7 +23,7 @@ from poptrain.progress import ProgressListener
 from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, ScoreRecord
 from poptrain.results import BestMember, ScheduleSegment
 from poptrain.run import Action, Run, create_run, load_run
-from poptrain.space import Choice, Float, Int, SearchSpace
+from poptrain.space import Choice, Float, Int, SearchSpace, Widths
 from poptrain.strategy import (
     Decision,
     Explored,
@@ -55,6 +55,6 @@ __all__ = [
     "Float", "GenerationRecord", "Int", "MemberRecord", "MemberSnapshot", "MetricError", "PoptrainError",
     "ProgressListener", "Run", "RunExistsError", "RunNotFoundError", "RunRecord", "ScheduleSegment", "ScoreRecord",
     "SearchSpace", "SearchSpaceError", "StorageError", "Strategy", "StrategyError", "TrainContext", "Trainable",
-    "TrainableError", "VectorizedTrainable", "create_run", "every", "load_run", "perturb", "plan_generation", "plan_member", "resample",
+    "TrainableError", "VectorizedTrainable", "Widths", "create_run", "every", "load_run", "perturb", "plan_generation", "plan_member", "resample",
     "tournament", "truncation",
 ]

@@ -75,7 +75,7 @@ class VectorizedExecutor(Executor):
         )
         population = Population(
             spec, [m.slot for m in members], [member_seed(seed, m.slot) for m in members], [m.hparams for m in members],
-            device, self.memory,
+            device, self.memory, seed,
         )
         states: dict[str, object] = {}
         for row, member in enumerate(members):

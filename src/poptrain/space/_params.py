@@ -226,7 +226,48 @@ class Choice(Param):
         return {"type": self.kind, "options": list(self.options), "ordered": self.ordered}
 
 
-_KINDS: dict[str, type[Param]] = {"float": Float, "int": Int, "choice": Choice}
+class Widths(Param):
+    """The widths of a network's hidden layers: a list of ``layers`` whole numbers, each in
+    ``[low, high]`` (Augmented PBT's topology). ``perturb`` moves each layer by ``-step``,
+    ``0`` or ``+step`` units, chosen uniformly (clipped to the bounds; the factor is not used);
+    ``resample`` draws every width afresh, uniformly."""
+
+    kind = "widths"
+
+    def __init__(self, low: int, high: int, *, layers: int = 1, step: int = 1) -> None:
+        self.low = low
+        self.high = high
+        self.layers = layers
+        self.step = step
+
+    def check(self, name: str) -> None:
+        _check_bounds(name, "Widths", self.low, self.high, False, integer=True)
+        if self.low < 1:
+            raise SearchSpaceError(f"parameter {name!r}: Widths low must be at least 1 unit, got {self.low}")
+        for label, value in (("layers", self.layers), ("step", self.step)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SearchSpaceError(f"parameter {name!r}: Widths {label} must be a whole number >= 1, got {value!r}")
+
+    def sample(self, rng: np.random.Generator) -> list[int]:
+        return [int(w) for w in rng.integers(int(self.low), int(self.high) + 1, size=self.layers)]
+
+    def perturb(self, value: JsonValue, factor: float, rng: np.random.Generator) -> tuple[list[int], str]:
+        old = [int(w) for w in value]
+        moves = rng.choice([-self.step, 0, self.step], size=len(old))
+        new = [int(min(max(w + int(m), self.low), self.high)) for w, m in zip(old, moves)]
+        return new, f"{old} -> {new}" if new != old else "unchanged"
+
+    def contains(self, value: JsonValue) -> bool:
+        return (
+            isinstance(value, (list, tuple)) and len(value) == self.layers
+            and all(isinstance(w, int) and not isinstance(w, bool) and self.low <= w <= self.high for w in value)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "low": self.low, "high": self.high, "layers": self.layers, "step": self.step}
+
+
+_KINDS: dict[str, type[Param]] = {"float": Float, "int": Int, "choice": Choice, "widths": Widths}
 
 
 def param_from_dict(name: str, spec: Any) -> Param:
@@ -243,7 +284,10 @@ def param_from_dict(name: str, spec: Any) -> Param:
             f"parameter {name!r}: unknown type {kind!r}; use one of {', '.join(sorted(_KINDS))}"
         )
     fields = {k: v for k, v in spec.items() if k != "type"}
-    allowed = {"float": {"low", "high", "log"}, "int": {"low", "high", "log"}, "choice": {"options", "ordered"}}[kind]
+    allowed = {
+        "float": {"low", "high", "log"}, "int": {"low", "high", "log"}, "choice": {"options", "ordered"},
+        "widths": {"low", "high", "layers", "step"},
+    }[kind]
     unknown = set(fields) - allowed
     if unknown:
         raise SearchSpaceError(
@@ -256,5 +300,7 @@ def param_from_dict(name: str, spec: Any) -> Param:
         raise SearchSpaceError(f"parameter {name!r}: missing field(s) {', '.join(sorted(missing))} for type {kind}")
     if kind == "choice":
         return Choice(fields["options"], ordered=fields.get("ordered", False))
+    if kind == "widths":
+        return Widths(fields["low"], fields["high"], layers=fields.get("layers", 1), step=fields.get("step", 1))
     cls = _KINDS[kind]
     return cls(fields["low"], fields["high"], log=fields.get("log", False))  # type: ignore[call-arg]

@@ -55,7 +55,10 @@ def _fast_plan(module: nn.Module) -> list[tuple[str, str, nn.Module]] | None:
     """The layer plan of a Sequential MLP the batched-matmul path can run, else ``None``."""
     if not isinstance(module, nn.Sequential):
         return None
-    if any(name not in hparam_buffers(module) for name, _ in module.named_buffers()):
+    from poptrain.apbt.topology import UnitMask
+
+    masks = {f"{n}.mask" for n, m in module.named_modules() if isinstance(m, UnitMask)}
+    if any(name not in hparam_buffers(module) and name not in masks for name, _ in module.named_buffers()):
         return None  # running statistics (BatchNorm) and the like need vmap
     plan: list[tuple[str, str, nn.Module]] = []
     seen_linear = False
@@ -71,6 +74,8 @@ def _fast_plan(module: nn.Module) -> list[tuple[str, str, nn.Module]] | None:
             plan.append(("elementwise", name, layer))
         elif isinstance(layer, Dropout):
             plan.append(("dropout", name, layer))
+        elif isinstance(layer, UnitMask):
+            plan.append(("unit_mask", name, layer))
         elif isinstance(layer, nn.Dropout):
             plan.append(("fixed_dropout", name, layer))
         else:
@@ -146,6 +151,8 @@ class StackedModel:
                 raise RuntimeError("unreachable: layers before the first Linear")
             elif kind == "elementwise":
                 hidden = layer(hidden)
+            elif kind == "unit_mask":
+                hidden = hidden * buffers[f"{name}.mask"].unsqueeze(-1)
             elif train and kind == "dropout":
                 hidden = hidden * dropout_mask(hidden, buffers[f"{name}.rate"].view(-1, 1, 1))
             elif train and kind == "fixed_dropout" and layer.p > 0:

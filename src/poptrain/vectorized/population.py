@@ -14,12 +14,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from poptrain.apbt.topology import Topology, model_view
 from poptrain.errors import CheckpointError
 from poptrain.space import HParams
 from poptrain.vectorized.memory import MemoryPlan
 from poptrain.vectorized.model import StackedModel, module_state, stack_states
 from poptrain.vectorized.trainable import (
     VectorizedTrainable,
+    as_tensors,
     clip_gradients,
     metric_rows,
     regularised,
@@ -34,7 +36,7 @@ class Population:
 
     def __init__(
         self, spec: VectorizedTrainable, slots: Sequence[int], seeds: Sequence[int], hparams: Sequence[HParams],
-        device: torch.device, memory: MemoryPlan,
+        device: torch.device, memory: MemoryPlan, seed: int = 0,
     ) -> None:
         self.spec = spec
         self.slots = list(slots)
@@ -51,6 +53,10 @@ class Population:
         resolved = [spec.resolve(h, self.template) for h in hparams]
         self.hp = {name: torch.tensor([r[name] for r in resolved], dtype=torch.float32, device=device) for name in resolved[0]}
         self._write_buffers(range(len(self.slots)))
+        self.topology = Topology(self.template)
+        self.generator = torch.Generator().manual_seed(seed)  # fresh weights of grown units
+        for row, member_hparams in enumerate(hparams):
+            self.topology.apply(self.params, self.buffers, self._state_of, row, member_hparams, self.generator, initial=True)
         self.ready_params = {k: v.clone() for k, v in self.params.items()}
         self.ready_buffers = {k: v.clone() for k, v in self.buffers.items()}
         self.ready_opt = {k: [t.clone() for t in v] for k, v in self.opt_state.items()}
@@ -69,6 +75,15 @@ class Population:
         for name, value in self.spec.resolve(hparams, self.template).items():
             self.hp[name][row] = value
         self._write_buffers([row])
+        if self.topology:
+            self.topology.apply(self.params, self.buffers, self._state_of, row, hparams, self.generator)
+
+    def _state_of(self, name: str) -> list[torch.Tensor]:
+        """The optimizer's stacked per-parameter state tensors of parameter ``name``."""
+        if name not in self.params:
+            return []
+        index = list(self.params).index(name)
+        return [self.opt_state[slot][index] for slot in self.optimizer.SLOTS]
 
     def _write_buffers(self, rows: Any) -> None:
         for buffer, name in self.model.hparam_buffers.items():
@@ -199,7 +214,10 @@ class Population:
                 ]
             return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-        return metric_rows(self.spec.evaluate(predict), self.size)
+        metrics = dict(self.spec.evaluate(predict))
+        if self.spec.score is not None:
+            metrics.update(self.spec.score(as_tensors(metrics), model_view(self.template, self.buffers, self.size)))
+        return metric_rows(metrics, self.size)
 
 
 def is_population_checkpoint(state: Any) -> bool:

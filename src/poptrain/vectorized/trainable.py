@@ -148,6 +148,11 @@ class VectorizedTrainable:
       that contains the run's metric.
     - ``optimizer``: ``"sgd"``, ``"adam"``, ``"adamw"`` or an instance (``SGD(momentum=0.9,
       nesterov=True)``); its arguments are the defaults of the hyperparameters it reads.
+    - ``score(metrics, model)``: optional; adds metrics computed from the evaluation and each
+      member's model (``poptrain.apbt.ModelView``: weights, biases, widths), such as
+      ``poptrain.apbt.size_fitness()``.
+    - The hidden-layer widths of a ``poptrain.apbt.masked_mlp`` follow a ``Widths``
+      hyperparameter (Augmented PBT): units are grown and pruned with their weights inherited.
 
     Hyperparameters the vectorized executor understands, each a ``[P]`` tensor: the
     optimizer's (``lr``, ``momentum``, ``beta1``, ``beta2``, ``weight_decay``), ``l1`` and
@@ -174,6 +179,7 @@ class VectorizedTrainable:
         device: str = "auto",
         memory_budget: int | None = None,
         chunk_size: int | None = None,
+        score: Callable[..., Mapping[str, Any]] | None = None,
     ) -> None:
         if not callable(model):
             raise ConfigError("model must be a zero-argument factory of a torch.nn.Module (e.g. a class or a lambda)")
@@ -195,6 +201,9 @@ class VectorizedTrainable:
         self.memory_budget = memory_budget
         self.chunk_size = chunk_size
         self.loss_takes_hparams = _takes_hparams(loss)
+        if score is not None and not callable(score):
+            raise ConfigError("score must be a callable score(metrics, model) -> {name: values}, e.g. poptrain.apbt.size_fitness()")
+        self.score = score
 
     def __call__(self) -> Trainable:
         """A per-member ``Trainable`` doing the same training (for the other executors)."""
@@ -205,10 +214,13 @@ class VectorizedTrainable:
 
     def resolve(self, hparams: HParams, template: nn.Module) -> dict[str, float]:
         """A member's full numeric hyperparameters: defaults, dropout rates, then its own."""
+        from poptrain.apbt.topology import topology_hparams
+
         merged: dict[str, Any] = dict(self.defaults)
         for buffer, name in hparam_buffers(template).items():
             merged.setdefault(name, float(template.get_buffer(buffer)))
-        merged.update(hparams)
+        topology = topology_hparams(template)
+        merged.update({k: v for k, v in hparams.items() if k not in topology})
         for name, value in merged.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(
@@ -243,6 +255,12 @@ def metric_rows(result: Mapping[str, Any], size: int) -> list[dict[str, float]]:
             )
         columns[str(key)] = values
     return [{key: float(values[i]) for key, values in columns.items()} for i in range(size)]
+
+
+def as_tensors(metrics: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Metric values as float tensors (what a score function receives)."""
+    return {k: (v.detach().float() if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=torch.float32)).reshape(-1)
+            for k, v in metrics.items()}
 
 
 def regularised(losses: torch.Tensor, params: Sequence[torch.Tensor], hp: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -281,6 +299,27 @@ class MemberTrainable(Trainable):
         self.optimizer = spec.optimizer.torch_optimizer(self.module.parameters(), self.hp)
         self._write_buffers()
         self.steps = context.start_step  # the member's step: picks each step's batches
+        from poptrain.apbt.topology import Topology
+
+        self.topology = Topology(self.module)
+        self.generator = torch.Generator().manual_seed(context.seed)
+        self._apply_topology(hparams, initial=True)
+
+    def _apply_topology(self, hparams: HParams, *, initial: bool) -> None:
+        """Grow or prune hidden units to the widths in ``hparams`` (one member: ``P = 1`` views)."""
+        if not self.topology:
+            return
+        named = dict(self.module.named_parameters())
+        params = {name: p.data.unsqueeze(0) for name, p in named.items()}
+        buffers = {name: b.unsqueeze(0) for name, b in self.module.named_buffers()}
+
+        def state_of(name: str) -> list[torch.Tensor]:
+            if name not in named:
+                return []
+            state = self.optimizer.state.get(named[name], {})
+            return [t.unsqueeze(0) for k, t in state.items() if isinstance(t, torch.Tensor) and t.shape == named[name].shape]
+
+        self.topology.apply(params, buffers, state_of, 0, hparams, self.generator, initial=initial)
 
     def _write_buffers(self) -> None:
         for buffer, name in hparam_buffers(self.module).items():
@@ -315,7 +354,13 @@ class MemberTrainable(Trainable):
             with torch.no_grad():
                 return self.module(x.to(self.batches.device)).unsqueeze(0)
 
-        return metric_rows(self.spec.evaluate(predict), 1)[0]
+        metrics = dict(self.spec.evaluate(predict))
+        if self.spec.score is not None:
+            from poptrain.apbt.topology import model_view
+
+            buffers = {name: b.unsqueeze(0) for name, b in self.module.named_buffers()}
+            metrics.update(self.spec.score(as_tensors(metrics), model_view(self.module, buffers, 1)))
+        return metric_rows(metrics, 1)[0]
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.steps}
@@ -328,3 +373,4 @@ class MemberTrainable(Trainable):
         self.hp = self.spec.resolve(hparams, self.module)
         self.spec.optimizer.set_torch_hparams(self.optimizer, self.hp)
         self._write_buffers()
+        self._apply_topology(hparams, initial=False)

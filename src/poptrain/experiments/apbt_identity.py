@@ -1,0 +1,22 @@
+"""Augmented PBT on identity with the APBT paper's settings (see ``poptrain.experiments.apbt``):
+
+    poptrain run poptrain.experiments.apbt_identity
+    python -m poptrain.experiments.apbt identity --trials 3    # the paper's table, ours beside it
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import poptrain
+from poptrain.experiments import apbt
+
+
+def experiment() -> dict[str, Any]:
+    """One trial: the paper's population, readiness and epochs, trained as one program."""
+    return apbt.experiment("identity")
+
+
+def summarize(run: poptrain.Run) -> dict[str, float]:
+    """The fittest member measured on held-out data, and the most accurate one."""
+    return apbt.summarize(run, "identity")
