@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -45,10 +46,34 @@ def test_vectorized_example_runs() -> None:
     import poptrain
     from poptrain.experiments.digits import SPACE, load_split
 
-    [block] = [b for b in python_blocks() if "VectorizedTrainable(" in b]
+    [block] = [b for b in python_blocks() if "VectorizedTrainable(" in b and "Dropout(" in b]
     data = load_split()
     run = poptrain.create_run(name="readme-vec", space=SPACE, population_size=8, metric="val_acc", storage="memory")
     namespace = {"run": run, **{k: data[k] for k in ("x_train", "y_train", "x_val", "y_val")}}
     exec(compile(block, "README vectorized example", "exec"), namespace)
     assert {m.step for m in run.members()} == {30}
     assert run.best().score > 0.9  # the digits are learnt
+
+
+def test_apbt_example_runs() -> None:
+    import torch
+
+    from poptrain.experiments import apbt
+
+    [block] = [b for b in python_blocks() if "masked_mlp(" in b]
+    iris = apbt.problem("iris")
+
+    def evaluate(predict):  # the README's placeholder
+        return {"val_acc": (predict(iris.x_val).argmax(-1) == iris.y_val).float().mean(-1)}
+
+    namespace = {"x": iris.x_train, "y": iris.y_train, "evaluate": evaluate, "F": torch.nn.functional}
+    cwd = os.getcwd()
+    try:
+        os.chdir(tempfile.mkdtemp())
+        exec(compile("import poptrain\n" + block, "README APBT example", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    run = namespace["run"]
+    best = run.best()
+    assert best is not None and 1 <= best.hparams["widths"][0] <= 10
+    assert best.metrics["val_acc"] > 0.9

@@ -115,7 +115,7 @@ def tennis_rows(rows: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(xs), torch.tensor(ys)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def problem(name: str) -> Problem:
     """The data and settings of ``"iris"``, ``"tennis"`` or ``"identity"``."""
     if name == "iris":
@@ -129,7 +129,7 @@ def problem(name: str) -> Problem:
         test = [i in IRIS_TEST_ROWS for i in range(len(y_all))]
         rest = [not t for t in test]
         x_rest, x_test, y_rest, y_test = x_all[rest], x_all[test], y_all[rest], y_all[test]
-        x_fit, x_val, y_fit, y_val = train_test_split(x_rest, y_rest, test_size=20, stratify=y_rest, random_state=0)
+        x_fit, _, y_fit, _ = train_test_split(x_rest, y_rest, test_size=20, stratify=y_rest, random_state=0)
         mean, std = x_fit.mean(0), x_fit.std(0)
         t = functools.partial(torch.tensor)
         # fitness reads all 100 non-test rows: 20 alone cannot tell 95% from 100% networks apart
@@ -326,12 +326,10 @@ def plot_schedules(runs: list[poptrain.Run], prob: Problem, path: Path) -> None:
         if best is None:
             continue
         for axis, key in zip(axes, ("lr", "momentum", "widths")):
-            xs, ys = [], []
-            for segment in best.schedule:
-                value = segment.hparams[key][0] if key == "widths" else segment.hparams[key]
-                xs += [segment.start_step * prob.epochs_per_step, segment.end_step * prob.epochs_per_step]
-                ys += [value, value]
-            axis.plot(xs, ys, label=f"trial {trial}")
+            values = [segment.hparams[key][0] if key == "widths" else segment.hparams[key] for segment in best.schedule]
+            xs = [segment.start_step * prob.epochs_per_step for segment in best.schedule]
+            xs.append(best.schedule[-1].end_step * prob.epochs_per_step)
+            axis.step(xs, values + values[-1:], where="post", label=f"trial {trial}")
             axis.set_ylabel("hidden units" if key == "widths" else key)
     axes[0].set_yscale("log")
     axes[-1].set_xlabel("epoch")
