@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-run: $(STAMP)  ## PBT on the digits MLP (SQLite under runs/digits), then the best member and its schedule
+run: $(STAMP)  ## PBT on the digits MLP (SQLite under runs/digits), the best member and its schedule, then its report
 	$(BIN)/poptrain run poptrain.experiments.digits --overwrite
+	$(BIN)/poptrain report digits
 
 test: $(STAMP)  ## the whole test suite, slow tests included
 	$(BIN)/pytest

@@ -77,7 +77,11 @@ def _run_paths(name: str, root: str | Path, storage: str | Storage | None) -> tu
 class Run:
     """A PBT run: its configuration, its storage and checkpoints, and what it has produced."""
 
-    def __init__(self, record: RunRecord, storage: Storage, checkpoints: CheckpointStore, space: SearchSpace, strategy: Strategy) -> None:
+    def __init__(
+        self, record: RunRecord, storage: Storage, checkpoints: CheckpointStore, space: SearchSpace, strategy: Strategy,
+        folder: Path | None = None,
+    ) -> None:
+        self.folder = folder  # where the default storage keeps the run (and its report)
         self.record = record
         self.storage = storage
         self.checkpoints = checkpoints
@@ -238,6 +242,39 @@ class Run:
 
         return pd.DataFrame(score_rows(self.scores(), self.lineage()))
 
+    # --- pictures -------------------------------------------------------------------
+    def report_data(self) -> Any:
+        """Everything the report shows, as plain data (``poptrain.report.data.ReportData``)."""
+        from poptrain.report.writer import run_report_data
+
+        return run_report_data(self)
+
+    def plot_scores(self) -> Any:
+        """A matplotlib figure: every member's score over its steps, the best so far, exploits marked."""
+        from poptrain.report.figures import plot_scores
+
+        return plot_scores(self.report_data())
+
+    def plot_schedules(self) -> Any:
+        """A matplotlib figure: each hyperparameter per member, the best model's schedule thick."""
+        from poptrain.report.figures import plot_schedules
+
+        return plot_schedules(self.report_data())
+
+    def plot_lineage(self) -> Any:
+        """A matplotlib figure: the family tree, who copied whom and when, coloured by score."""
+        from poptrain.report.figures import plot_lineage
+
+        return plot_lineage(self.report_data())
+
+    def write_report(self, folder: str | Path | None = None) -> dict[str, Path]:
+        """Write ``report.html`` and PNGs (default: the run's folder); return their paths."""
+        from poptrain.report.writer import write_report
+
+        if folder is None and self.folder is None:
+            raise ConfigError("this run has no folder (in-memory storage); pass write_report(folder)")
+        return write_report(self, folder if folder is not None else self.folder)  # type: ignore[arg-type]
+
     def close(self) -> None:
         self.storage.close()
 
@@ -297,7 +334,7 @@ def create_run(
         raise RunExistsError(
             f"a run named {name!r} exists already in this storage; choose another name, or load_run({name!r})"
         ) from None
-    return Run(record, store, _checkpoint_store(checkpoints, folder, store), search_space, strategy)
+    return Run(record, store, _checkpoint_store(checkpoints, folder, store), search_space, strategy, folder)
 
 
 def _checkpoint_store(checkpoints: CheckpointStore | str | Path | None, folder: Path, storage: Storage) -> CheckpointStore:
@@ -346,4 +383,4 @@ def load_run(
     strategy = replace(strategy_from_spec(base), **strategy_overrides)
     if checkpoints is None:
         checkpoints = record.spec.get("checkpoints")  # a URL given when the run was created
-    return Run(record, store, _checkpoint_store(checkpoints, folder, store), SearchSpace(record.spec["space"]), strategy)
+    return Run(record, store, _checkpoint_store(checkpoints, folder, store), SearchSpace(record.spec["space"]), strategy, folder)

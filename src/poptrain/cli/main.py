@@ -67,6 +67,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv", "json"], required=True)
     export.add_argument("--output", help="file to write (default: standard output)")
     _add_storage_args(export)
+
+    report = commands.add_parser("report", help="write report.html and PNGs (scores, schedules, family tree) for a run")
+    report.add_argument("name")
+    report.add_argument("--output", help="folder to write into (default: the run's folder, runs/NAME)")
+    _add_storage_args(report)
+
+    dashboard = commands.add_parser("dashboard", help="a local web page of the runs, updating live (127.0.0.1 by default)")
+    dashboard.add_argument("name", nargs="?", help="open this run's page first")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    dashboard.add_argument("--port", type=int, default=8321)
+    _add_storage_args(dashboard)
     return parser
 
 
@@ -205,6 +216,35 @@ def _export_payload(run: Any) -> dict[str, Any]:
     }
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    import poptrain
+
+    run = poptrain.load_run(args.name, storage=args.storage, root=args.root)
+    folder = Path(args.output) if args.output else Path(args.root) / args.name
+    paths = run.write_report(folder)
+    print(f"Wrote {paths['html']} (open it in a browser; it needs no server) and "
+          + ", ".join(str(paths[k].name) for k in ("scores", "schedules", "lineage")) + " beside it")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from poptrain.report.dashboard import make_server
+
+    try:
+        server = make_server(args.storage, args.root, args.host, args.port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); choose another --port") from None
+    url = f"http://{args.host}:{server.server_address[1]}/" + (f"runs/{args.name}" if args.name else "")
+    print(f"poptrain dashboard at {url} (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     import poptrain
 
@@ -234,7 +274,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``poptrain`` command."""
     args = _parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "resume": _cmd_resume, "worker": _cmd_worker, "status": _cmd_status, "export": _cmd_export}
+    handlers = {
+        "run": _cmd_run, "resume": _cmd_resume, "worker": _cmd_worker, "status": _cmd_status, "export": _cmd_export,
+        "report": _cmd_report, "dashboard": _cmd_dashboard,
+    }
     try:
         return handlers[args.command](args)
     except PoptrainError as exc:

@@ -19,7 +19,9 @@ def _fmt(value: Any) -> str:
 
 
 class TerminalProgress(ProgressListener):
-    """Shows steps done out of all, the best score so far and the decisions taken."""
+    """Shows steps done out of all, the best score so far and the decisions taken; on a
+    terminal also a table of the members (score, step, generation, hyperparameters, last
+    decision), best first, refreshed in place."""
 
     def __init__(self, metric: str, mode: str, *, stream: IO[str] | None = None, live: bool | None = None, lines: int = 10) -> None:
         self.metric = metric
@@ -36,6 +38,10 @@ class TerminalProgress(ProgressListener):
         self._next_line = 0
         self._started = 0.0
         self._name = ""
+        self._live: Any = None
+        self.members: dict[int, dict[str, Any]] = {}
+        self.rows = 12  # members shown in the live table (the best ones)
+        self._shown_at = 0.0
 
     def _better(self, value: float) -> bool:
         if value != value:  # NaN
@@ -58,8 +64,11 @@ class TerminalProgress(ProgressListener):
                 TextColumn("steps, ETA"), TimeRemainingColumn(compact=True), TextColumn("{task.fields[status]}"),
                 console=Console(file=self.stream), transient=False,
             )
-            self._progress.start()
+            from rich.live import Live
+
             self._task = self._progress.add_task("train", total=total_steps, completed=done_steps, status=self._status())
+            self._live = Live(self._view(), console=self._progress.console, refresh_per_second=4, transient=False)
+            self._live.start()
         else:
             print(f"[{run_name}] training {population_size} members, {total_steps} steps in all", file=self.stream, flush=True)
 
@@ -67,8 +76,14 @@ class TerminalProgress(ProgressListener):
         self.done += 1
         if self._better(value):
             self.best = value
+        row = self.members.setdefault(slot, {"decision": "-"})
+        row.update(step=step, score=value, generation=generation, hparams=hparams)
         if self._progress is not None:
             self._progress.update(self._task, completed=self.done, status=self._status())
+            now = time.monotonic()
+            if now - self._shown_at >= 0.25:  # a big population scores thousands of times a second
+                self._shown_at = now
+                self._live.update(self._view())
         elif self.done >= self._next_line:
             self._next_line += max(1, self.total // self.lines)
             elapsed = time.monotonic() - self._started
@@ -80,10 +95,39 @@ class TerminalProgress(ProgressListener):
 
     def on_decision(self, decision: Decision) -> None:
         self.decisions += 1
+        row = self.members.setdefault(decision.slot, {})
+        changes = ", ".join(f"{k} {v}" for k, v in decision.operations.items())
+        row["decision"] = (f"copied {decision.donor}" if decision.kind == "exploit" else "explored") + (f": {changes}" if changes else "")
+        row["hparams"] = dict(decision.hparams)
+
+    def table(self) -> Any:
+        """The members table: the best ``rows`` members by their newest score."""
+        from rich.table import Table
+
+        table = Table(expand=False, title=f"members (best {self.rows} of {len(self.members)})" if len(self.members) > self.rows else "members")
+        for column in ("member", "step", self.metric, "gen", "hyperparameters", "last decision"):
+            table.add_column(column)
+        sign = 1 if self.mode == "max" else -1
+        ranked = sorted(
+            self.members.items(),
+            key=lambda item: -sign * item[1]["score"] if item[1].get("score") == item[1].get("score") and "score" in item[1] else float("inf"),
+        )
+        for slot, row in ranked[: self.rows]:
+            hparams = ", ".join(f"{k}={_fmt(v)}" for k, v in row.get("hparams", {}).items())
+            table.add_row(str(slot), str(row.get("step", 0)), _fmt(row.get("score", "-")), str(row.get("generation", 0)), hparams,
+                          row.get("decision", "-"))
+        return table
+
+    def _view(self) -> Any:
+        from rich.console import Group
+
+        return Group(self._progress, self.table())
 
     def on_finish(self) -> None:
         if self._progress is not None:
-            self._progress.stop()
+            self._live.update(self._view())
+            self._live.stop()
+            self._live = None
             self._progress = None
 
 
