@@ -251,3 +251,21 @@ def test_dashboard_command_serves_on_loopback_and_refuses_a_busy_port(tmp_path: 
         busy.listen()
         code = main(["dashboard", "--root", str(tmp_path), "--port", str(busy.getsockname()[1])])
     assert code == 2 and "choose another --port" in capsys.readouterr().err
+
+
+def test_dashboard_reads_runs_from_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    from poptrain.report.dashboard import make_server
+
+    run = poptrain.create_run(name="on-pg", space=SPACE, population_size=2, metric="Q", storage=postgres_url,
+                              root=tmp_path, ready=poptrain.every(4))
+    run.optimize(ToyQuadratic, steps=8)
+    server = make_server(postgres_url, tmp_path, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert json.loads(urllib.request.urlopen(f"{url}/api/runs", timeout=10).read()) == ["on-pg"]
+        data = json.loads(urllib.request.urlopen(f"{url}/api/runs/on-pg", timeout=10).read())
+        assert data["population"] == 2 and [len(c["steps"]) for c in data["curves"]] == [8, 8]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -219,9 +219,18 @@ def _export_payload(run: Any) -> dict[str, Any]:
 def _cmd_report(args: argparse.Namespace) -> int:
     import poptrain
 
+    from poptrain.experiment import load_experiment
+    from poptrain.report.writer import write_report
+
     run = poptrain.load_run(args.name, storage=args.storage, root=args.root)
     folder = Path(args.output) if args.output else Path(args.root) / args.name
-    paths = run.write_report(folder)
+    extra: dict[str, Any] = {}
+    target = (run.record.spec.get("meta") or {}).get("target")
+    if target is not None:  # a run of `poptrain run`: its experiment's summary (test metrics) goes in too
+        spec = load_experiment(target)
+        if spec.summarize is not None and run.best() is not None:
+            extra = dict(spec.summarize(run))
+    paths = write_report(run, folder, summary=extra)
     print(f"Wrote {paths['html']} (open it in a browser; it needs no server) and "
           + ", ".join(str(paths[k].name) for k in ("scores", "schedules", "lineage")) + " beside it")
     return 0
