@@ -12,13 +12,14 @@ import importlib
 from typing import Any
 
 from poptrain.errors import StrategyError
-from poptrain.strategy.exploit import tournament, truncation
-from poptrain.strategy.explore import perturb, resample
+from poptrain.strategy.exploit import replace_worst, tournament, truncation
+from poptrain.strategy.explore import gaussian, perturb, resample
 from poptrain.strategy.plan import Strategy
 from poptrain.strategy.ready import every
 
 BUILT_IN: dict[str, type] = {
     "every": every, "truncation": truncation, "tournament": tournament, "perturb": perturb, "resample": resample,
+    "replace_worst": replace_worst, "gaussian": gaussian,
 }
 
 

@@ -52,3 +52,42 @@ class resample:  # noqa: N801
         for name, param in space.items():
             new[name], operations[name] = param.resample(rng)
         return Explored(new, operations)
+
+
+@dataclass(frozen=True)
+class gaussian:  # noqa: N801
+    """Add Gaussian noise to the named hyperparameters (default: every Float and Int): a
+    standard deviation of ``scale`` times the parameter's range, measured on its own scale (in
+    log space for a log parameter), clipped to the bounds. Others are kept."""
+
+    scale: float = 0.1
+    names: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or self.scale <= 0:
+            raise StrategyError(f"gaussian(scale=...) must be a positive number, got {self.scale!r}")
+        if self.names is not None:
+            object.__setattr__(self, "names", tuple(self.names))
+
+    def __call__(self, hparams: HParams, space: SearchSpace, rng: np.random.Generator) -> Explored:
+        import math
+
+        from poptrain.space import Float, Int
+
+        new: HParams = dict(hparams)
+        operations: dict[str, str] = {}
+        unknown = set(self.names or ()) - {name for name, _ in space.items()}
+        if unknown:
+            raise StrategyError(f"gaussian(names=...) names {sorted(unknown)}, which are not in the search space")
+        for name, param in space.items():
+            if not isinstance(param, (Float, Int)) or (self.names is not None and name not in self.names):
+                continue
+            low, high, value = float(param.low), float(param.high), float(hparams[name])
+            if param.log:
+                moved = math.exp(math.log(value) + rng.normal(0.0, self.scale * (math.log(high) - math.log(low))))
+            else:
+                moved = value + rng.normal(0.0, self.scale * (high - low))
+            moved = min(max(moved, low), high)
+            new[name] = int(round(moved)) if isinstance(param, Int) else moved
+            operations[name] = f"+ gaussian noise ({value:.3g} -> {new[name]:.3g})"
+        return Explored(new, operations)
