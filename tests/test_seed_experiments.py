@@ -145,3 +145,13 @@ def test_gan_quick_mode_writes_the_table(tmp_path: Path) -> None:
     table = (tmp_path / "table.md").read_text()
     assert "not comparable with CIFAR-10 Inception scores" in table and "| fixed hyperparameters |" in table
     assert (tmp_path / "pbt" / "samples.png").is_file() and (tmp_path / "pbt" / "schedules.png").is_file()
+
+
+@pytest.mark.parametrize("module", ["classify", "gan"])
+def test_experiments_run_from_the_command_line(module: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from poptrain.cli.main import main
+
+    code = main(["run", f"poptrain.experiments.{module}", "--root", str(tmp_path), "--population", "3", "--steps", "2", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Best member" in out and ("test_acc" in out if module == "classify" else "frechet" in out)
