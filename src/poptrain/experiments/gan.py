@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ import torch
 from torch import nn
 
 import poptrain
+from poptrain.experiments._compare import save_table
 from poptrain.space import HParams
 
 NOISE = 16
@@ -266,24 +265,13 @@ def main(argv: list[str] | None = None) -> int:
                     run.write_report(folder)
                     sample_grid(run, folder / "samples.png")
                 run.close()
-    lines = [
+    save_table(
+        root,
         f"DCGAN on digits: population {population}, {steps} steps of {GENERATOR_STEPS} generator updates, {seeds} seed(s); "
         "the best member at the end (median [min-max]). Scores use a digits classifier, not Inception: not comparable "
         "with CIFAR-10 Inception scores.",
-        "", "| strategy | score (higher is better) | Fréchet distance (lower is better) | seconds per run |", "|---|---|---|---|",
-    ]
-    for name, rows in results.items():
-        score = [r["score"] for r in rows]
-        frechet = [r["frechet"] for r in rows]
-        lines.append(
-            f"| {name} | {statistics.median(score):.3f} [{min(score):.3f}-{max(score):.3f}] | "
-            f"{statistics.median(frechet):.2f} [{min(frechet):.2f}-{max(frechet):.2f}] | "
-            f"{statistics.median(r['seconds'] for r in rows):.0f} |"
-        )
-    text = "\n".join(lines)
-    print(text)
-    (root / "table.md").write_text(text + "\n")
-    (root / "results.json").write_text(json.dumps(results, indent=2))
+        ["score (higher is better)", "Fréchet distance (lower is better)"], results, [("score", 3), ("frechet", 2)],
+    )
     return 0
 
 

@@ -15,8 +15,6 @@ of 10 training and 3 evaluation episodes, each cut at 300 steps (about 2 minutes
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from torch import nn
 
 import poptrain
 from poptrain.errors import ConfigError
+from poptrain.experiments._compare import save_table
 from poptrain.space import HParams
 
 SPACE = {"lr": poptrain.Float(1e-4, 1e-2, log=True), "gamma": poptrain.Float(0.95, 0.999)}
@@ -182,21 +181,13 @@ def main(argv: list[str] | None = None) -> int:
                 if seed == 0:
                     run.write_report(root / name.replace(" ", "-").replace("/", "-"))
                 run.close()
-    lines = [
+    save_table(
+        root,
         f"Deep Double SARSA on {trainable.env_name}: population {population}, {trainable.total_rounds} rounds of "
         f"{trainable.episodes} training and {trainable.evaluations} evaluation episodes, {seeds} seed(s) "
         "(median [min-max] of the final evaluation return)",
-        "", "| strategy | best member | population mean | seconds per run |", "|---|---|---|---|",
-    ]
-    for name, rows in results.items():
-        best, mean = [r["best"] for r in rows], [r["mean"] for r in rows]
-        lines.append(f"| {name} | {statistics.median(best):.1f} [{min(best):.1f}-{max(best):.1f}] | "
-                     f"{statistics.median(mean):.1f} [{min(mean):.1f}-{max(mean):.1f}] | "
-                     f"{statistics.median(r['seconds'] for r in rows):.0f} |")
-    text = "\n".join(lines)
-    print(text)
-    (root / "table.md").write_text(text + "\n")
-    (root / "results.json").write_text(json.dumps(results, indent=2))
+        ["best member", "population mean"], results, [("best", 1), ("mean", 1)],
+    )
     return 0
 
 

@@ -34,6 +34,7 @@ from torch import nn
 
 import poptrain
 from poptrain.errors import ConfigError
+from poptrain.experiments._compare import save_table
 from poptrain.space import HParams
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -332,23 +333,14 @@ def main(argv: list[str] | None = None) -> int:
                         for src, hyp, ref in samples:
                             print(f"  {src}  ->  {hyp}   (reference: {ref})")
                 run.close()
-    lines = [
+    save_table(
+        root,
         f"GRU translation, {'the given corpus' if args.src else 'English to German numbers'}: population {population}, "
         f"{steps} steps of {Translator.batches} batches, {seeds} seed(s); corpus BLEU (sacrebleu, 0-100) on held-out "
         "sentences, median [min-max]. Not comparable with the seed's Europarl BLEU (0.0795 on a 0-1 scale).",
-        "", "| strategy | best member at the end | best member halfway | population mean at the end | seconds per run |",
-        "|---|---|---|---|---|",
-    ]
-    for name, rows in results.items():
-        cells = []
-        for key in ("best", "best_halfway", "mean"):
-            values = [r[key] for r in rows]
-            cells.append(f"{statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}]")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {statistics.median(r['seconds'] for r in rows):.0f} |")
-    text = "\n".join(lines)
-    print(text)
-    (root / "table.md").write_text(text + "\n")
-    (root / "results.json").write_text(json.dumps(results, indent=2))
+        ["best member at the end", "best member halfway", "population mean at the end"], results,
+        [("best", 1), ("best_halfway", 1), ("mean", 1)],
+    )
     return 0
 
 

@@ -1,0 +1,33 @@
+"""What the comparison experiments share: a median [min-max] cell and the saved table."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def median_range(values: Sequence[float], digits: int, *, scale: float = 1.0, suffix: str = "") -> str:
+    """``median [min-max]`` of ``values`` (times ``scale``) with ``digits`` decimals."""
+    scaled = [scale * v for v in values]
+    return f"{statistics.median(scaled):.{digits}f}{suffix} [{min(scaled):.{digits}f}-{max(scaled):.{digits}f}]"
+
+
+def save_table(
+    root: Path, title: str, header: Sequence[str], results: Mapping[str, list[dict[str, Any]]],
+    columns: Sequence[tuple[str, int]], **cell: Any,
+) -> str:
+    """A markdown table, one row per strategy: each column's median [min-max] over the seeds,
+    then the median seconds per run; printed and saved with the raw results (``table.md``,
+    ``results.json``)."""
+    lines = [title, "", "| " + " | ".join(["strategy", *header, "seconds per run"]) + " |", "|---" * (len(header) + 2) + "|"]
+    for name, rows in results.items():
+        cells = [median_range([r[key] for r in rows], digits, **cell) for key, digits in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {statistics.median(r['seconds'] for r in rows):.0f} |")
+    text = "\n".join(lines)
+    print(text)
+    (root / "table.md").write_text(text + "\n")
+    (root / "results.json").write_text(json.dumps(results, indent=2))
+    return text
