@@ -155,3 +155,15 @@ def test_experiments_run_from_the_command_line(module: str, tmp_path: Path, caps
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "Best member" in out and ("test_acc" in out if module == "classify" else "frechet" in out)
+
+
+def test_experiment_commands_report_bad_input_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "poptrain.experiments.classify", "--data", str(tmp_path / "nope"), "--root", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr

@@ -382,4 +382,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from poptrain.experiments._compare import run_cli
+
+    run_cli(main)

@@ -39,6 +39,7 @@ from torch import nn
 
 import poptrain
 from poptrain.errors import ConfigError
+from poptrain.experiments._compare import median_range, slug, variant_runs
 from poptrain.vectorized import SGD, VectorizedTrainable
 
 SPACE = {"lr": poptrain.Float(1e-3, 0.5, log=True), "l1": poptrain.Float(1e-7, 1e-2, log=True)}
@@ -141,21 +142,17 @@ def compare(
     spec = trainable(dataset, device=device)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     kept: dict[str, poptrain.Run] = {}
-    for seed in range(seeds):
-        for name, strategy in VARIANTS.items():
-            started = time.perf_counter()
-            run = poptrain.create_run(
-                name=f"{name.replace(' ', '-')}-seed{seed}", space=SPACE, population_size=population, metric="val_acc",
-                seed=seed, root=root, ready=poptrain.every(4), **strategy,
-            )
-            run.optimize(spec, steps=steps, executor="vectorized")
-            best = run.best()
-            results[name].append({
-                "seed": seed, "val_acc": best.score if best else float("nan"), "test_acc": test_accuracy(run, dataset),
-                "seconds": time.perf_counter() - started,
-            })
-            if seed == 0:
-                kept[name] = run
+    for seed, name, run, started in variant_runs(
+        VARIANTS, seeds, root, space=SPACE, population_size=population, metric="val_acc", ready=poptrain.every(4)
+    ):
+        run.optimize(spec, steps=steps, executor="vectorized")
+        best = run.best()
+        results[name].append({
+            "seed": seed, "val_acc": best.score if best else float("nan"), "test_acc": test_accuracy(run, dataset),
+            "seconds": time.perf_counter() - started,
+        })
+        if seed == 0:
+            kept[name] = run
     return {"results": results, "runs": kept, "steps": steps, "population": population}
 
 
@@ -171,8 +168,7 @@ def table(outcome: dict[str, Any], dataset: str) -> str:
     for name, rows in outcome["results"].items():
         cells = []
         for key in ("test_acc", "val_acc"):
-            values = [r[key] for r in rows]
-            cells.append(f"{100 * statistics.median(values):.2f}% [{100 * min(values):.2f}-{100 * max(values):.2f}]")
+            cells.append(median_range([r[key] for r in rows], 2, scale=100, suffix="%"))
         lines.append(f"| {name} | {cells[0]} | {cells[1]} | {statistics.median(r['seconds'] for r in rows):.1f} |")
     return "\n".join(lines)
 
@@ -195,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         (root / "table.md").write_text(text + "\n")
         (root / "results.json").write_text(json.dumps(outcome["results"], indent=2))
         for name, run in outcome["runs"].items():  # seed 0's curves and schedules, for each strategy
-            folder = root / name.replace(" ", "-")
+            folder = root / slug(name)
             paths = run.write_report(folder)
             run.close()
             print(f"{name}: {paths['scores']} (accuracy curves), {paths['schedules']} (lr and L1 schedules)")
@@ -203,4 +199,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from poptrain.experiments._compare import run_cli
+
+    run_cli(main)

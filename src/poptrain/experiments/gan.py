@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 import poptrain
-from poptrain.experiments._compare import save_table
+from poptrain.experiments._compare import save_table, slug, variant_runs
 from poptrain.space import HParams
 
 NOISE = 16
@@ -247,24 +247,20 @@ def main(argv: list[str] | None = None) -> int:
           "(about the best a generator can expect; 10 is the formula's maximum)")
     results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory(dir=root) as scratch:
-        for seed in range(seeds):
-            for name, strategy in VARIANTS.items():
-                started = time.perf_counter()
-                run = poptrain.create_run(
-                    name=f"{name.replace(' ', '-')}-seed{seed}", space=SPACE, population_size=population, metric="score",
-                    seed=seed, root=scratch, ready=poptrain.every(ready), **strategy,
-                )
-                run.optimize(DigitsGAN, steps=steps, keep_checkpoints=None if seed == 0 else 2)
-                best = run.best()
-                results[name].append({"seed": seed, "score": best.score, "frechet": best.metrics.get("frechet", float("nan")),
-                                      "seconds": time.perf_counter() - started})
-                print(f"{name}, seed {seed}: score {best.score:.3f}, Fréchet {results[name][-1]['frechet']:.2f}, "
-                      f"{results[name][-1]['seconds']:.0f} s", flush=True)
-                if seed == 0:
-                    folder = root / name.replace(" ", "-")
-                    run.write_report(folder)
-                    sample_grid(run, folder / "samples.png")
-                run.close()
+        for seed, name, run, started in variant_runs(
+            VARIANTS, seeds, scratch, space=SPACE, population_size=population, metric="score", ready=poptrain.every(ready)
+        ):
+            run.optimize(DigitsGAN, steps=steps, keep_checkpoints=None if seed == 0 else 2)
+            best = run.best()
+            results[name].append({"seed": seed, "score": best.score, "frechet": best.metrics.get("frechet", float("nan")),
+                                  "seconds": time.perf_counter() - started})
+            print(f"{name}, seed {seed}: score {best.score:.3f}, Fréchet {results[name][-1]['frechet']:.2f}, "
+                  f"{results[name][-1]['seconds']:.0f} s", flush=True)
+            if seed == 0:
+                folder = root / slug(name)
+                run.write_report(folder)
+                sample_grid(run, folder / "samples.png")
+            run.close()
     save_table(
         root,
         f"DCGAN on digits: population {population}, {steps} steps of {GENERATOR_STEPS} generator updates, {seeds} seed(s); "
@@ -276,4 +272,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from poptrain.experiments._compare import run_cli
+
+    run_cli(main)

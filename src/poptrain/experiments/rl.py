@@ -26,7 +26,7 @@ from torch import nn
 
 import poptrain
 from poptrain.errors import ConfigError
-from poptrain.experiments._compare import save_table
+from poptrain.experiments._compare import save_table, slug, variant_runs
 from poptrain.space import HParams
 
 SPACE = {"lr": poptrain.Float(1e-4, 1e-2, log=True), "gamma": poptrain.Float(0.95, 0.999)}
@@ -165,22 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     trainable, population, seeds = (CartPoleSarsa, 4, 1) if args.quick else (DoubleSarsa, 8, args.seeds)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory(dir=root) as scratch:
-        for seed in range(seeds):
-            for name, strategy in VARIANTS.items():
-                started = time.perf_counter()
-                run = poptrain.create_run(
-                    name=f"{name.replace(' ', '-').replace('/', '-')}-seed{seed}", space=SPACE, population_size=population,
-                    metric="return", seed=seed, root=scratch, ready=poptrain.every(1), **strategy,
-                )
-                run.optimize(trainable, steps=trainable.total_rounds)
-                finals = [s.value for s in run.scores() if s.step == trainable.total_rounds]
-                results[name].append({"seed": seed, "best": max(finals), "mean": float(np.mean(finals)),
-                                      "seconds": time.perf_counter() - started})
-                print(f"{name}, seed {seed}: best final return {max(finals):.1f}, population mean {np.mean(finals):.1f}, "
-                      f"{results[name][-1]['seconds']:.0f} s", flush=True)
-                if seed == 0:
-                    run.write_report(root / name.replace(" ", "-").replace("/", "-"))
-                run.close()
+        for seed, name, run, started in variant_runs(
+            VARIANTS, seeds, scratch, space=SPACE, population_size=population, metric="return", ready=poptrain.every(1)
+        ):
+            run.optimize(trainable, steps=trainable.total_rounds)
+            finals = [s.value for s in run.scores() if s.step == trainable.total_rounds]
+            results[name].append({"seed": seed, "best": max(finals), "mean": float(np.mean(finals)),
+                                  "seconds": time.perf_counter() - started})
+            print(f"{name}, seed {seed}: best final return {max(finals):.1f}, population mean {np.mean(finals):.1f}, "
+                  f"{results[name][-1]['seconds']:.0f} s", flush=True)
+            if seed == 0:
+                run.write_report(root / slug(name))
+            run.close()
     save_table(
         root,
         f"Deep Double SARSA on {trainable.env_name}: population {population}, {trainable.total_rounds} rounds of "
@@ -192,4 +188,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from poptrain.experiments._compare import run_cli
+
+    run_cli(main)

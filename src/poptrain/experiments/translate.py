@@ -34,7 +34,7 @@ from torch import nn
 
 import poptrain
 from poptrain.errors import ConfigError
-from poptrain.experiments._compare import save_table
+from poptrain.experiments._compare import save_table, slug, variant_runs
 from poptrain.space import HParams
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -305,34 +305,30 @@ def main(argv: list[str] | None = None) -> int:
     seeds, steps, population = (1, 4, 4) if args.quick else (args.seeds, 20, 8)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory(dir=root) as scratch:
-        for seed in range(seeds):
-            for name, strategy in VARIANTS.items():
-                started = time.perf_counter()
-                run = poptrain.create_run(
-                    name=f"{name.replace(' ', '-')}-seed{seed}", space=SPACE, population_size=population, metric="bleu",
-                    seed=seed, root=scratch, ready=poptrain.every(2), **strategy,
-                )
-                run.optimize(trainable, steps=steps)
-                halfway = [s.value for s in run.scores() if s.step == steps // 2]
-                final = [s.value for s in run.scores() if s.step == steps]
-                results[name].append({"seed": seed, "best": max(final), "mean": statistics.mean(final), "best_halfway": max(halfway),
-                                      "seconds": time.perf_counter() - started})
-                print(f"{name}, seed {seed}: best BLEU {max(final):.1f} (halfway {max(halfway):.1f}), "
-                      f"population mean {statistics.mean(final):.1f}, {results[name][-1]['seconds']:.0f} s", flush=True)
-                if seed == 0:
-                    folder = root / name.replace(" ", "-")
-                    run.write_report(folder)
-                    best = run.best()
-                    if best is not None and best.checkpoint is not None:
-                        member = trainable()
-                        member.setup(best.hparams, poptrain.TrainContext(run.name, best.slot, 0))
-                        member.load_state_dict(run.load_state(best.checkpoint))
-                        sources = [member.data.src_vocab.decode(row.tolist()) for row in member.data.val_src[:5]]
-                        samples = list(zip(sources, member.translations(5), member.data.val_refs[:5]))
-                        (folder / "translations.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False))
-                        for src, hyp, ref in samples:
-                            print(f"  {src}  ->  {hyp}   (reference: {ref})")
-                run.close()
+        for seed, name, run, started in variant_runs(
+            VARIANTS, seeds, scratch, space=SPACE, population_size=population, metric="bleu", ready=poptrain.every(2)
+        ):
+            run.optimize(trainable, steps=steps)
+            halfway = [s.value for s in run.scores() if s.step == steps // 2]
+            final = [s.value for s in run.scores() if s.step == steps]
+            results[name].append({"seed": seed, "best": max(final), "mean": statistics.mean(final), "best_halfway": max(halfway),
+                                  "seconds": time.perf_counter() - started})
+            print(f"{name}, seed {seed}: best BLEU {max(final):.1f} (halfway {max(halfway):.1f}), "
+                  f"population mean {statistics.mean(final):.1f}, {results[name][-1]['seconds']:.0f} s", flush=True)
+            if seed == 0:
+                folder = root / slug(name)
+                run.write_report(folder)
+                best = run.best()
+                if best is not None and best.checkpoint is not None:
+                    member = trainable()
+                    member.setup(best.hparams, poptrain.TrainContext(run.name, best.slot, 0))
+                    member.load_state_dict(run.load_state(best.checkpoint))
+                    sources = [member.data.src_vocab.decode(row.tolist()) for row in member.data.val_src[:5]]
+                    samples = list(zip(sources, member.translations(5), member.data.val_refs[:5]))
+                    (folder / "translations.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False))
+                    for src, hyp, ref in samples:
+                        print(f"  {src}  ->  {hyp}   (reference: {ref})")
+            run.close()
     save_table(
         root,
         f"GRU translation, {'the given corpus' if args.src else 'English to German numbers'}: population {population}, "
@@ -345,4 +341,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from poptrain.experiments._compare import run_cli
+
+    run_cli(main)
