@@ -21,16 +21,20 @@ from poptrain.errors import (
 )
 from poptrain.progress import ProgressListener
 from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, ScoreRecord
+from poptrain.replay import ReplayResult, Schedule, load_schedule
 from poptrain.results import BestMember, ScheduleSegment
 from poptrain.run import Action, Run, create_run, load_run
 from poptrain.space import Choice, Float, Int, SearchSpace, Widths
 from poptrain.strategy import (
     Decision,
     Explored,
+    History,
     MemberSnapshot,
+    Observation,
     Strategy,
     every,
     gaussian,
+    pb2,
     perturb,
     plan_generation,
     plan_member,
@@ -54,9 +58,9 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Action", "BestMember", "CheckpointError", "CheckpointRecord", "Choice", "ConfigError", "Decision", "Explored",
-    "Float", "GenerationRecord", "Int", "MemberRecord", "MemberSnapshot", "MetricError", "PoptrainError",
-    "ProgressListener", "Run", "RunExistsError", "RunNotFoundError", "RunRecord", "ScheduleSegment", "ScoreRecord",
+    "Float", "GenerationRecord", "History", "Int", "MemberRecord", "MemberSnapshot", "MetricError", "Observation", "PoptrainError",
+    "ProgressListener", "ReplayResult", "Run", "RunExistsError", "RunNotFoundError", "RunRecord", "Schedule", "ScheduleSegment", "ScoreRecord",
     "SearchSpace", "SearchSpaceError", "StorageError", "Strategy", "StrategyError", "TrainContext", "Trainable",
-    "TrainableError", "VectorizedTrainable", "Widths", "create_run", "every", "gaussian", "load_run", "perturb", "plan_generation", "plan_member", "replace_worst", "resample",
+    "TrainableError", "VectorizedTrainable", "Widths", "create_run", "every", "gaussian", "load_run", "load_schedule", "pb2", "perturb", "plan_generation", "plan_member", "replace_worst", "resample",
     "tournament", "truncation",
 ]

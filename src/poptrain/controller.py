@@ -12,11 +12,32 @@ from dataclasses import replace
 from poptrain.checkpoints import CheckpointStore, collectable
 from poptrain.errors import CheckpointError, PoptrainError, TrainableError
 from poptrain.progress import ProgressListener
-from poptrain.records import MemberRecord, NewCheckpoint, ReadyPoint, RunRecord, ScoreRecord
+from poptrain.records import (
+    CheckpointRecord,
+    GenerationRecord,
+    MemberRecord,
+    NewCheckpoint,
+    ReadyPoint,
+    RunRecord,
+    ScoreRecord,
+)
 from poptrain.seeding import member_seed
 from poptrain.space import SearchSpace
 from poptrain.storage import Storage
-from poptrain.strategy import Decision, MemberSnapshot, Strategy, decision_rng, plan_generation, plan_member, rank
+from poptrain.strategy import (
+    Decision,
+    History,
+    MemberSnapshot,
+    Strategy,
+    build_history,
+    decision_rng,
+    explore_hparams,
+    first_scores,
+    plan_generation,
+    plan_member,
+    rank,
+    uses_history,
+)
 from poptrain.trainable import Trainable, TrainContext, read_score
 
 
@@ -56,6 +77,7 @@ class Controller:
         self.keep_checkpoints = keep_checkpoints
         self.gc_seconds = gc_seconds
         self._collected_at = time.monotonic()
+        self._openings: dict[int, tuple[int, float | None]] = {}
 
     # --- views ------------------------------------------------------------------
     def members(self) -> list[MemberRecord]:
@@ -99,6 +121,31 @@ class Controller:
         # a donor passes on the hyperparameters that trained its checkpoint, not ones it chose since
         hparams = member.ready_hparams if member.last_ready_step > 0 and member.ready_hparams is not None else member.hparams
         return MemberSnapshot(member.slot, member.step, dict(hparams), fitness, member.last_ready_step, member.generation)
+
+    def history_records(self) -> tuple[list[GenerationRecord], list[CheckpointRecord]] | None:
+        """What a decision round's history is built from (read once per round), or ``None`` when
+        the explore strategy does not use a history."""
+        if not uses_history(self.strategy.explore):
+            return None
+        return self.storage.get_generations(self.run.id), self.storage.get_checkpoints(self.run.id)
+
+    def history(
+        self,
+        ready: Sequence[tuple[int, int, float | None]] = (),
+        records: tuple[list[GenerationRecord], list[CheckpointRecord]] | None = None,
+    ) -> History | None:
+        """The population's history for an explore that uses one (``None`` otherwise), from the
+        stored lineage and checkpoints plus the ``ready`` points ``(slot, step, score)`` being
+        decided. Members' first scores are read from storage once and kept."""
+        records = records if records is not None else self.history_records()
+        if records is None:
+            return None
+        generations, checkpoints = records
+        known = {c.slot for c in checkpoints} | {slot for slot, _, _ in ready}
+        if not known <= set(self._openings):
+            self._openings.update(first_scores([*self.storage.get_scores(self.run.id), *self._pending], generations))
+            self._openings.update({slot: (0, None) for slot in known - set(self._openings)})  # none to be found
+        return build_history(generations, checkpoints, mode=self.run.mode, ready=ready, openings=self._openings)
 
     def is_ready(self, member: MemberRecord, step: int) -> bool:
         """Whether ``member`` is ready after finishing ``step`` (never at the final step)."""
@@ -198,6 +245,7 @@ class Controller:
             planned = plan_generation(
                 population, self.space, self.strategy,
                 lambda m: decision_rng(self.run.seed, m.slot, m.step), members=ready,
+                history=self.history([(m.slot, m.step, m.score) for m in updated.values()]),
             )
             decisions = {d.slot: d for d in planned}
         pending, self._pending = self._pending, []
@@ -235,24 +283,39 @@ class Controller:
         updated = [(replace(m, last_ready_step=m.step, ready_score=m.score, ready_hparams=dict(m.hparams)), c, d) for m, c, d in points]
         population = {p.slot: p for p in self.population()}
         decisions: dict[int, Decision] = {}
+        records = self.history_records() if any(decide for _, _, decide in updated) else None
+        points = [(m.slot, m.step, m.score) for m, _, _ in updated]
         if self.strategy.synchronous:
             population.update({m.slot: self.snapshot(m) for m, _, _ in updated})
             frozen = [population[s] for s in sorted(population)]
             deciding = [population[m.slot] for m, _, decide in updated if decide]
-            for decision in plan_generation(frozen, self.space, self.strategy, lambda m: decision_rng(self.run.seed, m.slot, m.step), members=deciding):
+            history = self.history(points, records) if records is not None else None
+            for decision in plan_generation(
+                frozen, self.space, self.strategy, lambda m: decision_rng(self.run.seed, m.slot, m.step), members=deciding,
+                history=history,
+            ):
                 decisions[decision.slot] = decision
+            if history is not None:  # a replacement sees the generation's decisions as pending
+                history = replace(history, pending={**history.pending, **{d.slot: d.hparams for d in decisions.values()}})
             for snapshot in deciding:
-                forced = self._replace_if_not_finite(snapshot, decisions.get(snapshot.slot), frozen)
+                forced = self._replace_if_not_finite(snapshot, decisions.get(snapshot.slot), frozen, history)
                 if forced is not None:
                     decisions[snapshot.slot] = forced
         else:
-            for member, _, decide in updated:
+            for index, (member, _, decide) in enumerate(updated):
                 me = population[member.slot] = self.snapshot(member)
                 if not decide:
                     continue
                 current = [population[s] for s in sorted(population)]
-                decision = plan_member(me, current, self.space, self.strategy, decision_rng(self.run.seed, me.slot, me.step))
-                decision = self._replace_if_not_finite(me, decision, current) or decision
+                history = None
+                if records is not None:  # the ready points up to this one, and the decisions before it pending
+                    history = self.history(points[: index + 1], records)
+                    if history is not None:
+                        history = replace(history, pending={**history.pending, **{d.slot: d.hparams for d in decisions.values()}})
+                decision = plan_member(
+                    me, current, self.space, self.strategy, decision_rng(self.run.seed, me.slot, me.step), history=history
+                )
+                decision = self._replace_if_not_finite(me, decision, current, history) or decision
                 if decision is not None:
                     decisions[me.slot] = decision
                     population[me.slot] = replace(me, generation=me.generation + 1)
@@ -272,18 +335,25 @@ class Controller:
         return [(record, decisions.get(record.slot)) for record in records]
 
     def _replace_if_not_finite(
-        self, me: MemberSnapshot, decision: Decision | None, population: Sequence[MemberSnapshot]
+        self, me: MemberSnapshot, decision: Decision | None, population: Sequence[MemberSnapshot],
+        history: History | None = None,
     ) -> Decision | None:
         """A replacement for a member ready with a non-finite score that would not copy anyone."""
         if me.fitness is None or math.isfinite(me.fitness) or (decision is not None and decision.kind == "exploit"):
             return None
         healthy = [p for p in rank(population) if p.slot != me.slot and p.fitness is not None and math.isfinite(p.fitness)]
-        return self._replacement(me.slot, me.step, healthy[0], "score not finite") if healthy else None
+        return self._replacement(me.slot, me.step, healthy[0], "score not finite", history) if healthy else None
 
-    def _replacement(self, slot: int, step: int, donor: MemberSnapshot, reason: str) -> Decision:
+    def _replacement(
+        self, slot: int, step: int, donor: MemberSnapshot, reason: str, history: History | None = None
+    ) -> Decision:
         """A decision copying ``donor`` (its hyperparameters explored) into member ``slot``."""
         rng = decision_rng(self.run.seed, slot, step)
-        explored = self.strategy.explore(dict(donor.hparams), self.space, rng) if self.strategy.explore else None
+        if history is None and self.strategy.explore is not None:
+            history = self.history()
+        if history is not None:
+            history = replace(history, pending={s: h for s, h in history.pending.items() if s != slot}, step=step)
+        explored = explore_hparams(self.strategy, dict(donor.hparams), self.space, rng, history) if self.strategy.explore else None
         hparams = explored.hparams if explored else dict(donor.hparams)
         operations = {"replaced": reason, **(explored.operations if explored else {})}
         return Decision(slot, step, "exploit", hparams, donor.slot, operations)

@@ -16,6 +16,7 @@ from poptrain.errors import ConfigError, RunExistsError, RunNotFoundError
 from poptrain.executors import Executor, get_executor
 from poptrain.progress import ProgressListener
 from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, ReadyPoint, RunRecord, ScoreRecord
+from poptrain.replay import ReplayResult, Schedule
 from poptrain.results import BestMember, ScheduleSegment, best_member, generation_at, schedule, score_rows
 from poptrain.seeding import decision_rng, initial_rng
 from poptrain.space import HParams, SearchSpace
@@ -190,7 +191,10 @@ class Run:
         updated = replace(member, last_ready_step=step, ready_score=value, ready_hparams=dict(member.hparams))
         me = controller.snapshot(updated)
         population = [me if p.slot == slot else p for p in controller.population()]
-        planned = plan_generation(population, self.space, self.strategy, lambda m: decision_rng(self.record.seed, m.slot, m.step), members=[me])
+        planned = plan_generation(
+            population, self.space, self.strategy, lambda m: decision_rng(self.record.seed, m.slot, m.step), members=[me],
+            history=controller.history([(slot, step, value)]),
+        )
         decision: Decision | None = planned[0] if planned else None
         [record] = self.storage.record_ready(self.record.id, [ReadyPoint(slot, step, ckpt, value, decision)], [scored])
         if decision is None:
@@ -231,6 +235,94 @@ class Run:
         gen = generation_at(generations, slot, members[slot].step) if members[slot].step else None
         gen_id = gen.id if gen else members[slot].generation_id
         return schedule(generations, self.storage.get_checkpoints(self.record.id), gen_id, members[slot].step)
+
+    # --- replay ---------------------------------------------------------------------
+    def replay_schedule(self, member: int | None = None) -> Schedule:
+        """Member ``member``'s (default: the best's) schedule along its ancestry, its steps back
+        to back from 0, with the seed a replay uses and the original model's score after each step."""
+        from poptrain.replay import contiguous, original_scores
+        from poptrain.seeding import member_seed
+
+        if member is None:
+            best = self.best()
+            if best is None:
+                raise ConfigError(f"run {self.name!r} has no trained member yet; train it before replaying a schedule")
+            slot, segments = best.slot, best.schedule
+        else:
+            slots = sorted(m.slot for m in self.members())
+            if isinstance(member, bool) or not isinstance(member, int) or member not in slots:
+                raise ConfigError(f"no member {member!r} in run {self.name!r}; its members are {slots[0]}..{slots[-1]}")
+            slot, segments = member, self.schedule(member)
+        if not contiguous(segments):
+            raise ConfigError(f"member {slot} of run {self.name!r} has not trained any step yet; nothing to replay")
+        original = original_scores(segments, self.lineage(), self.scores())
+        root = segments[0].slot
+        return Schedule(
+            contiguous(segments), self.name, slot, self.metric, self.mode, member_seed(self.record.seed, root),
+            self.record.seed, original,
+        )
+
+    def export_schedule(self, member: int | None = None, path: str | Path | None = None) -> dict[str, Any]:
+        """Member ``member``'s (default: the best's) schedule in the ``poptrain.schedule/1`` JSON
+        format (see ``docs/replay.md``), also written to ``path`` when given."""
+        from poptrain.replay import write_json
+
+        data = self.replay_schedule(member).to_dict()
+        if path is not None:
+            write_json(Path(path), data)
+        return data
+
+    def replay(
+        self,
+        trainable: Callable[[], Trainable] | None = None,
+        member: int | None = None,
+        *,
+        seed: int | None = None,
+        steps: int | None = None,
+        progress: Callable[[int, float], None] | None = None,
+        save: bool = True,
+    ) -> ReplayResult:
+        """Retrain a fresh model from scratch along member ``member``'s (default: the best's)
+        schedule, copying no weights, and score it beside the original after every step.
+
+        ``trainable`` defaults to the run's own when ``poptrain run`` created it. The replay's
+        ``TrainContext.seed`` is, unless ``seed`` is given, the seed of the member at the root of
+        the ancestry (whose initial model the schedule started from), so it differs from the
+        original only in not inheriting weights mid-run. ``steps`` replays only the first steps.
+        ``save`` writes the result to ``<run folder>/replays/member-<slot>.json`` when the run
+        has a folder on disk.
+        """
+        from poptrain.replay import replay, write_json
+
+        if trainable is None:
+            trainable = self._stored_trainable()
+        schedule = self.replay_schedule(member)
+        if steps is not None:
+            schedule = schedule.truncate(steps)
+        result = replay(
+            trainable, schedule, metric=self.metric, mode=self.mode, seed=seed, run_seed=self.record.seed,
+            run_name=self.name, progress=progress,
+        )
+        from poptrain.storage import InMemoryStorage
+
+        if save and self.folder is not None and self.folder.is_dir() and not isinstance(self.storage, InMemoryStorage):
+            (self.folder / "replays").mkdir(exist_ok=True)
+            suffix = "" if seed is None else f"-seed{seed}"
+            write_json(self.folder / "replays" / f"member-{schedule.member}{suffix}.json", result.to_dict())
+        return result
+
+    def _stored_trainable(self) -> Callable[[], Trainable]:
+        """The trainable of the experiment ``poptrain run`` created this run from."""
+        from poptrain.experiment import load_experiment
+
+        target = (self.record.spec.get("meta") or {}).get("target")
+        fix = f"pass it: load_run({self.name!r}).replay(YourTrainable)"
+        if target is None:
+            raise ConfigError(f"run {self.name!r} was not started by `poptrain run`, so its trainable is unknown; {fix}")
+        try:
+            return load_experiment(target).trainable
+        except ConfigError as exc:
+            raise ConfigError(f"cannot load the experiment of run {self.name!r} ({exc}); {fix}") from None
 
     def load_state(self, checkpoint: CheckpointRecord) -> Any:
         """A checkpoint's state, its sha256 checked."""

@@ -1,4 +1,4 @@
-"""``poptrain run | status | export``: errors are one line on stderr and exit status 2."""
+"""``poptrain run | status | export | replay``: errors are one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
@@ -62,11 +62,25 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("name")
     _add_storage_args(status)
 
-    export = commands.add_parser("export", help="write a run's scores (csv) or everything (json)")
+    export = commands.add_parser("export", help="write a run's scores (csv), everything (json) or a member's schedule (--schedule)")
     export.add_argument("name")
-    export.add_argument("--format", choices=["csv", "json"], required=True)
-    export.add_argument("--output", help="file to write (default: standard output)")
+    export.add_argument("--format", choices=["csv", "json"], help="csv: every score; json: everything")
+    export.add_argument("--schedule", action="store_true",
+                        help="write the best member's (or --member's) hyperparameter schedule as JSON (format poptrain.schedule/1)")
+    export.add_argument("--member", type=int, help="with --schedule: this member's schedule (default: the best member's)")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
     _add_storage_args(export)
+
+    replay = commands.add_parser(
+        "replay", help="retrain a fresh model along a member's hyperparameter schedule, no weights copied, and compare scores",
+    )
+    replay.add_argument("target", metavar="NAME", help="the run; with --schedule FILE: an experiment module, .py file or .yaml config")
+    replay.add_argument("--member", type=int, help="the member whose schedule to replay (default: the best member)")
+    replay.add_argument("--seed", type=int, help="seed handed to the trainable (default: that of the member the schedule starts from)")
+    replay.add_argument("--steps", type=int, help="replay only the first STEPS steps of the schedule")
+    replay.add_argument("--schedule", metavar="FILE", help="replay this schedule JSON (from `poptrain export NAME --schedule`)")
+    replay.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_storage_args(replay)
 
     report = commands.add_parser("report", help="write report.html and PNGs (scores, schedules, family tree) for a run")
     report.add_argument("name")
@@ -257,8 +271,14 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     import poptrain
 
+    if args.schedule == (args.format is not None):
+        raise ConfigError("give one of --format csv|json (scores, everything) or --schedule (a member's schedule)")
+    if args.member is not None and not args.schedule:
+        raise ConfigError("--member goes with --schedule")
     run = poptrain.load_run(args.name, storage=args.storage, root=args.root)
-    if args.format == "csv":
+    if args.schedule:
+        text = json.dumps(run.export_schedule(args.member), indent=2, allow_nan=True) + "\n"
+    elif args.format == "csv":
         text = run.to_dataframe().to_csv(index=False)
     else:
         text = json.dumps(_export_payload(run), indent=2, default=str, allow_nan=True)
@@ -280,12 +300,86 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_progress(args: argparse.Namespace, total: int, metric: str) -> Any:
+    """Prints ``replay: step k/N, metric = v`` on stderr about ten times in all."""
+    if args.quiet:
+        return None
+    every = max(1, total // 10)
+
+    def show(step: int, score: float) -> None:
+        if step % every == 0 or step == total:
+            print(f"replay: step {step}/{total}, {metric} = {score:.4f}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import poptrain
+    from poptrain.replay import replay
+
+    if args.schedule is not None:
+        from poptrain.experiment import load_experiment
+
+        if args.member is not None:
+            raise ConfigError("--member picks a member of a stored run; a --schedule file holds one member's schedule already")
+        if args.storage is not None:
+            raise ConfigError("--storage names a stored run; with --schedule FILE give the experiment or config instead")
+        schedule = poptrain.load_schedule(args.schedule)
+        spec = load_experiment(args.target)
+        if args.steps is not None:
+            schedule = schedule.truncate(args.steps)
+        metric = schedule.metric or spec.metric
+        result = replay(
+            spec.trainable, schedule, metric=metric, mode=schedule.mode or spec.mode, seed=args.seed,
+            run_seed=schedule.run_seed if schedule.run_seed is not None else spec.seed,
+            progress=_replay_progress(args, schedule.total_steps, metric),
+        )
+        _print_replay(result, None)
+        return 0
+    run = poptrain.load_run(args.target, storage=args.storage, root=args.root)
+    schedule = run.replay_schedule(args.member)
+    total = schedule.total_steps if args.steps is None else args.steps
+    result = run.replay(member=args.member, seed=args.seed, steps=args.steps, progress=_replay_progress(args, total, run.metric))
+    saved = None
+    if run.folder is not None:  # where Run.replay writes the result, when the run has a folder
+        saved = run.folder / "replays" / f"member-{schedule.member}{'' if args.seed is None else f'-seed{args.seed}'}.json"
+        saved = saved if saved.is_file() else None
+    _print_replay(result, saved)
+    return 0
+
+
+def _print_replay(result: Any, saved: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    schedule = result.schedule
+    source = f"run {schedule.run}" if schedule.run else "the schedule"
+    who = f", member {schedule.member}" if schedule.member is not None else ""
+    console = Console(width=160)
+    console.print(
+        f"[bold]Replay of {source}{who}[/]: {result.steps} steps from scratch along {len(schedule.segments)} "
+        f"segment(s), seed {result.seed}, no weights copied"
+    )
+    table = Table()
+    for column in ("member", "steps", f"original {result.metric}", f"replay {result.metric}", "difference"):
+        table.add_column(column)
+    original, difference = result.original_score, result.difference
+    table.add_row(
+        "-" if schedule.member is None else str(schedule.member), str(result.steps),
+        "-" if original is None else f"{original:.4f}", f"{result.score:.4f}",
+        "-" if difference is None else f"{difference:+.4f}",
+    )
+    console.print(table)
+    better = "higher" if result.mode == "max" else "lower"
+    console.print(f"Metric {result.metric} ({result.mode}: {better} is better)." + (f" Saved in {saved}" if saved else ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``poptrain`` command."""
     args = _parser().parse_args(argv)
     handlers = {
         "run": _cmd_run, "resume": _cmd_resume, "worker": _cmd_worker, "status": _cmd_status, "export": _cmd_export,
-        "report": _cmd_report, "dashboard": _cmd_dashboard,
+        "report": _cmd_report, "dashboard": _cmd_dashboard, "replay": _cmd_replay,
     }
     try:
         return handlers[args.command](args)

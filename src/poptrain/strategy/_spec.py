@@ -14,12 +14,13 @@ from typing import Any
 from poptrain.errors import StrategyError
 from poptrain.strategy.exploit import replace_worst, tournament, truncation
 from poptrain.strategy.explore import gaussian, perturb, resample
+from poptrain.strategy.pb2 import pb2
 from poptrain.strategy.plan import Strategy
 from poptrain.strategy.ready import every
 
 BUILT_IN: dict[str, type] = {
     "every": every, "truncation": truncation, "tournament": tournament, "perturb": perturb, "resample": resample,
-    "replace_worst": replace_worst, "gaussian": gaussian,
+    "replace_worst": replace_worst, "gaussian": gaussian, "pb2": pb2,
 }
 
 

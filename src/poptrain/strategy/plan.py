@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from poptrain.space import SearchSpace
 from poptrain.strategy._types import Decision, ExploitFn, Explored, ExploreFn, MemberSnapshot, ReadyFn
 from poptrain.strategy.exploit import truncation
 from poptrain.strategy.explore import perturb
+from poptrain.strategy.history import History, uses_history
 from poptrain.strategy.ready import every
 
 
@@ -45,11 +46,18 @@ def decision_rng(seed: int, slot: int, step: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, slot, step, 1]))
 
 
-def _explore(strategy: Strategy, hparams: dict, space: SearchSpace, rng: np.random.Generator) -> Explored:
+def explore_hparams(
+    strategy: Strategy, hparams: dict, space: SearchSpace, rng: np.random.Generator, history: History | None = None
+) -> Explored:
+    """Apply the strategy's explore to ``hparams``, checking what it returns. An explore with
+    ``uses_history = True`` also gets ``history=`` (empty when none is given)."""
     if strategy.explore is None:
         return Explored(dict(hparams), {})
     try:
-        explored = strategy.explore(dict(hparams), space, rng)
+        if uses_history(strategy.explore):
+            explored = strategy.explore(dict(hparams), space, rng, history=history if history is not None else History())
+        else:
+            explored = strategy.explore(dict(hparams), space, rng)
     except PoptrainError:
         raise
     except Exception as exc:
@@ -72,15 +80,22 @@ def plan_member(
     space: SearchSpace,
     strategy: Strategy,
     rng: np.random.Generator,
+    *,
+    history: History | None = None,
 ) -> Decision | None:
     """Decide what a ready ``member`` does, comparing it with ``population`` (which includes it).
 
-    Returns ``None`` when the member keeps its weights and hyperparameters.
+    ``history`` (see ``strategy.history``) is handed to an explore that uses it, with its
+    ``step`` set to the member's and the member's own slot left out of ``pending``. Returns
+    ``None`` when the member keeps its weights and hyperparameters.
     """
+    if history is not None:
+        pending = {s: h for s, h in history.pending.items() if s != member.slot}
+        history = replace(history, pending=pending, step=member.step)
     if strategy.exploit is None:
         if strategy.explore is None:
             return None
-        explored = _explore(strategy, member.hparams, space, rng)
+        explored = explore_hparams(strategy, member.hparams, space, rng, history)
         return Decision(member.slot, member.step, "explore", explored.hparams, None, explored.operations)
     try:
         donor_slot = strategy.exploit(member, population, rng)
@@ -98,7 +113,7 @@ def plan_member(
         )
     donor = by_slot[donor_slot]
     base = donor.hparams if strategy.inherit_hparams else member.hparams
-    explored = _explore(strategy, base, space, rng)
+    explored = explore_hparams(strategy, base, space, rng, history)
     return Decision(member.slot, member.step, "exploit", explored.hparams, donor_slot, explored.operations)
 
 
@@ -108,13 +123,19 @@ def plan_generation(
     strategy: Strategy,
     rng_for: Callable[[MemberSnapshot], np.random.Generator],
     members: Sequence[MemberSnapshot] | None = None,
+    *,
+    history: History | None = None,
 ) -> list[Decision]:
     """Synchronous PBT: every member (or each of ``members``) decides against the same frozen
     ``population``; donors' hyperparameters are read from the snapshot, not from earlier
-    decisions of the same generation."""
+    decisions of the same generation. With a ``history``, the hyperparameters chosen by the
+    earlier decisions of the generation are added to its ``pending`` for the later ones."""
     decisions = []
+    pending = dict(history.pending) if history is not None else {}
     for member in sorted(population if members is None else members, key=lambda m: m.slot):
-        decision = plan_member(member, population, space, strategy, rng_for(member))
+        seen = replace(history, pending=dict(pending)) if history is not None else None
+        decision = plan_member(member, population, space, strategy, rng_for(member), history=seen)
         if decision is not None:
             decisions.append(decision)
+            pending[decision.slot] = dict(decision.hparams)
     return decisions

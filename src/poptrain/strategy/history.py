@@ -1,0 +1,133 @@
+"""The population's recent past, for explore strategies that learn from it (PB2).
+
+An observation is one ready interval of one member: the hyperparameters in force, and the
+change of fitness per step over the interval (higher is better). ``build_history`` derives
+them from stored records alone (generations and checkpoints), so a resumed run or a worker
+process sees the same history as the process that trained the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from poptrain.records import CheckpointRecord, GenerationRecord, ScoreRecord
+from poptrain.space import HParams
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Member ``slot`` trained with ``hparams`` from ``start_step`` to ``end_step`` and its fitness
+    changed by ``change`` per step (fitness-oriented: higher is better)."""
+
+    slot: int
+    start_step: int
+    end_step: int
+    hparams: HParams
+    change: float
+
+
+@dataclass(frozen=True)
+class History:
+    """What a history-using explore is given: recent ``observations``, the hyperparameters
+    ``pending`` (by slot) that were assigned by decisions whose results are not in yet, and the
+    ``step`` at which the deciding member continues."""
+
+    observations: tuple[Observation, ...] = ()
+    pending: Mapping[int, HParams] = field(default_factory=dict)
+    step: int = 0
+
+
+def uses_history(explore: Any) -> bool:
+    """Whether an explore strategy asks for a ``history=`` argument (``uses_history = True``)."""
+    return explore is not None and bool(getattr(explore, "uses_history", False))
+
+
+def _fitness(score: float | None, mode: str) -> float | None:
+    if score is None or not math.isfinite(score):
+        return None
+    return float(score) if mode == "max" else -float(score)
+
+
+def _active(generations: Sequence[GenerationRecord], step: int) -> GenerationRecord | None:
+    """The generation (of one slot, ordered by number) that trained the member up to ``step``."""
+    trained = [g for g in generations if g.start_step < step or g.number == 0]
+    return trained[-1] if trained else None
+
+
+def build_history(
+    generations: Sequence[GenerationRecord],
+    checkpoints: Sequence[CheckpointRecord],
+    *,
+    mode: str = "max",
+    ready: Iterable[tuple[int, int, float | None]] = (),
+    openings: Mapping[int, tuple[int, float | None]] | None = None,
+    step: int = 0,
+) -> History:
+    """The history of a run from its records (pure).
+
+    ``ready`` adds ready points ``(slot, step, score)`` reached but not yet recorded (the ones
+    being decided). Each ready point after the first of a generation gives an observation:
+    the fitness change from the member's previous ready point in the same generation, or for
+    a generation's first interval from the checkpoint it loaded (its own for an explore, the
+    donor's for an exploit), divided by the steps trained. A member's first interval starts
+    from its first score (``openings``, see ``first_scores``), or gives none without it. A
+    generation begun by a decision whose member has not
+    reached a ready point since is ``pending``.
+    """
+    points: dict[tuple[int, int], float | None] = {(c.slot, c.step): c.score for c in checkpoints}
+    for slot, at, score in ready:
+        points[(slot, at)] = score
+    scores_by_id = {c.id: c.score for c in checkpoints}
+    by_slot: dict[int, list[GenerationRecord]] = {}
+    for generation in sorted(generations, key=lambda g: (g.slot, g.number)):
+        by_slot.setdefault(generation.slot, []).append(generation)
+    steps_by_slot: dict[int, list[int]] = {}
+    for slot, at in sorted(points):
+        steps_by_slot.setdefault(slot, []).append(at)
+
+    observations: list[Observation] = []
+    for slot, steps in steps_by_slot.items():
+        lineage = by_slot.get(slot, [])
+        previous: tuple[int, GenerationRecord | None] = (0, None)
+        for at in steps:
+            generation = _active(lineage, at)
+            if generation is None:
+                continue
+            last_step, last_generation = previous
+            previous = (at, generation)
+            if last_generation is not None and last_generation.id == generation.id and last_step > generation.start_step:
+                before, since = _fitness(points[(slot, last_step)], mode), last_step
+            elif generation.loaded_checkpoint_id is not None and generation.number > 0:
+                before, since = _fitness(scores_by_id.get(generation.loaded_checkpoint_id), mode), generation.start_step
+            elif generation.number == 0 and last_generation is None and openings and slot in openings:
+                since, opening = openings[slot]
+                before = _fitness(opening, mode)
+            else:
+                continue
+            after = _fitness(points[(slot, at)], mode)
+            if before is None or after is None or at <= since:
+                continue
+            observations.append(Observation(slot, since, at, dict(generation.hparams), (after - before) / (at - since)))
+
+    pending: dict[int, HParams] = {}
+    for slot, lineage in by_slot.items():
+        newest = lineage[-1]
+        if newest.number > 0 and not any(at > newest.start_step for at in steps_by_slot.get(slot, ())):
+            pending[slot] = dict(newest.hparams)
+    observations.sort(key=lambda o: (o.end_step, o.slot))
+    return History(tuple(observations), pending, step)
+
+
+def first_scores(scores: Iterable[ScoreRecord], generations: Sequence[GenerationRecord]) -> dict[int, tuple[int, float | None]]:
+    """Each member's first score, ``slot -> (step, value)``, from the scores of its generation 0
+    (the start of its first interval, which has no checkpoint before it)."""
+    initial = {g.id: g.slot for g in generations if g.number == 0}
+    first: dict[int, tuple[int, float | None]] = {}
+    for score in scores:
+        slot = initial.get(score.generation_id)
+        if slot is not None and (slot not in first or score.step < first[slot][0]):
+            first[slot] = (score.step, score.value)
+    return first

@@ -1,0 +1,123 @@
+"""A real multi-node Ray cluster on this machine, every server bound to 127.0.0.1.
+
+Used by the tests and ``benchmarks/ray.py``: a head node and ``workers`` more nodes joined to
+it, each with its own raylet, started with ``ray start`` and stopped afterwards.
+
+Ray resolves ``--node-ip-address=127.0.0.1`` to the machine's outward address unless
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; that setting also refuses to start a second node, so a
+worker node is started by ``python -m poptrain.testing.ray_cluster join ADDRESS``, which keeps
+the loopback address as given.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # node addresses stay 127.0.0.1
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    """A running local cluster: ``address`` is what ``ray.init(address=...)`` takes."""
+
+    address: str
+    nodes: int
+    cpus_per_node: int
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _ray_bin() -> str:
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else "ray"
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 120) -> None:
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:3])} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+
+
+def stop() -> None:
+    """Stop every Ray process of this user on this machine (``ray stop --force``)."""
+    subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, timeout=120)
+
+
+@contextmanager
+def local_cluster(workers: int = 1, cpus_per_node: int = 1, *, temp_dir: str | None = None) -> Iterator[LocalCluster]:
+    """Start a head node and ``workers`` worker nodes on 127.0.0.1; stop them on exit.
+
+    The cluster requires a token made for it; this process gets it in its environment, with
+    the loopback setting, so that a ``ray.init(address=...)`` here connects (import ``ray``
+    after entering) until the cluster stops.
+    """
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), **LOOPBACK_ENV}
+    saved = {key: os.environ.get(key) for key in auth}
+    os.environ.update(auth)
+    env = {**os.environ, **LOOPBACK_ENV}
+    port = _free_port()
+    address = f"{LOOPBACK}:{port}"
+    head = [
+        _ray_bin(), "start", "--head", f"--node-ip-address={LOOPBACK}", f"--port={port}", f"--num-cpus={cpus_per_node}",
+        "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+        f"--object-store-memory={200 * 1024 * 1024}",
+    ]
+    if temp_dir:
+        head.append(f"--temp-dir={temp_dir}")
+    try:
+        _run(head, env)
+        for _ in range(workers):
+            join_env = {k: v for k, v in env.items() if k not in LOOPBACK_ENV}
+            _run([sys.executable, "-m", "poptrain.testing.ray_cluster", "join", address, str(cpus_per_node)], join_env)
+        yield LocalCluster(address, 1 + workers, cpus_per_node)
+    finally:
+        stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def wait_for_nodes(count: int, timeout: float = 60.0) -> None:
+    """Wait until the connected cluster has ``count`` live nodes."""
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while sum(1 for n in ray.nodes() if n.get("Alive")) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the Ray cluster did not reach {count} live nodes in {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def _join(address: str, cpus: str) -> None:  # pragma: no cover - runs as `ray start` in a child process
+    import ray._private.services as services
+    from ray.scripts.scripts import main
+
+    services.resolve_ip_for_localhost = lambda host: host  # keep 127.0.0.1 as given
+    sys.argv = [
+        "ray", "start", f"--address={address}", f"--node-ip-address={LOOPBACK}", f"--num-cpus={cpus}", "--num-gpus=0",
+        "--disable-usage-stats", f"--object-store-memory={200 * 1024 * 1024}",
+    ]
+    main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    if len(sys.argv) == 4 and sys.argv[1] == "join":
+        _join(sys.argv[2], sys.argv[3])
+    else:
+        raise SystemExit("usage: python -m poptrain.testing.ray_cluster join HOST:PORT CPUS")
