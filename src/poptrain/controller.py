@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from poptrain.checkpoints import CheckpointStore, collectable
-from poptrain.errors import CheckpointError, PoptrainError, TrainableError
+from poptrain.errors import CheckpointError, TrainableError
 from poptrain.progress import ProgressListener
 from poptrain.records import (
     CheckpointRecord,
@@ -38,7 +37,7 @@ from poptrain.strategy import (
     rank,
     uses_history,
 )
-from poptrain.trainable import Trainable, TrainContext, read_score
+from poptrain.trainable import Trainable, TrainContext, call_user, train_one_step
 
 
 class Controller:
@@ -172,14 +171,7 @@ class Controller:
     def train_step(self, member: MemberRecord, trainable: Trainable) -> tuple[MemberRecord, float]:
         """Train ``member`` one step, evaluate it and record the score."""
         step = member.step + 1
-        self._call(member.slot, step, "step", trainable.step)
-        result = self._call(member.slot, step, "evaluate", trainable.evaluate)
-        value, metrics = read_score(result, self.metric)
-        if not math.isfinite(value):
-            raise TrainableError(
-                f"member {member.slot} scored {value} at step {step}: a non-finite score counts as a failed step",
-                detail=f"evaluate() returned {self.metric} = {value} at step {step}", slot=member.slot,
-            )
+        value, metrics = train_one_step(trainable, member.slot, step, self.metric)
         return self.record_score(member, step, value, metrics), value
 
     def record_score(self, member: MemberRecord, step: int, value: float, metrics: dict[str, float]) -> MemberRecord:
@@ -402,12 +394,4 @@ class Controller:
         return replaced
 
     def _call(self, slot: int, step: int, what: str, fn: Callable, *args: object) -> object:
-        try:
-            return fn(*args)
-        except PoptrainError:
-            raise
-        except Exception as exc:
-            raise TrainableError(
-                f"member {slot} failed in {what}() at step {step}: {type(exc).__name__}: {exc}",
-                detail="".join(traceback.format_exception(exc)).strip(), slot=slot,
-            ) from exc
+        return call_user(slot, step, what, fn, *args)

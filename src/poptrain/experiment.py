@@ -65,7 +65,7 @@ class _RunConfig(BaseModel):
     mode: Literal["max", "min"] = "max"
     seed: int = Field(default=0, ge=0)
     strategy: _StrategyConfig = _StrategyConfig()
-    executor: Literal["sequential", "processes", "vectorized"] = "sequential"
+    executor: Literal["sequential", "processes", "vectorized", "ray"] = "sequential"
 
 
 _MODULE_KEYS = {f.name for f in fields(ExperimentSpec)} - {"strategy", "name", "summarize"} | {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from poptrain.errors import MetricError, TrainableError
+from poptrain.errors import MetricError, PoptrainError, TrainableError
 from poptrain.space import HParams
 
 
@@ -56,6 +58,34 @@ class Trainable(ABC):
     @abstractmethod
     def set_hparams(self, hparams: HParams) -> None:
         """Apply new hyperparameters in place, keeping model and optimizer state."""
+
+
+def call_user(slot: int, step: int, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call training code, turning what it raises into a ``TrainableError`` naming the member,
+    the step and the method (poptrain's own errors pass through)."""
+    try:
+        return fn(*args)
+    except PoptrainError:
+        raise
+    except Exception as exc:
+        raise TrainableError(
+            f"member {slot} failed in {what}() at step {step}: {type(exc).__name__}: {exc}",
+            detail="".join(traceback.format_exception(exc)).strip(), slot=slot,
+        ) from exc
+
+
+def train_one_step(trainable: Trainable, slot: int, step: int, metric: str) -> tuple[float, dict[str, float]]:
+    """``step()`` then ``evaluate()``: the score of ``step`` and all metrics. A score that is not
+    finite counts as a failed step."""
+    call_user(slot, step, "step", trainable.step)
+    result = call_user(slot, step, "evaluate", trainable.evaluate)
+    value, metrics = read_score(result, metric)
+    if not math.isfinite(value):
+        raise TrainableError(
+            f"member {slot} scored {value} at step {step}: a non-finite score counts as a failed step",
+            detail=f"evaluate() returned {metric} = {value} at step {step}", slot=slot,
+        )
+    return value, metrics
 
 
 def read_score(result: Any, metric: str) -> tuple[float, dict[str, float]]:

@@ -24,11 +24,15 @@ def _add_storage_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_executor_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--executor", choices=["sequential", "processes", "vectorized"], default=None,
-                        help="sequential (deterministic, one process), processes (asynchronous, --workers processes) or vectorized "
-                        "(the whole population as one batched program; needs a VectorizedTrainable); default: the experiment's")
+    parser.add_argument("--executor", choices=["sequential", "processes", "vectorized", "ray"], default=None,
+                        help="sequential (deterministic, one process), processes (asynchronous, --workers processes), vectorized "
+                        "(the whole population as one batched program; needs a VectorizedTrainable) or ray (members in Ray "
+                        "actors across a cluster, see --address); default: the experiment's")
     parser.add_argument("--device", help="for --executor vectorized: cpu, cuda or auto (default: the trainable's setting)")
-    parser.add_argument("--workers", type=int, help="worker processes for --executor processes (default 2)")
+    parser.add_argument("--workers", type=int, help="worker processes for --executor processes (default 2); "
+                        "for --executor ray, at most this many members at once (default: as many as the cluster has CPUs)")
+    parser.add_argument("--address", help="for --executor ray: auto (the cluster this machine belongs to) or HOST:PORT of "
+                        "a cluster's head (default: a private Ray instance on this machine)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,7 +140,7 @@ def _executor(args: argparse.Namespace, spec: Any) -> Any:
 
         executor = VectorizedExecutor(device=args.device)
     else:
-        executor = get_executor(args.executor, workers=args.workers)
+        executor = get_executor(args.executor, workers=args.workers, address=args.address)
     executor.check(spec.trainable)
     return executor
 

@@ -68,6 +68,7 @@ def local_cluster(workers: int = 1, cpus_per_node: int = 1, *, temp_dir: str | N
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), **LOOPBACK_ENV}
     saved = {key: os.environ.get(key) for key in auth}
     os.environ.update(auth)
+    _refresh_ray_config()
     env = {**os.environ, **LOOPBACK_ENV}
     port = _free_port()
     address = f"{LOOPBACK}:{port}"
@@ -91,6 +92,16 @@ def local_cluster(workers: int = 1, cpus_per_node: int = 1, *, temp_dir: str | N
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        _refresh_ray_config()
+
+
+def _refresh_ray_config() -> None:
+    """Ray reads the authentication settings from the environment once; a process that had
+    imported Ray before reads them again."""
+    if "ray" in sys.modules:
+        from ray._raylet import Config
+
+        Config.initialize("")
 
 
 def wait_for_nodes(count: int, timeout: float = 60.0) -> None:
