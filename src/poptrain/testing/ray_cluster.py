@@ -11,11 +11,15 @@ the loopback address as given.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,13 +56,48 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 120) -> None:
         raise RuntimeError(f"{' '.join(args[:3])} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
 
 
-def stop() -> None:
-    """Stop every Ray process of this user on this machine (``ray stop --force``)."""
-    subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, timeout=120)
+def _processes_using(folder: str) -> list[int]:
+    """The processes that name ``folder`` in their command line or hold a file in it open."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            uses = folder.encode() in (entry / "cmdline").read_bytes() or any(
+                os.readlink(fd).startswith(folder) for fd in (entry / "fd").iterdir()
+            )
+        except OSError:
+            continue
+        if uses:
+            found.append(int(entry.name))
+    return found
+
+
+def stop(temp_dir: str) -> None:
+    """Stop the cluster whose session lives in ``temp_dir``: every process that names it or
+    writes its logs there; other Ray instances on the machine are left alone."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        pids = _processes_using(temp_dir)
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and _alive(pid)]
+            time.sleep(0.1)
+        if not pids:
+            return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 @contextmanager
-def local_cluster(workers: int = 1, cpus_per_node: int = 1, *, temp_dir: str | None = None) -> Iterator[LocalCluster]:
+def local_cluster(workers: int = 1, cpus_per_node: int = 1) -> Iterator[LocalCluster]:
     """Start a head node and ``workers`` worker nodes on 127.0.0.1; stop them on exit.
 
     The cluster requires a token made for it; this process gets it in its environment, with
@@ -77,8 +116,8 @@ def local_cluster(workers: int = 1, cpus_per_node: int = 1, *, temp_dir: str | N
         "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
         f"--object-store-memory={200 * 1024 * 1024}",
     ]
-    if temp_dir:
-        head.append(f"--temp-dir={temp_dir}")
+    temp_dir = tempfile.mkdtemp(prefix="ptray-", dir="/tmp")  # short: Ray's socket paths must stay short
+    head.append(f"--temp-dir={temp_dir}")
     try:
         _run(head, env)
         for _ in range(workers):
@@ -86,7 +125,8 @@ def local_cluster(workers: int = 1, cpus_per_node: int = 1, *, temp_dir: str | N
             _run([sys.executable, "-m", "poptrain.testing.ray_cluster", "join", address, str(cpus_per_node)], join_env)
         yield LocalCluster(address, 1 + workers, cpus_per_node)
     finally:
-        stop()
+        stop(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
