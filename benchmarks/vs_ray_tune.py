@@ -44,7 +44,12 @@ Ray is started with ``address="local"`` (always a new local cluster, never someo
 ``include_dashboard=False`` and ``_node_ip_address="127.0.0.1"`` so its servers listen on the
 loopback only, and always shut down in a ``finally``.
 
-Prints a markdown table and writes benchmarks/results/vs_ray_tune.json.
+Run it on an otherwise idle machine: with 2 torch threads on 2 cores of which another job holds
+one, the sequential and vectorized runs slow down many-fold (OpenMP threads wait on each other;
+seen in a smoke run next to a pytest: sequential 2.2 s -> 59 s) while the 1-thread Tune trials and
+processes workers barely notice. The 1-minute load average before each run is printed and kept.
+
+Prints a markdown table and writes benchmarks/results/vs_ray_tune.json (``--out`` elsewhere).
 """
 
 from __future__ import annotations
@@ -57,25 +62,26 @@ import sys
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before ray is imported (keeps it on 127.0.0.1)
 os.environ.pop("RAY_ADDRESS", None)  # never attach to another cluster
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no experiment banner
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import logging
+import platform
+import random
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Self
 
-import torch  # noqa: E402
+import torch
 
-import poptrain  # noqa: E402
-from poptrain.experiments import digits  # noqa: E402
-from poptrain.seeding import initial_rng, member_seed  # noqa: E402
-from poptrain.space import SearchSpace  # noqa: E402
+import poptrain
+from poptrain.experiments import digits
+from poptrain.seeding import initial_rng, member_seed
+from poptrain.space import SearchSpace
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vs_ray_tune.json"
 EXECUTORS = ("ray tune", "sequential", "processes", "vectorized")
@@ -133,7 +139,7 @@ class PeakMemory:
             self.peak_kib = max(self.peak_kib, total)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         if self.enabled:
             self._thread.start()
         return self
@@ -215,9 +221,12 @@ def ray_start() -> float:
     started = time.perf_counter()
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-        log_to_driver=False, logging_level=logging.WARNING,
+        log_to_driver=False, logging_level=logging.ERROR,  # quiet: trial failures are raised below
     )
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    for name in ("ray", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return seconds
 
 
 def ray_stop() -> float:
@@ -244,7 +253,7 @@ def tune_run(seed: int, population: int, epochs: int, memory: bool) -> dict[str,
             "slot": tune.grid_search(list(range(population))), "run_seed": seed, "count_file": count_file,
         }
         for name in digits.SPACE:
-            param_space[name] = tune.sample_from(lambda spec, name=name: first[spec.config["slot"]][name])
+            param_space[name] = tune.sample_from(lambda config, name=name: first[config["slot"]][name])
         try:
             result["ray_start_s"] = ray_start()
             random.seed(seed)  # Tune's PBT decisions use the driver's `random`
@@ -271,6 +280,8 @@ def tune_run(seed: int, population: int, epochs: int, memory: bool) -> dict[str,
                 raise RuntimeError(f"{len(errors)} Tune trial(s) failed: {errors[0]!r}")
             best = grid.get_best_result(metric="val_acc", mode="max", scope="last")
             result["best_val_acc"] = float(best.metrics["val_acc"])
+            if best.checkpoint is None:
+                raise RuntimeError("Tune's best trial has no checkpoint")
             with best.checkpoint.as_directory() as folder:
                 result["test_acc"] = test_accuracy(torch.load(os.path.join(folder, "state.pt"), weights_only=False))
             with open(count_file) as f:
@@ -320,6 +331,8 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, population 4, 8 epochs")
     parser.add_argument("--no-memory", action="store_true", help="do not sample peak memory")
+    parser.add_argument("--threads", type=int, default=MAIN_THREADS,
+                        help=f"torch threads for the sequential and vectorized runs (default {MAIN_THREADS})")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON output (default {RESULTS})")
     args = parser.parse_args()
     if args.quick:
@@ -328,9 +341,9 @@ def main() -> None:
 
     import ray
 
-    torch.set_num_threads(MAIN_THREADS)
+    torch.set_num_threads(args.threads)
     digits.load_split()
-    threads = (f"torch threads: sequential and vectorized {MAIN_THREADS} (this process); "
+    threads = (f"torch threads: sequential and vectorized {args.threads} (this process); "
                "Ray Tune trials and processes workers 1 each, 2 at a time")
     print(f"digits MLP, population {args.population}, {args.epochs} epochs, seeds 0..{args.seeds - 1}; "
           f"ready every {READY_EVERY}, truncation {TRUNCATION}, factors {FACTORS}, resample {RESAMPLE}")
@@ -341,19 +354,20 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in EXECUTORS}
     for seed in range(args.seeds):
         for name in EXECUTORS:
+            load = round(os.getloadavg()[0], 2)  # 1-minute load average: another job on the machine shows here
             if name == "ray tune":
                 row = tune_run(seed, args.population, args.epochs, memory)
             else:
                 row = poptrain_run(name, seed, args.population, args.epochs, memory)
-            torch.set_num_threads(MAIN_THREADS)
-            row["seed"] = seed
+            torch.set_num_threads(args.threads)
+            row["seed"], row["load_before"] = seed, load
             runs[name].append(row)
             extra = (f" (ray start {row['ray_start_s']:.2f} s, stop {row['ray_stop_s']:.2f} s, "
                      f"{row['member_epochs_trained']} member-epochs for {args.population * args.epochs} planned)"
                      if name == "ray tune" else "")
             memory_note = f", peak PSS {row['peak_pss_mib']:.0f} MiB" if row["peak_pss_mib"] else ""
             print(f"  seed {seed} {name:>10}: {row['seconds']:6.2f} s, best val {row['best_val_acc']:.3f}, "
-                  f"test {row['test_acc']:.3f}{memory_note}{extra}", flush=True)
+                  f"test {row['test_acc']:.3f}{memory_note}{extra}; load before {load}", flush=True)
 
     tune_median = statistics.median(r["seconds"] for r in runs["ray tune"])
     summary: dict[str, Any] = {}
@@ -373,7 +387,8 @@ def main() -> None:
             "best_val_acc_median": statistics.median(r["best_val_acc"] for r in rows),
             "peak_pss_mib_median": statistics.median(pss) if pss else None,
         }
-        print(f"| {name} | {seconds:.2f} | {seconds / tune_median:.2f} ({tune_median / seconds:.1f}x faster) | "
+        ratio = "1.00 (baseline)" if name == "ray tune" else f"{seconds / tune_median:.2f} ({tune_median / seconds:.1f}x faster)"
+        print(f"| {name} | {seconds:.2f} | {ratio} | "
               f"{spread([r['test_acc'] for r in rows])} | {summary[name]['best_val_acc_median']:.3f} | "
               f"{summary[name]['peak_pss_mib_median'] or float('nan'):.0f} |")
     starts = [r["ray_start_s"] for r in runs["ray tune"]]
