@@ -37,6 +37,21 @@ class LocalCluster:
     address: str
     nodes: int
     cpus_per_node: int
+    temp_dir: str
+
+    def kill_node(self, index: int = 1) -> int:
+        """SIGKILL worker node ``index``'s raylet (1: the first node that joined), as when a
+        machine is lost; return its pid."""
+        socket_name = f"sockets/raylet.{index}".encode()
+        for pid in _processes_using(self.temp_dir):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"/raylet/raylet" in command and _socket_arg(command).endswith(socket_name):
+                os.kill(pid, signal.SIGKILL)
+                return pid
+        raise LookupError(f"no raylet for node {index} in {self.temp_dir}")
 
 
 def _free_port() -> int:
@@ -54,6 +69,13 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 120) -> None:
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:3])} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+
+
+def _socket_arg(command: bytes) -> bytes:
+    for arg in command.split(b"\0"):
+        if arg.startswith(b"--raylet_socket_name="):
+            return arg.split(b"=", 1)[1]
+    return b""
 
 
 def _processes_using(folder: str) -> list[int]:
@@ -123,7 +145,7 @@ def local_cluster(workers: int = 1, cpus_per_node: int = 1) -> Iterator[LocalClu
         for _ in range(workers):
             join_env = {k: v for k, v in env.items() if k not in LOOPBACK_ENV}
             _run([sys.executable, "-m", "poptrain.testing.ray_cluster", "join", address, str(cpus_per_node)], join_env)
-        yield LocalCluster(address, 1 + workers, cpus_per_node)
+        yield LocalCluster(address, 1 + workers, cpus_per_node, temp_dir)
     finally:
         stop(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -139,9 +161,10 @@ def _refresh_ray_config() -> None:
     """Ray reads the authentication settings from the environment once; a process that had
     imported Ray before reads them again."""
     if "ray" in sys.modules:
-        from ray._raylet import Config
+        from ray._raylet import AuthenticationTokenLoader, Config
 
         Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()  # the token of a cluster met before
 
 
 def wait_for_nodes(count: int, timeout: float = 60.0) -> None:
