@@ -145,12 +145,19 @@ def test_a_killed_actor_costs_its_member_the_current_segment_only(cluster, tmp_p
 def test_the_command_line_runs_on_the_cluster(cluster, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "poptrain", "run", "poptrain.experiments.toy", "--name", "cli", "--root", str(tmp_path),
-         "--executor", "ray", "--address", cluster.address, "--steps", "12", "--quiet"],
+         "--executor", "ray", "--address", cluster.address, "--steps", "12", "--quiet", "--cpus-per-member", "0.5"],
         capture_output=True, text=True, timeout=240,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     run = poptrain.load_run("cli", root=str(tmp_path))
     assert [m.step for m in run.members()] == [12, 12] and run.best() is not None
+    # three CPUs per member on 1-CPU nodes: no room for one member; refused with the fix named
+    done = subprocess.run(
+        [sys.executable, "-m", "poptrain", "run", "poptrain.experiments.toy", "--name", "big", "--root", str(tmp_path),
+         "--executor", "ray", "--address", cluster.address, "--steps", "4", "--quiet", "--cpus-per-member", "3"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 2 and "lower cpus_per_member" in done.stderr.strip().splitlines()[-1]
 
 
 def test_an_unreachable_cluster_is_one_clear_error(tmp_path):

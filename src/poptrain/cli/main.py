@@ -33,6 +33,8 @@ def _add_executor_args(parser: argparse.ArgumentParser) -> None:
                         "for --executor ray, at most this many members at once (default: as many as the cluster has CPUs)")
     parser.add_argument("--address", help="for --executor ray: auto (the cluster this machine belongs to) or HOST:PORT of "
                         "a cluster's head (default: a private Ray instance on this machine)")
+    parser.add_argument("--cpus-per-member", type=float, help="for --executor ray: CPUs each member's actor takes (default 1)")
+    parser.add_argument("--gpus-per-member", type=float, help="for --executor ray: GPUs (or a share of one) each member's actor takes (default 0)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,7 +141,14 @@ def _executor(args: argparse.Namespace, spec: Any) -> Any:
         from poptrain.executors.vectorized import VectorizedExecutor
 
         executor = VectorizedExecutor(device=args.device)
+    elif args.executor == "ray":
+        from poptrain.executors.ray_executor import RayExecutor
+
+        resources = {k: v for k, v in (("cpus_per_member", args.cpus_per_member), ("gpus_per_member", args.gpus_per_member)) if v is not None}
+        executor = RayExecutor(args.address, actors=args.workers, **resources)
     else:
+        if args.cpus_per_member is not None or args.gpus_per_member is not None:
+            raise ConfigError("--cpus-per-member and --gpus-per-member are for --executor ray")
         executor = get_executor(args.executor, workers=args.workers, address=args.address)
     executor.check(spec.trainable)
     return executor

@@ -135,7 +135,9 @@ class RayExecutor(Executor):
     ``address``: ``None`` starts a private Ray instance on this machine (bound to 127.0.0.1);
     ``"auto"`` joins the cluster this machine belongs to; ``"HOST:PORT"`` a cluster's head.
     ``actors`` caps how many members train at once (default: as many as the cluster has room
-    for). ``runtime_env`` is passed to Ray, e.g. to ship your code to other machines.
+    for). ``runtime_env`` is passed to Ray, e.g. to ship your code to other machines. A run
+    whose actors cannot start at all within ``start_timeout`` seconds (a busy or too small
+    cluster) stops with an error instead of waiting forever.
     """
 
     def __init__(
@@ -148,6 +150,7 @@ class RayExecutor(Executor):
         torch_threads: int | None = None,
         runtime_env: dict[str, Any] | None = None,
         poll_seconds: float = 1.0,
+        start_timeout: float = 300.0,
     ) -> None:
         if not isinstance(cpus_per_member, (int, float)) or isinstance(cpus_per_member, bool) or cpus_per_member <= 0:
             raise ConfigError(f"cpus_per_member must be a positive number, got {cpus_per_member!r}")
@@ -162,6 +165,7 @@ class RayExecutor(Executor):
         self.torch_threads = torch_threads if torch_threads is not None else max(1, int(cpus_per_member))
         self.runtime_env = runtime_env
         self.poll_seconds = poll_seconds
+        self.start_timeout = start_timeout
         self.stats = RayStats()
         self.on_actors: Callable[[list[Any]], None] | None = None  # called with the actors when they change
 
@@ -179,14 +183,20 @@ class RayExecutor(Executor):
         return True
 
     def _capacity(self, ray: Any, wanted: int) -> int:
-        resources = ray.cluster_resources()
-        room = math.floor(resources.get("CPU", 0) / self.cpus_per_member + 1e-9)
-        if self.gpus_per_member > 0:
-            room = min(room, math.floor(resources.get("GPU", 0) / self.gpus_per_member + 1e-9))
+        """How many members fit at once: per live node, its CPUs (and GPUs) over a member's."""
+        room = 0
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        for resources in nodes:
+            fits = math.floor(resources.get("CPU", 0) / self.cpus_per_member + 1e-9)
+            if self.gpus_per_member > 0:
+                fits = min(fits, math.floor(resources.get("GPU", 0) / self.gpus_per_member + 1e-9))
+            room += fits
         if room < 1:
+            largest = max(nodes, key=lambda r: r.get("CPU", 0), default={})
             raise ConfigError(
-                f"the Ray cluster has {resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} GPUs, not enough for "
-                f"one member ({self.cpus_per_member:g} CPUs, {self.gpus_per_member:g} GPUs); lower cpus_per_member/gpus_per_member"
+                f"no node of the Ray cluster has room for one member ({self.cpus_per_member:g} CPUs, {self.gpus_per_member:g} "
+                f"GPUs; the largest node has {largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs); "
+                "lower cpus_per_member/gpus_per_member"
             )
         return max(1, min(wanted, room, self.max_actors or wanted))
 
@@ -234,7 +244,15 @@ class RayExecutor(Executor):
         started: set[int] = set()
         start_failures = 0
         synchronous = controller.strategy.synchronous
+        idle_since = time.monotonic()
         while members:
+            if started:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > self.start_timeout:
+                raise ConfigError(
+                    f"no Ray actor could start in {self.start_timeout:g} s (each asks for {self.cpus_per_member:g} CPUs and "
+                    f"{self.gpus_per_member:g} GPUs); the cluster may be busy or too small: free resources or lower them"
+                )
             self._dispatch(controller, members, actors, started, pending, device)
             done, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_seconds)
             for ref in done:
