@@ -255,6 +255,19 @@ def test_dropout_rate_is_a_per_member_hyperparameter() -> None:
     assert all(math.isfinite(s.value) for s in run.scores())
 
 
+def test_dropout_does_not_depend_on_what_ran_before_in_the_process() -> None:
+    def model() -> nn.Module:
+        return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), Dropout(0.3, hparam="dropout"), nn.Linear(32, 10))
+
+    space = {"lr": poptrain.Float(1e-2, 0.2, log=True), "dropout": poptrain.Float(0.2, 0.6)}
+    curves = []
+    for burn in (0, 7):
+        torch.rand(burn)  # other code drew from torch's global generator in between
+        run = make_run(space, name=f"drop{burn}", population=4, seed=5).optimize(spec(model=model), steps=4, executor="vectorized")
+        curves.append([(s.slot, s.step, s.value) for s in run.scores()])
+    assert curves[0] == curves[1]
+
+
 def test_a_member_that_diverges_is_replaced_at_its_next_ready_point() -> None:
     def poisoned(output: torch.Tensor, target: torch.Tensor, hparams: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(output, target) / (1 - hparams["poison"])  # poison 1: an infinite loss

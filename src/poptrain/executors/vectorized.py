@@ -28,7 +28,7 @@ from poptrain.strategy import Decision
 from poptrain.trainable import read_score
 from poptrain.vectorized.memory import MemoryPlan, plan_memory
 from poptrain.vectorized.population import Population, is_population_checkpoint, member_from_checkpoint
-from poptrain.vectorized.trainable import BatchSource, VectorizedTrainable, resolve_device
+from poptrain.vectorized.trainable import BatchSource, VectorizedTrainable, dropout_seed, resolve_device
 
 
 class VectorizedExecutor(Executor):
@@ -122,7 +122,15 @@ class _Lockstep:
         while self.members:
             step = min(m.step for m in self.members.values()) + 1
             active = [population.index(s) for s, m in self.members.items() if m.step == step - 1]
-            population.train_step(self.batches.batches(step), active if len(active) < population.size else None)
+            # dropout draws from torch's generator: seeded per step, so a run does not depend on what
+            # ran before it in the process, and a resumed run draws what the uninterrupted one did
+            device = population.device
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                seed = dropout_seed(controller.run.seed, step)
+                torch.random.default_generator.manual_seed(seed)
+                if device.type == "cuda":
+                    torch.cuda.manual_seed(seed)
+                population.train_step(self.batches.batches(step), active if len(active) < population.size else None)
             metrics = population.evaluate()
             ready: list[MemberRecord] = []
             for row in active:

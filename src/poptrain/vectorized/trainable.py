@@ -52,6 +52,11 @@ def data_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, 3]).generate_state(1)[0])
 
 
+def dropout_seed(seed: int, step: int) -> int:
+    """The seed of the dropout masks drawn in step ``step`` of a run seeded ``seed``."""
+    return int(np.random.SeedSequence([seed, step, 4]).generate_state(1)[0])
+
+
 class BatchSource:
     """The training batches of each step, shared by every member.
 
