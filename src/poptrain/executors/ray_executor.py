@@ -244,53 +244,56 @@ class RayExecutor(Executor):
         started: set[int] = set()
         start_failures = 0
         synchronous = controller.strategy.synchronous
-        idle_since = time.monotonic()
-        while members:
-            if started:
-                idle_since = time.monotonic()
-            elif time.monotonic() - idle_since > self.start_timeout:
-                raise ConfigError(
-                    f"no Ray actor could start in {self.start_timeout:g} s (each asks for {self.cpus_per_member:g} CPUs and "
-                    f"{self.gpus_per_member:g} GPUs); the cluster may be busy or too small: free resources or lower them"
-                )
-            self._dispatch(controller, members, actors, started, pending, device)
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_seconds)
-            for ref in done:
-                index, slot = pending.pop(ref)
-                try:
-                    value = ray.get(ref)
-                except Exception as exc:
-                    if type(exc).__name__ not in _ACTOR_DIED and not isinstance(exc, ray.exceptions.RayActorError):
-                        raise
-                    started.discard(index)
-                    if slot is None:  # it did not start
-                        start_failures += 1
-                        if start_failures > len(actors) + 2:
-                            raise ConfigError(
-                                f"the Ray actors cannot start: {_cause(exc)}; if your training code is not installed on "
-                                "the cluster, ship it with RayExecutor(runtime_env={'working_dir': ...}) or "
-                                "ray.cloudpickle.register_pickle_by_value(your_module)"
-                            ) from None
-                    else:
-                        members[slot].running_on, members[slot].arrived_at = None, time.perf_counter()
-                        message = (f"member {slot}: the Ray actor training it died ({type(exc).__name__}); it trains "
-                                   "again from its newest checkpoint")
-                        members[slot].result = SegmentResult(slot, error=(message, str(exc), True))
-                    self._replace_actor(ray, actors, index, new_actor, members, pending)
-                    continue
-                if slot is None:
-                    started.add(index)
-                    start_failures = 0
-                    continue
-                member = members[slot]
-                member.running_on, member.result, member.holder = None, value, index
-                member.arrived_at = time.perf_counter()
-            if synchronous:
-                self._commit_generation(controller, members)
-            else:
-                self._commit_in_turn(controller, members)
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
+        try:
+            idle_since = time.monotonic()
+            while members:
+                if started:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > self.start_timeout:
+                    raise ConfigError(
+                        f"no Ray actor could start in {self.start_timeout:g} s (each asks for {self.cpus_per_member:g} CPUs and "
+                        f"{self.gpus_per_member:g} GPUs); the cluster may be busy or too small: free resources or lower them"
+                    )
+                self._dispatch(controller, members, actors, started, pending, device)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_seconds)
+                for ref in done:
+                    index, slot = pending.pop(ref)
+                    try:
+                        value = ray.get(ref)
+                    except Exception as exc:
+                        if type(exc).__name__ not in _ACTOR_DIED and not isinstance(exc, ray.exceptions.RayActorError):
+                            raise
+                        started.discard(index)
+                        if slot is None:  # it did not start
+                            start_failures += 1
+                            if start_failures > len(actors) + 2:
+                                raise ConfigError(
+                                    f"the Ray actors cannot start: {_cause(exc)}; if your training code is not installed on "
+                                    "the cluster, ship it with RayExecutor(runtime_env={'working_dir': ...}) or "
+                                    "ray.cloudpickle.register_pickle_by_value(your_module)"
+                                ) from None
+                        else:
+                            members[slot].running_on, members[slot].arrived_at = None, time.perf_counter()
+                            message = (f"member {slot}: the Ray actor training it died ({type(exc).__name__}); it trains "
+                                       "again from its newest checkpoint")
+                            members[slot].result = SegmentResult(slot, error=(message, str(exc), True))
+                        self._replace_actor(ray, actors, index, new_actor, members, pending)
+                        continue
+                    if slot is None:
+                        started.add(index)
+                        start_failures = 0
+                        continue
+                    member = members[slot]
+                    member.running_on, member.result, member.holder = None, value, index
+                    member.arrived_at = time.perf_counter()
+                if synchronous:
+                    self._commit_generation(controller, members)
+                else:
+                    self._commit_in_turn(controller, members)
+        finally:  # also when the run stops with an error: actors hold the cluster's resources
+            for actor in actors:
+                with contextlib.suppress(Exception):
+                    ray.kill(actor, no_restart=True)
         controller.collect_checkpoints(force=True)
 
     def _replace_actor(
