@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import time
+
+import pytest
 
 import poptrain
 
@@ -34,6 +38,23 @@ class Tracer(poptrain.Trainable):
 
     def set_hparams(self, hparams):
         self.hparams = dict(hparams)
+
+
+class SlowTracer(Tracer):
+    """A Tracer whose steps take a little time, so that a run can be interrupted mid-way."""
+
+    def step(self):
+        time.sleep(0.03)
+        super().step()
+
+
+def ray_or_skip():
+    """Ray, or skip the module where it is not installed (CI installs it: a missing Ray fails there)."""
+    if os.environ.get("CI"):
+        import ray
+
+        return ray
+    return pytest.importorskip("ray")
 
 
 def make_run(name="tracer", *, population_size=6, seed=0, storage="memory", tmp_path=None, **options):

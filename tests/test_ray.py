@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -12,28 +11,17 @@ from pathlib import Path
 import pytest
 
 import poptrain
-from pbt_helpers import Tracer, lineage_signature
+from pbt_helpers import SlowTracer, Tracer, lineage_signature, ray_or_skip
 from poptrain.errors import ConfigError
 from poptrain.experiments.toy import SPACE as TOY_SPACE
 from poptrain.experiments.toy import ToyQuadratic
 
-if os.environ.get("CI"):  # CI installs the dev extra, Ray included: a missing Ray fails there
-    import ray
-else:
-    ray = pytest.importorskip("ray")
+ray = ray_or_skip()
 
-from poptrain.executors.ray_executor import RayExecutor, connect_ray  # noqa: E402
-from poptrain.testing.ray_cluster import local_cluster, wait_for_nodes  # noqa: E402
+from poptrain.executors.ray_executor import RayExecutor, connect_ray
+from poptrain.testing.ray_cluster import local_cluster, wait_for_nodes
 
 pytestmark = pytest.mark.slow
-
-
-class SlowTracer(Tracer):
-    """A Tracer whose steps take a little time, so that a run can be interrupted mid-way."""
-
-    def step(self):
-        time.sleep(0.03)
-        super().step()
 
 
 def outward_listeners() -> set[str]:

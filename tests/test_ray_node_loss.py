@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -10,23 +9,14 @@ import time
 import pytest
 
 import poptrain
-from pbt_helpers import Tracer
+from pbt_helpers import SlowTracer, Tracer, ray_or_skip
 
-if os.environ.get("CI"):  # CI installs the dev extra, Ray included: a missing Ray fails there
-    import ray
-else:
-    ray = pytest.importorskip("ray")
+ray = ray_or_skip()
 
-from poptrain.executors.ray_executor import RayExecutor, connect_ray  # noqa: E402
-from poptrain.testing.ray_cluster import local_cluster, wait_for_nodes  # noqa: E402
+from poptrain.executors.ray_executor import RayExecutor, connect_ray
+from poptrain.testing.ray_cluster import local_cluster, wait_for_nodes
 
 pytestmark = pytest.mark.slow
-
-
-class SlowTracer(Tracer):
-    def step(self):
-        time.sleep(0.03)
-        super().step()
 
 
 def test_a_lost_node_costs_its_members_the_current_segment_only(tmp_path):

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import json
 import math
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from poptrain.errors import ConfigError, PoptrainError, TrainableError
+from poptrain.errors import ConfigError
 from poptrain.records import GenerationRecord, ScoreRecord
 from poptrain.results import ScheduleSegment, generation_at
 from poptrain.space import HParams
-from poptrain.trainable import Trainable, TrainContext, read_score
+from poptrain.trainable import Trainable, TrainContext, call_user, read_score
 
 FORMAT = "poptrain.schedule/1"
 
@@ -345,15 +344,7 @@ def replay(
 
 
 def _call(step: int, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except PoptrainError:
-        raise
-    except Exception as exc:
-        raise TrainableError(
-            f"the replay failed in {what}() at step {step}: {type(exc).__name__}: {exc}",
-            detail="".join(traceback.format_exception(exc)).strip(),
-        ) from exc
+    return call_user(None, step, what, fn, *args, who="the replay")
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> Path:

@@ -60,16 +60,16 @@ class Trainable(ABC):
         """Apply new hyperparameters in place, keeping model and optimizer state."""
 
 
-def call_user(slot: int, step: int, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """Call training code, turning what it raises into a ``TrainableError`` naming the member,
-    the step and the method (poptrain's own errors pass through)."""
+def call_user(slot: int | None, step: int, what: str, fn: Callable[..., Any], *args: Any, who: str | None = None) -> Any:
+    """Call training code, turning what it raises into a ``TrainableError`` naming the member
+    (or ``who``), the step and the method (poptrain's own errors pass through)."""
     try:
         return fn(*args)
     except PoptrainError:
         raise
     except Exception as exc:
         raise TrainableError(
-            f"member {slot} failed in {what}() at step {step}: {type(exc).__name__}: {exc}",
+            f"{who or f'member {slot}'} failed in {what}() at step {step}: {type(exc).__name__}: {exc}",
             detail="".join(traceback.format_exception(exc)).strip(), slot=slot,
         ) from exc
 

@@ -5,5 +5,6 @@ from poptrain.checkpoints._fsspec import FsspecCheckpointStore
 from poptrain.checkpoints._gc import collectable
 from poptrain.checkpoints._local import LocalCheckpointStore
 from poptrain.checkpoints._memory import InMemoryCheckpointStore
+from poptrain.checkpoints._shared import open_shared, shared_location
 
-__all__ = ["FsspecCheckpointStore", "collectable", "CheckpointStore", "InMemoryCheckpointStore", "LocalCheckpointStore", "deserialize", "serialize", "sha256"]
+__all__ = ["CheckpointStore", "FsspecCheckpointStore", "InMemoryCheckpointStore", "LocalCheckpointStore", "collectable", "deserialize", "open_shared", "serialize", "sha256", "shared_location"]

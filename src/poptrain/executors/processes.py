@@ -143,17 +143,13 @@ class ProcessesExecutor(Executor):
         self.poll_seconds = poll_seconds
 
     def run(self, controller: Controller) -> None:
-        from poptrain.checkpoints import FsspecCheckpointStore, LocalCheckpointStore
+        from poptrain.checkpoints import shared_location
         from poptrain.storage._sql import SQLStorage
 
         if not isinstance(controller.storage, SQLStorage):
             raise ConfigError("executor 'processes' needs a database storage (the SQLite default or PostgreSQL), not memory")
-        store = controller.checkpoints
-        if isinstance(store, LocalCheckpointStore):
-            checkpoint_root = str(store.root.resolve())
-        elif isinstance(store, FsspecCheckpointStore):
-            checkpoint_root = store.url
-        else:
+        checkpoint_root = shared_location(controller.checkpoints)
+        if checkpoint_root is None:
             raise ConfigError("executor 'processes' needs checkpoints in a folder or URL the workers share")
         if controller.strategy.synchronous:
             raise ConfigError("executor 'processes' runs asynchronous PBT; use executor='sequential' for synchronous=True")

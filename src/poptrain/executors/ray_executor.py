@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from poptrain.checkpoints import shared_location
 from poptrain.controller import Controller
 from poptrain.errors import ConfigError, TrainableError
 from poptrain.executors._base import Executor
@@ -202,15 +203,9 @@ class RayExecutor(Executor):
 
     # --- the run ------------------------------------------------------------------
     def run(self, controller: Controller) -> None:
-        from poptrain.checkpoints import FsspecCheckpointStore, LocalCheckpointStore
-
         ray = import_ray()
-        store = controller.checkpoints
-        if isinstance(store, LocalCheckpointStore):
-            target = str(store.root.resolve())
-        elif isinstance(store, FsspecCheckpointStore):
-            target = store.url
-        else:
+        target = shared_location(controller.checkpoints)
+        if target is None:
             raise ConfigError("executor 'ray' needs checkpoints in a folder every node sees or an fsspec URL, not in memory")
         todo = controller.resumable_members()
         if not todo:

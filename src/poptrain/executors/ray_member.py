@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from poptrain.checkpoints import CheckpointStore, FsspecCheckpointStore, LocalCheckpointStore
+from poptrain.checkpoints import open_shared
 from poptrain.errors import CheckpointError, TrainableError
 from poptrain.records import CheckpointRecord, NewCheckpoint
 from poptrain.strategy import MemberSnapshot
@@ -61,11 +61,6 @@ class SegmentResult:
             raise TrainableError(message, detail=detail, slot=self.slot, retry=retry)
 
 
-def open_store(target: str) -> CheckpointStore:
-    """The shared checkpoint store: a folder path, or an fsspec URL (``scheme://...``)."""
-    return FsspecCheckpointStore(target) if "://" in target else LocalCheckpointStore(target)
-
-
 class MemberWorker:
     """Trains members' segments; one per Ray actor. Keeps at most ``keep_live`` trainables."""
 
@@ -84,7 +79,7 @@ class MemberWorker:
 
             torch.set_num_threads(torch_threads)
         self.factory = trainable_factory
-        self.store = open_store(checkpoint_target)
+        self.store = open_shared(checkpoint_target)
         self.metric = metric
         self.total_steps = total_steps
         self.ready = ready
