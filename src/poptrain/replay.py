@@ -349,18 +349,6 @@ def _call(step: int, what: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 def write_json(path: Path, data: Mapping[str, Any]) -> Path:
     """Write ``data`` as JSON atomically (temp file, then rename)."""
-    import os
-    import tempfile
+    from poptrain.atomic import write_text_atomic
 
-    if not path.parent.is_dir():
-        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, allow_nan=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
