@@ -46,6 +46,8 @@ def prepare(conn: Connection, where: str) -> None:
     state = schema_state(conn, where)
     if state == current:
         return
+    from alembic import command  # imported before the lock below: the import is slow
+
     # One process creates or migrates; the others wait for it, then read its result.
     if conn.dialect.name == "postgresql":
         conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})"))
@@ -55,8 +57,6 @@ def prepare(conn: Connection, where: str) -> None:
     if state == current:
         return
     _check(state, where)
-    from alembic import command
-
     config = alembic_config(conn)
     revision, version = state
     if revision is None and version is not None:  # made before Alembic managed the schema

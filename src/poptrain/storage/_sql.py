@@ -27,11 +27,16 @@ from poptrain.storage import _schema as t
 from poptrain.storage._base import Storage
 
 
+_SQLITE_WAIT_SECONDS = 30  # how long a connection waits for another process's lock
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    # The wait first: switching to WAL needs a lock that another process may hold while it
+    # creates the schema, and the driver's own default wait is only 5 s.
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_WAIT_SECONDS * 1000}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -86,7 +91,8 @@ class SQLStorage(Storage):
             except OSError as exc:
                 raise StorageError(f"cannot create the folder {folder!r} for the SQLite database: {exc.strerror}") from exc
         try:
-            self.engine: Engine = create_engine(url, future=True)
+            connect_args = {"timeout": _SQLITE_WAIT_SECONDS} if parsed.get_backend_name() == "sqlite" else {}
+            self.engine: Engine = create_engine(url, future=True, connect_args=connect_args)
         except (NoSuchModuleError, ImportError) as exc:
             if parsed.get_backend_name() == "postgres":
                 hint = "write postgresql+psycopg://user@host/db (SQLAlchemy does not know 'postgres://')"
