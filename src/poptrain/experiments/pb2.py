@@ -125,7 +125,7 @@ def run_digits(seeds: int, root: Path, *, steps: int, population: int, ready: in
         VARIANTS, seeds, root, space=digits.SPACE, population_size=population, metric="val_acc",
         ready=poptrain.every(ready),
     ):
-        torch.manual_seed(seed)  # the vectorized dropout draws from torch's global generator: same draws for every variant
+        torch.manual_seed(seed)  # the same global generator state for every variant, whatever ran before
         run.optimize(spec, steps=steps, executor="vectorized")
         best = run.best()
         row = {
