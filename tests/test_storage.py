@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, insert, text
 
-from poptrain import StorageError
+from poptrain import RunNotFoundError, StorageError
 from poptrain.storage import SCHEMA_VERSION, InMemoryStorage, _migrate, open_storage
 from poptrain.storage import _schema as schema
 from poptrain.testing import StorageContract
@@ -223,10 +223,38 @@ def test_a_database_that_is_not_poptrains_is_refused(tmp_path):
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
-    with pytest.raises(StorageError, match=r"other.db is not a poptrain database \(it has tables customers but no poptrain_meta\)"):
-        open_storage(f"sqlite:///{path}")
-    with sqlite3.connect(path) as conn:  # and nothing was written into it
-        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("customers",)]
+    before = path.read_bytes()
+    for create in (True, False):
+        with pytest.raises(StorageError, match=r"other.db is not a poptrain database \(it has tables customers\); use a new file"):
+            open_storage(f"sqlite:///{path}", create=create)
+    assert path.read_bytes() == before  # not even switched to WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+@pytest.mark.parametrize(("content", "error", "match"), [
+    (None, RunNotFoundError, "no database at"),
+    (b"", RunNotFoundError, "is an empty file"),
+    (b"not a database at all" * 20, StorageError, "is not a SQLite database"),
+])
+def test_opening_without_create_writes_nothing(tmp_path: Path, content: bytes | None, error: type, match: str) -> None:
+    path = tmp_path / "poptrain.db"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(error, match=match):
+        open_storage(f"sqlite:///{path}", create=False)
+    assert [p.read_bytes() for p in tmp_path.iterdir()] == ([] if content is None else [content])
+
+
+def test_an_empty_sqlite_database_is_not_given_a_schema_without_create(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()  # a valid database file with no tables
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("DROP TABLE t")
+    before = path.read_bytes()
+    with pytest.raises(RunNotFoundError, match="is an empty database"):
+        open_storage(f"sqlite:///{path}", create=False)
+    assert path.read_bytes() == before
 
 
 def test_a_postgres_database_that_is_not_poptrains_is_refused(postgres_url):

@@ -7,6 +7,7 @@
     print(run.best())
 """
 
+from poptrain._version import __version__
 from poptrain.errors import (
     CheckpointError,
     ConfigError,
@@ -57,6 +58,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'poptrain' has no attribute {name!r}")
 
 __all__ = [
+    "__version__",
     "Action", "BestMember", "CheckpointError", "CheckpointRecord", "Choice", "ConfigError", "Decision", "Explored",
     "Float", "GenerationRecord", "History", "Int", "MemberRecord", "MemberSnapshot", "MetricError", "Observation", "PoptrainError",
     "ProgressListener", "ReplayResult", "Run", "RunExistsError", "RunNotFoundError", "RunRecord", "Schedule", "ScheduleSegment", "ScoreRecord",

@@ -24,7 +24,15 @@ class ConfigError(PoptrainError, ValueError):
 
 
 class MetricError(PoptrainError, KeyError):
-    """The trainable's evaluation did not return the metric the run optimises."""
+    """The trainable's evaluation did not return the metric the run optimises.
+
+    ``metric`` is the run's metric and ``available`` the names evaluate() returned, when known.
+    """
+
+    def __init__(self, message: str, *, metric: str | None = None, available: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.metric = metric
+        self.available = available
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0]) if self.args else ""

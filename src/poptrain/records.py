@@ -7,7 +7,7 @@ from typing import Any
 
 from poptrain.space import HParams
 
-RUN_STATES = ("created", "running", "finished", "failed")
+RUN_STATES = ("created", "running", "finished", "failed", "interrupted")
 MEMBER_STATES = ("pending", "running", "finished", "failed")
 
 

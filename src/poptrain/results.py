@@ -110,14 +110,17 @@ def best_member(
     )
 
 
-def score_rows(scores: Sequence[ScoreRecord], generations: Sequence[GenerationRecord]) -> list[dict[str, Any]]:
-    """One flat row per score: slot, step, generation, value, every metric and hyperparameter."""
+def score_rows(
+    scores: Sequence[ScoreRecord], generations: Sequence[GenerationRecord], metric: str | None = None
+) -> list[dict[str, Any]]:
+    """One flat row per score: slot, step, generation, value, every metric and hyperparameter.
+    The run's own ``metric`` is the ``score`` column and is not repeated as ``metric.<name>``."""
     by_id = {g.id: g for g in generations}
     rows = []
     for s in scores:
         gen = by_id.get(s.generation_id)
         row: dict[str, Any] = {"slot": s.slot, "step": s.step, "generation": gen.number if gen else None, "score": s.value}
-        row.update({f"metric.{k}": v for k, v in s.metrics.items()})
+        row.update({f"metric.{k}": v for k, v in s.metrics.items() if k != metric})
         if gen is not None:
             row.update({f"hp.{k}": v for k, v in gen.hparams.items()})
         row["wall_time"] = s.wall_time

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ from poptrain.progress import ProgressListener
 from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, ReadyPoint, RunRecord, ScoreRecord
 from poptrain.replay import ReplayResult, Schedule
 from poptrain.results import BestMember, ScheduleSegment, best_member, generation_at, schedule, score_rows
+from poptrain.run_folders import DATABASE, check_free, check_name, delete_run, run_folder
 from poptrain.seeding import decision_rng, initial_rng
 from poptrain.space import HParams, SearchSpace
 from poptrain.storage import Storage, open_storage
@@ -36,8 +36,8 @@ from poptrain.strategy import (
 )
 from poptrain.trainable import Trainable, read_score
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_ROOT = "runs"
+IF_EXISTS = ("error", "load", "overwrite")
 
 
 @dataclass(frozen=True)
@@ -62,17 +62,9 @@ class Action:
         return self._loader()
 
 
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(
-            f"run name {name!r} is not usable as a folder name; use letters, digits, '.', '_' and '-' (at most 128)"
-        )
-    return name
-
-
-def _run_paths(name: str, root: str | Path, storage: str | Storage | None) -> tuple[Storage, Path]:
-    folder = Path(root) / name
-    return open_storage(storage, default_path=str(folder / "poptrain.db")), folder
+def _run_paths(name: str, root: str | Path, storage: str | Storage | None, *, create: bool) -> tuple[Storage, Path]:
+    folder = run_folder(root, name)
+    return open_storage(storage, default_path=str(folder / DATABASE), create=create), folder
 
 
 class Run:
@@ -152,10 +144,11 @@ class Run:
             runner.run(controller)
             controller.flush()
             controller.collect_checkpoints(force=True)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 controller.flush()  # keep the scores seen before the failure
-            self.storage.set_run_state(self.record.id, "failed")
+            # Ctrl-C is the user's choice, not a failure: the run continues from its checkpoints.
+            self.storage.set_run_state(self.record.id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
             raise
         finally:
             listener.on_finish()
@@ -329,10 +322,11 @@ class Run:
         return self.checkpoints.load_member(checkpoint)
 
     def to_dataframe(self) -> Any:
-        """Every score as a pandas DataFrame: slot, step, generation, score, metric.* and hp.* columns."""
+        """Every score as a pandas DataFrame: slot, step, generation, score (the run's metric), the
+        other metrics as metric.*, the hyperparameters as hp.*, and wall_time (seconds since the epoch)."""
         import pandas as pd
 
-        return pd.DataFrame(score_rows(self.scores(), self.lineage()))
+        return pd.DataFrame(score_rows(self.scores(), self.lineage(), self.metric))
 
     # --- pictures -------------------------------------------------------------------
     def report_data(self) -> Any:
@@ -389,14 +383,23 @@ def create_run(
     root: str | Path = DEFAULT_ROOT,
     initial_hparams: list[HParams] | None = None,
     meta: Mapping[str, Any] | None = None,
+    if_exists: str = "error",
 ) -> Run:
     """Create a run and its population (hyperparameters drawn from ``space`` with ``seed``).
 
     ``storage=None`` keeps everything in ``<root>/<name>/poptrain.db`` (SQLite) and
     checkpoints in ``<root>/<name>/checkpoints``. ``storage="memory"`` keeps it in memory.
     ``meta`` is stored with the run (the CLI keeps what ``poptrain resume`` needs there).
+
+    ``if_exists`` says what to do when a run of that name exists: ``"error"`` (the default,
+    ``RunExistsError``), ``"load"`` (return it, as ``load_run``, when it was created with the
+    same settings; ``ConfigError`` otherwise), or ``"overwrite"`` (delete it, then create a new
+    one; see ``poptrain.run_folders`` for what may be deleted). Every argument is checked
+    before anything is read, written or deleted.
     """
-    _check_name(name)
+    check_name(name)
+    if if_exists not in IF_EXISTS:
+        raise ConfigError(f"if_exists must be one of {', '.join(map(repr, IF_EXISTS))}, got {if_exists!r}")
     search_space = SearchSpace(space)
     if isinstance(population_size, bool) or not isinstance(population_size, int) or population_size < 1:
         raise ConfigError(f"population_size must be a whole number >= 1, got {population_size!r}")
@@ -413,23 +416,85 @@ def create_run(
         first = [search_space.validate(h) for h in initial_hparams]
     else:
         first = [search_space.sample(initial_rng(seed, slot)) for slot in range(population_size)]
-    store, folder = _run_paths(name, root, storage)
     spec = {
         "space": search_space.to_dict(), "population_size": population_size, "metric": metric, "mode": mode,
         "strategy": strategy_to_spec(strategy), "meta": dict(meta or {}),
         "checkpoints": checkpoints if isinstance(checkpoints, str) and "://" in checkpoints else None,
     }
+    if storage is None:
+        check_free(root, name)
+    if if_exists == "load" and _run_exists(name, root, storage):
+        return _load_same(name, root, storage, checkpoints, spec, seed)
+    if if_exists == "overwrite" and _run_exists(name, root, storage):
+        delete_run(name, root=root, storage=storage, checkpoints=checkpoints)
+    store, folder = _run_paths(name, root, storage, create=True)
     try:
         record = store.create_run(name, spec=spec, seed=seed, initial_hparams=first)
     except RunExistsError:
-        store.close()
+        if not isinstance(storage, Storage):
+            store.close()
         raise RunExistsError(
-            f"a run named {name!r} exists already in this storage; choose another name, or load_run({name!r})"
+            f"a run named {name!r} exists already in {_where(name, root, storage)}; pass if_exists='load' to continue it, "
+            "if_exists='overwrite' to replace it, or choose another name"
         ) from None
-    return Run(record, store, _checkpoint_store(checkpoints, folder, store), search_space, strategy, folder)
+    return Run(record, store, checkpoint_store(checkpoints, folder, store), search_space, strategy, folder)
 
 
-def _checkpoint_store(checkpoints: CheckpointStore | str | Path | None, folder: Path, storage: Storage) -> CheckpointStore:
+def _where(name: str, root: str | Path, storage: str | Storage | None) -> str:
+    if storage is None:
+        return str(run_folder(root, name) / DATABASE)
+    return "this storage" if isinstance(storage, Storage) else _safe_url(storage)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # an unreadable URL is refused when opened; here it only names the place
+        return "the storage"
+
+
+def _run_exists(name: str, root: str | Path, storage: str | Storage | None) -> bool:
+    """Whether run ``name`` exists, found without creating anything."""
+    if storage is None and not (run_folder(root, name) / DATABASE).exists():
+        return False
+    try:
+        store, _ = _run_paths(name, root, storage, create=False)
+    except RunNotFoundError:
+        return False
+    try:
+        store.get_run(name)
+    except RunNotFoundError:
+        return False
+    finally:
+        if not isinstance(storage, Storage):
+            store.close()
+    return True
+
+
+_SAME_SETTINGS = ("space", "population_size", "metric", "mode", "strategy")
+
+
+def _load_same(
+    name: str, root: str | Path, storage: str | Storage | None, checkpoints: CheckpointStore | str | Path | None,
+    spec: dict[str, Any], seed: int,
+) -> Run:
+    """The existing run ``name`` (``if_exists="load"``), refused if its settings differ from ``spec``."""
+    run = load_run(name, storage=storage, root=root, checkpoints=checkpoints)
+    stored = run.record.spec
+    differ = [key for key in _SAME_SETTINGS if stored.get(key) != spec[key]] + (["seed"] if run.record.seed != seed else [])
+    if differ:
+        run.close()
+        raise ConfigError(
+            f"run {name!r} exists with other settings ({', '.join(differ)} differ); use if_exists='overwrite' to replace "
+            "it, or choose another name"
+        )
+    return run
+
+
+def checkpoint_store(checkpoints: CheckpointStore | str | Path | None, folder: Path, storage: Storage) -> CheckpointStore:
     """The store named by ``checkpoints``: a store, a folder, an fsspec URL (``s3://...``), or
     ``None``: ``<folder>/checkpoints`` (in memory with an in-memory storage)."""
     if isinstance(checkpoints, CheckpointStore):
@@ -459,12 +524,16 @@ def load_run(
 ) -> Run:
     """Open an existing run. A run that used custom strategies that cannot be imported needs
     them passed again (``ready=``, ``exploit=``, ``explore=``)."""
-    _check_name(name)
-    folder = Path(root) / name
-    if storage is None and not (folder / "poptrain.db").exists():
-        raise RunNotFoundError(f"no run named {name!r}: {folder / 'poptrain.db'} does not exist; check the name and --root")
-    store, folder = _run_paths(name, root, storage)
-    record = store.get_run(name)
+    folder = run_folder(root, name)
+    if storage is None and not (folder / DATABASE).exists():
+        raise RunNotFoundError(f"no run named {name!r}: {folder / DATABASE} does not exist; check the name and root=")
+    store, folder = _run_paths(name, root, storage, create=False)
+    try:
+        record = store.get_run(name)
+    except RunNotFoundError:
+        if not isinstance(storage, Storage):
+            store.close()
+        raise
     spec = dict(record.spec["strategy"])
     for key in strategy_overrides:
         if key not in ("ready", "exploit", "explore"):
@@ -475,4 +544,4 @@ def load_run(
     strategy = replace(strategy_from_spec(base), **strategy_overrides)
     if checkpoints is None:
         checkpoints = record.spec.get("checkpoints")  # a URL given when the run was created
-    return Run(record, store, _checkpoint_store(checkpoints, folder, store), SearchSpace(record.spec["space"]), strategy, folder)
+    return Run(record, store, checkpoint_store(checkpoints, folder, store), SearchSpace(record.spec["space"]), strategy, folder)

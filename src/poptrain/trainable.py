@@ -94,7 +94,8 @@ def read_score(result: Any, metric: str) -> tuple[float, dict[str, float]]:
         if metric not in result:
             raise MetricError(
                 f"evaluate() returned metrics {sorted(map(str, result))} without {metric!r}; "
-                f"return it, or create the run with metric= one of those"
+                f"return it, or create the run with metric= one of those",
+                metric=metric, available=sorted(map(str, result)),
             )
         metrics: dict[str, float] = {}
         for key, value in result.items():

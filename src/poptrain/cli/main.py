@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from poptrain.errors import ConfigError, PoptrainError
+from poptrain.cli._common import check_root, close_opened, iso_time, load, opened, where_flags
+from poptrain.errors import ConfigError, MetricError, PoptrainError, RunExistsError
 
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def _add_storage_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", help="SQLAlchemy URL (default: SQLite in ROOT/NAME/poptrain.db)")
+    parser.add_argument("--storage", help="SQLAlchemy URL of a database holding runs (default: SQLite in ROOT/NAME/poptrain.db)")
     parser.add_argument("--root", default="runs", help="folder that holds run folders (default: runs)")
 
 
@@ -36,30 +37,35 @@ def _add_executor_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from poptrain._version import __version__
+
     parser = argparse.ArgumentParser(prog="poptrain", description="Population Based Training of neural networks.")
+    parser.add_argument("--version", action="version", version=f"poptrain {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="create a run from an experiment module or YAML config and train it")
     run.add_argument("target", help="a module (poptrain.experiments.digits), a .py file or a .yaml config")
     run.add_argument("--name", help="run name (default: the experiment's name)")
-    run.add_argument("--steps", type=int, help="override the number of steps per member")
-    run.add_argument("--population", type=int, help="override the population size")
-    run.add_argument("--seed", type=int, help="override the seed")
-    run.add_argument("--overwrite", action="store_true", help="delete an existing run folder of the same name first")
-    run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument("--steps", type=int, help="steps per member (default: the experiment's)")
+    run.add_argument("--population", type=int, help="population size (default: the experiment's)")
+    run.add_argument("--seed", type=int, help="the run's seed (default: the experiment's)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an existing run of the same name: its run folder under --root (or, with --storage, "
+                     "only its rows and checkpoints), after every other input is checked (default: refuse)")
+    run.add_argument("--quiet", action="store_true", help="no progress display (default: progress on stderr)")
     _add_executor_args(run)
     _add_storage_args(run)
 
     resume = commands.add_parser("resume", help="continue a run that was stopped or killed, from its checkpoints")
     resume.add_argument("name")
     resume.add_argument("--steps", type=int, help="train to this many steps per member (default: the run's own)")
-    resume.add_argument("--quiet", action="store_true", help="no progress display")
+    resume.add_argument("--quiet", action="store_true", help="no progress display (default: progress on stderr)")
     _add_executor_args(resume)
     _add_storage_args(resume)
 
     worker = commands.add_parser("worker", help="join a running run and train its members until it is done")
     worker.add_argument("name")
-    worker.add_argument("--lease", type=float, default=30.0, help="seconds a member stays leased without a heartbeat")
+    worker.add_argument("--lease", type=float, default=30.0, help="seconds a member stays leased without a heartbeat (default: 30)")
     _add_storage_args(worker)
 
     status = commands.add_parser("status", help="show a run's state, members and best member")
@@ -68,9 +74,10 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write a run's scores (csv), everything (json) or a member's schedule (--schedule)")
     export.add_argument("name")
-    export.add_argument("--format", choices=["csv", "json"], help="csv: every score; json: everything")
+    export.add_argument("--format", choices=["csv", "json"], help="csv: every score; json: everything (default: none, give this or --schedule)")
     export.add_argument("--schedule", action="store_true",
-                        help="write the best member's (or --member's) hyperparameter schedule as JSON (format poptrain.schedule/1)")
+                        help="write the best member's (or --member's) hyperparameter schedule as JSON (format poptrain.schedule/1) "
+                        "(default: off)")
     export.add_argument("--member", type=int, help="with --schedule: this member's schedule (default: the best member's)")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
     _add_storage_args(export)
@@ -81,9 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("target", metavar="NAME", help="the run; with --schedule FILE: an experiment module, .py file or .yaml config")
     replay.add_argument("--member", type=int, help="the member whose schedule to replay (default: the best member)")
     replay.add_argument("--seed", type=int, help="seed handed to the trainable (default: that of the member the schedule starts from)")
-    replay.add_argument("--steps", type=int, help="replay only the first STEPS steps of the schedule")
-    replay.add_argument("--schedule", metavar="FILE", help="replay this schedule JSON (from `poptrain export NAME --schedule`)")
-    replay.add_argument("--quiet", action="store_true", help="no progress lines")
+    replay.add_argument("--steps", type=int, help="replay only the first STEPS steps of the schedule (default: all of it)")
+    replay.add_argument("--schedule", metavar="FILE", help="replay this schedule JSON (from `poptrain export NAME --schedule`) "
+                        "(default: the stored run's schedule)")
+    replay.add_argument("--quiet", action="store_true", help="no progress lines (default: progress on stderr)")
     _add_storage_args(replay)
 
     report = commands.add_parser("report", help="write report.html and PNGs (scores, schedules, family tree) for a run")
@@ -93,15 +101,24 @@ def _parser() -> argparse.ArgumentParser:
 
     dashboard = commands.add_parser("dashboard", help="a local web page of the runs, updating live (127.0.0.1 by default)")
     dashboard.add_argument("name", nargs="?", help="open this run's page first")
-    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    dashboard.add_argument("--port", type=int, default=8321)
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    dashboard.add_argument("--port", type=int, default=8321, help="port to listen on, 0 for any free one (default: 8321)")
     _add_storage_args(dashboard)
+
+    listing = commands.add_parser("ls", help="list the runs under --root (or in the --storage database)")
+    _add_storage_args(listing)
+
+    remove = commands.add_parser("rm", help="delete a run: its run folder under --root, or with --storage only its rows and checkpoints")
+    remove.add_argument("name")
+    remove.add_argument("--yes", action="store_true", help="do not ask for confirmation (default: ask)")
+    _add_storage_args(remove)
     return parser
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import poptrain
     from poptrain.experiment import load_experiment
+    from poptrain.run_folders import check_name
 
     spec = load_experiment(args.target)
     for attr, value in (("steps", args.steps), ("population_size", args.population), ("seed", args.seed)):
@@ -110,22 +127,61 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.population is not None and spec.initial_hparams is not None and len(spec.initial_hparams) != args.population:
         raise ConfigError(f"this experiment fixes {len(spec.initial_hparams)} initial members; drop --population")
     if isinstance(spec.steps, bool) or not isinstance(spec.steps, int) or spec.steps < 1:
-        raise ConfigError(f"steps must be a whole number >= 1, got {spec.steps!r}")
+        raise ConfigError(f"--steps must be a whole number >= 1, got {spec.steps!r}")
     if not callable(spec.trainable):
         raise ConfigError(f"trainable must be a Trainable subclass, got {spec.trainable!r}")
     _executor(args, spec)  # checked before anything is written
     if args.executor == "processes" and args.storage is not None and args.storage.startswith("memory"):
         raise ConfigError("--executor processes needs a database storage (the SQLite default or PostgreSQL)")
-    name = args.name or spec.name
-    folder = Path(args.root) / name
-    if args.overwrite and folder.exists():
-        if args.storage is not None:
-            raise ConfigError("--overwrite deletes the run folder of the default SQLite storage; with --storage pick a new --name")
-        shutil.rmtree(folder)
+    name = check_name(spec.name if args.name is None else args.name)
+    check_root(args.root)
     target = str(Path(args.target).resolve()) if Path(args.target).is_file() else args.target
     meta = {"target": target, "steps": spec.steps}
-    run = poptrain.create_run(name=name, storage=args.storage, root=args.root, meta=meta, **spec.run_kwargs())
+
+    def create() -> Any:  # create_run checks every setting before it deletes (--overwrite) or writes anything
+        return opened(poptrain.create_run(
+            name=name, storage=args.storage, root=args.root, meta=meta, if_exists="overwrite" if args.overwrite else "error",
+            **spec.run_kwargs(),
+        ))
+
+    try:
+        run = create()
+    except RunExistsError:
+        if not _replace_unstarted(name, args):
+            raise _exists_error(name, args) from None
+        run = create()
     return _train_and_report(run, spec, spec.steps, args)
+
+
+def _replace_unstarted(name: str, args: argparse.Namespace) -> bool:
+    """Delete run ``name`` if it stopped before its first score (a failed or interrupted start,
+    such as a misspelled metric), so that the same command can start it again."""
+    from poptrain.run_folders import delete_run
+
+    run = load(args, name)
+    try:
+        unstarted = run.record.state in ("failed", "interrupted") and not run.scores()
+    finally:
+        run.close()
+    if unstarted:
+        delete_run(name, root=args.root, storage=args.storage)
+        print(f"poptrain: replacing run {name}, which stopped before its first score", file=sys.stderr)
+    return unstarted
+
+
+def _exists_error(name: str, args: argparse.Namespace) -> ConfigError:
+    run = load(args, name)
+    try:
+        members = run.members()
+        planned = (run.record.spec.get("meta") or {}).get("steps")
+        done = min((m.step for m in members), default=0)
+        state = f"{run.record.state}, {done}" + (f" of {planned}" if planned else "") + " steps per member"
+    finally:
+        run.close()
+    return ConfigError(
+        f"a run named {name!r} exists already ({state}); continue it with `poptrain resume {name}{where_flags(args)}`, "
+        "replace it with --overwrite, or choose another --name"
+    )
 
 
 def _executor(args: argparse.Namespace, spec: Any) -> Any:
@@ -157,38 +213,63 @@ def _train_and_report(run: Any, spec: Any, steps: int, args: argparse.Namespace)
 
     started = time.monotonic()
     progress = None if args.quiet else TerminalProgress(run.metric, run.mode)
-    run.optimize(spec.trainable, steps=steps, progress=progress, executor=_executor(args, spec))
+    try:
+        run.optimize(spec.trainable, steps=steps, progress=progress, executor=_executor(args, spec))
+    except KeyboardInterrupt:
+        print(
+            f"poptrain: interrupted; run {run.name} is kept as far as its checkpoints go; "
+            f"continue it with: poptrain resume {run.name}{where_flags(args)}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except MetricError as exc:
+        if exc.metric is None:
+            raise
+        where = args.target if args.command == "run" else "the run's experiment"
+        raise ConfigError(
+            f"evaluate() returned metrics {exc.available} without {exc.metric!r}; set metric to one of those in {where}"
+            + (", then run the same command again" if args.command == "run" else "")
+        ) from None
     extra = spec.summarize(run) if spec.summarize else {}
     print_summary(run.name, run.metric, run.best(), extra, wall_time=time.monotonic() - started)
     where = args.storage or str(Path(args.root) / run.name / "poptrain.db")
-    print(f"Stored in {where}; see it again with: poptrain status {run.name}" + (f" --root {args.root}" if args.root != "runs" else ""))
+    print(f"Stored in {where}; see it again with: poptrain status {run.name}{where_flags(args)}")
     return 0
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    import poptrain
     from poptrain.experiment import load_experiment
 
-    run = poptrain.load_run(args.name, storage=args.storage, root=args.root)
+    run = load(args, args.name)
     meta = run.record.spec.get("meta") or {}
     if "target" not in meta:
         raise ConfigError(
             f"run {args.name!r} was not started by `poptrain run`; resume it in Python with "
             f"load_run({args.name!r}).optimize(YourTrainable, steps=N)"
         )
-    spec = load_experiment(meta["target"])
     steps = args.steps if args.steps is not None else int(meta["steps"])
     if steps < 1:
-        raise ConfigError(f"steps must be a whole number >= 1, got {steps}")
+        raise ConfigError(f"--steps must be a whole number >= 1, got {steps}")
+    done = min((m.step for m in run.members()), default=0)
+    if done >= steps:
+        if args.steps is None:
+            raise ConfigError(
+                f"run {args.name!r} is {run.record.state}: every member has trained its {done} steps; "
+                f"to train further give --steps above {done}"
+            )
+        raise ConfigError(
+            f"--steps {steps} is not more than the {done} steps every member of run {args.name!r} has trained; "
+            f"give --steps above {done}"
+        )
+    spec = load_experiment(meta["target"])
     return _train_and_report(run, spec, steps, args)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    import poptrain
     from poptrain.executors.processes import WorkerJob, work
     from poptrain.experiment import load_experiment
 
-    run = poptrain.load_run(args.name, storage=args.storage, root=args.root)
+    run = load(args, args.name)
     meta = run.record.spec.get("meta") or {}
     if "target" not in meta:
         raise ConfigError(f"run {args.name!r} was not started by `poptrain run`, so a worker cannot know its trainable")
@@ -203,59 +284,78 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    import poptrain
-
-    run = poptrain.load_run(args.name, storage=args.storage, root=args.root)
+    run = load(args, args.name)
     members = run.members()
     console = Console(width=160)
-    console.print(f"[bold]Run {run.name}[/]: {run.record.state}, {len(members)} members, metric {run.metric} ({run.mode})")
+    console.print(Text.assemble(
+        (f"Run {run.name}", "bold"), f": {run.record.state}, {len(members)} members, metric {run.metric} ({run.mode})",
+    ))
     table = Table()
     for column in ("member", "state", "step", "generation", run.metric, *run.space):
-        table.add_column(column)
+        table.add_column(Text(column))
     for m in members:
         score = "-" if m.score is None else f"{m.score:.4f}"
-        table.add_row(str(m.slot), m.state, str(m.step), str(m.generation), score, *(f"{m.hparams[k]:.4g}" if isinstance(m.hparams[k], float) else str(m.hparams[k]) for k in run.space))
+        values = (f"{m.hparams[k]:.4g}" if isinstance(m.hparams[k], float) else str(m.hparams[k]) for k in run.space)
+        table.add_row(*(Text(cell) for cell in (str(m.slot), m.state, str(m.step), str(m.generation), score, *values)))
     console.print(table)
     best = run.best()
     if best is not None:
-        console.print(f"Best: member {best.slot}, {run.metric} = {best.score:.4f} at step {best.step}")
+        console.print(Text(f"Best: member {best.slot}, {run.metric} = {best.score:.4f} at step {best.step}"))
     for m in members:
         if m.error and (m.state == "failed" or m.failures > 0):
-            console.print(f"[red]member {m.slot} failed ({m.failures} in a row):[/]\n{m.error}")
+            console.print(Text.assemble((f"member {m.slot} failed ({m.failures} in a row):", "red"), "\n", m.error))
         elif m.error:
-            console.print(f"member {m.slot} recovered from an earlier failure: {m.error.splitlines()[0]}")
+            console.print(Text(f"member {m.slot} recovered from an earlier failure: {m.error.splitlines()[0]}"))
+    if run.record.state == "interrupted":
+        console.print(Text(f"Interrupted; continue it with: poptrain resume {run.name}{where_flags(args)}"))
     return 0
 
 
-def _export_payload(run: Any) -> dict[str, Any]:
+_TIME_FIELDS = ("created_at", "wall_time")
+
+
+def _record(record: Any) -> dict[str, Any]:
+    """A frozen record as a dict, its timestamps in ISO-8601."""
     from dataclasses import asdict
 
+    row = asdict(record)
+    for key in _TIME_FIELDS:
+        if isinstance(row.get(key), (int, float)):
+            row[key] = iso_time(row[key])
+    return row
+
+
+def _export_payload(run: Any) -> dict[str, Any]:
     best = run.best()
     return {
-        "run": asdict(run.record),
-        "members": [asdict(m) for m in run.members()],
-        "lineage": [asdict(g) for g in run.lineage()],
-        "scores": [asdict(s) for s in run.scores()],
-        "best": asdict(best) if best else None,
+        "run": _record(run.record),
+        "members": [_record(m) for m in run.members()],
+        "lineage": [_record(g) for g in run.lineage()],
+        "scores": [_record(s) for s in run.scores()],
+        "best": _record(best) if best else None,
     }
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    import poptrain
-
     from poptrain.experiment import load_experiment
     from poptrain.report.writer import write_report
 
-    run = poptrain.load_run(args.name, storage=args.storage, root=args.root)
     folder = Path(args.output) if args.output else Path(args.root) / args.name
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--output {folder} is a file; give a folder to write report.html and the PNGs into")
+    run = load(args, args.name)
     extra: dict[str, Any] = {}
     target = (run.record.spec.get("meta") or {}).get("target")
     if target is not None:  # a run of `poptrain run`: its experiment's summary (test metrics) goes in too
         spec = load_experiment(target)
         if spec.summarize is not None and run.best() is not None:
             extra = dict(spec.summarize(run))
-    paths = write_report(run, folder, summary=extra)
+    try:
+        paths = write_report(run, folder, summary=extra)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report into {folder} ({exc.strerror or exc}); give another --output") from None
     print(f"Wrote {paths['html']} (open it in a browser; it needs no server) and "
           + ", ".join(str(paths[k].name) for k in ("scores", "schedules", "lineage")) + " beside it")
     return 0
@@ -267,7 +367,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     try:
         server = make_server(args.storage, args.root, args.host, args.port)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); choose another --port") from None
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); choose another --port or --host") from None
     url = f"http://{args.host}:{server.server_address[1]}/" + (f"runs/{args.name}" if args.name else "")
     print(f"poptrain dashboard at {url} (Ctrl-C stops it)", flush=True)
     try:
@@ -280,17 +380,20 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    import poptrain
-
     if args.schedule == (args.format is not None):
         raise ConfigError("give one of --format csv|json (scores, everything) or --schedule (a member's schedule)")
     if args.member is not None and not args.schedule:
         raise ConfigError("--member goes with --schedule")
-    run = poptrain.load_run(args.name, storage=args.storage, root=args.root)
+    if args.output is not None and Path(args.output).is_dir():
+        raise ConfigError(f"--output {args.output} is a folder; give a file name")
+    run = load(args, args.name)
     if args.schedule:
         text = json.dumps(run.export_schedule(args.member), indent=2, allow_nan=True) + "\n"
     elif args.format == "csv":
-        text = run.to_dataframe().to_csv(index=False)
+        frame = run.to_dataframe()
+        if "wall_time" in frame:
+            frame["time"] = [iso_time(t) for t in frame.pop("wall_time")]
+        text = frame.to_csv(index=False)
     else:
         text = json.dumps(_export_payload(run), indent=2, default=str, allow_nan=True)
     if args.output is None:
@@ -339,7 +442,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         )
         _print_replay(result, None)
         return 0
-    run = poptrain.load_run(args.target, storage=args.storage, root=args.root)
+    run = load(args, args.target)
     schedule = run.replay_schedule(args.member)
     total = schedule.total_steps if args.steps is None else args.steps
     result = run.replay(member=args.member, seed=args.seed, steps=args.steps, progress=_replay_progress(args, total, run.metric))
@@ -380,9 +483,11 @@ def _print_replay(result: Any, saved: Path | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``poptrain`` command."""
     args = _parser().parse_args(argv)
+    from poptrain.cli.manage import cmd_ls, cmd_rm
+
     handlers = {
         "run": _cmd_run, "resume": _cmd_resume, "worker": _cmd_worker, "status": _cmd_status, "export": _cmd_export,
-        "report": _cmd_report, "dashboard": _cmd_dashboard, "replay": _cmd_replay,
+        "report": _cmd_report, "dashboard": _cmd_dashboard, "replay": _cmd_replay, "ls": cmd_ls, "rm": cmd_rm,
     }
     try:
         return handlers[args.command](args)
@@ -390,8 +495,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"poptrain: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("poptrain: interrupted; the run is stored as far as it got", file=sys.stderr)
-        return 130
+        print("poptrain: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        close_opened()
 
 
 if __name__ == "__main__":

@@ -18,16 +18,14 @@ def write_report(run: Any, folder: str | Path, *, summary: dict[str, Any] | None
     """Write ``report.html`` (self-contained), ``scores.png``, ``schedules.png`` and
     ``lineage.png`` into ``folder``; return their paths. Files are written whole (a temporary
     name, then renamed), so a reader never sees half a report."""
+    from poptrain.atomic import write_text_atomic
     from poptrain.report.figures import plot_lineage, plot_schedules, plot_scores
     from poptrain.report.html import report_html
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     data = run_report_data(run, summary)
-    paths = {"html": folder / "report.html"}
-    temporary = paths["html"].with_suffix(".html.tmp")
-    temporary.write_text(report_html(data), encoding="utf-8")
-    temporary.replace(paths["html"])
+    paths = {"html": write_text_atomic(folder / "report.html", report_html(data))}
     import matplotlib.pyplot as plt
 
     for name, draw in (("scores", plot_scores), ("schedules", plot_schedules), ("lineage", plot_lineage)):

@@ -6,9 +6,11 @@ from poptrain.storage._base import SCHEMA_VERSION, Storage
 from poptrain.storage._memory import InMemoryStorage
 
 
-def open_storage(url: "str | Storage | None", *, default_path: str | None = None) -> Storage:
+def open_storage(url: "str | Storage | None", *, default_path: str | None = None, create: bool = True) -> Storage:
     """A storage from a URL: ``None`` -> SQLite at ``default_path``, ``"memory"`` -> in-memory,
-    anything else -> a SQLAlchemy URL. A ``Storage`` is returned as it is."""
+    anything else -> a SQLAlchemy URL. A ``Storage`` is returned as it is. ``create=False``
+    opens only a database that exists with poptrain's schema, and writes nothing to one that
+    does not (``RunNotFoundError``)."""
     if isinstance(url, Storage):
         return url
     if url is None:
@@ -19,7 +21,7 @@ def open_storage(url: "str | Storage | None", *, default_path: str | None = None
         return InMemoryStorage()
     from poptrain.storage._sql import SQLStorage
 
-    return SQLStorage(url)
+    return SQLStorage(url, create=create)
 
 
 __all__ = ["SCHEMA_VERSION", "InMemoryStorage", "Storage", "open_storage"]

@@ -60,6 +60,12 @@ class Storage(ABC):
         """Change a run's state (one of ``records.RUN_STATES``)."""
 
     @abstractmethod
+    def delete_run(self, run_id: int) -> None:
+        """Delete the run and everything recorded for it (members, lineage, scores, leases,
+        checkpoint references) in one transaction; other runs are untouched. Checkpoint files
+        are not the storage's: delete them first (``get_checkpoints``)."""
+
+    @abstractmethod
     def add_members(self, run_id: int, initial_hparams: Sequence[HParams]) -> list[MemberRecord]:
         """Create members in slots 0..n-1, each with generation 0 at step 0."""
 

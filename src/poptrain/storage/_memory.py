@@ -76,6 +76,18 @@ class InMemoryStorage(Storage):
             run = self._run_by_id(run_id)
             self._runs[run.name] = replace(run, state=state)
 
+    def delete_run(self, run_id: int) -> None:
+        with self._lock:
+            run = self._run_by_id(run_id)
+            del self._runs[run.name]
+            for table in (self._members, self._generations, self._scores):
+                table.pop(run_id, None)
+            for checkpoint_id in [i for i, owner in self._checkpoint_run.items() if owner == run_id]:
+                del self._checkpoint_run[checkpoint_id]
+                self._checkpoints.pop(checkpoint_id, None)
+            for key in [k for k in self._leases if k[0] == run_id]:
+                del self._leases[key]
+
     def add_members(self, run_id: int, initial_hparams: Sequence[HParams]) -> list[MemberRecord]:
         with self._lock:
             self._run_by_id(run_id)

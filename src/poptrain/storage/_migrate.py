@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 
-from poptrain.errors import StorageError
+from poptrain.errors import RunNotFoundError, StorageError
 from poptrain.storage import _schema as t
 from poptrain.storage._base import SCHEMA_VERSION
 
@@ -39,13 +39,16 @@ def known_revisions() -> set[str]:
     return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
-def prepare(conn: Connection, where: str) -> None:
+def prepare(conn: Connection, where: str, *, create: bool = True) -> None:
     """Bring the database behind ``conn`` (in a transaction) to ``HEAD_REVISION``, or refuse it
-    with a ``StorageError``; ``where`` names it in messages (no password)."""
+    with a ``StorageError``; ``where`` names it in messages (no password). With ``create=False``
+    an empty database is a ``RunNotFoundError`` and is left as it is."""
     current = (HEAD_REVISION, str(SCHEMA_VERSION))
     state = schema_state(conn, where)
     if state == current:
         return
+    if state == (None, None) and not create:
+        raise RunNotFoundError(f"storage {where} is an empty database, with no poptrain runs; check the URL")
     from alembic import command  # imported before the lock below: the import is slow
 
     # One process creates or migrates; the others wait for it, then read its result.

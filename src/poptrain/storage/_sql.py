@@ -26,7 +26,6 @@ from poptrain.storage import _migrate
 from poptrain.storage import _schema as t
 from poptrain.storage._base import Storage
 
-
 _SQLITE_WAIT_SECONDS = 30  # how long a connection waits for another process's lock
 
 
@@ -64,6 +63,47 @@ _INSERT_CHECKPOINT = insert(t.checkpoints)
 _INSERT_GENERATION = insert(t.generations)
 
 
+def check_sqlite_file(path: str, *, create: bool) -> None:
+    """Refuse, before any connection that could write to it, a file at ``path`` that is not a
+    poptrain SQLite database: ``StorageError`` for another program's database or a damaged
+    file; with ``create=False`` also ``RunNotFoundError`` for a missing file or an empty one."""
+    import sqlite3
+    from urllib.parse import quote
+
+    def not_found(what: str) -> RunNotFoundError:
+        return RunNotFoundError(f"{what}, so it holds no poptrain runs; check the run name and the runs folder")
+
+    if not os.path.isfile(path):
+        if create:
+            return
+        raise not_found(f"no database at {path}")
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if not header:
+        if create:
+            return
+        raise not_found(f"{path} is an empty file")
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise StorageError(f"{path} is not a SQLite database (damaged, or another kind of file); move it away or check the path")
+    if header[18] == 2:  # WAL mode (poptrain's): the engine reads the schema before it writes anything
+        return
+    # A rollback-journal database is not one poptrain made: look at it read-only (this mode
+    # leaves no side files), so that another program's database is never switched to WAL.
+    try:
+        connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=_SQLITE_WAIT_SECONDS)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path} cannot be read as a SQLite database ({exc}); move the damaged file away") from None
+    if tables and t.meta.name not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StorageError(f"{path} is not a poptrain database (it has tables {shown}); use a new file")
+    if not tables and not create:
+        raise not_found(f"{path} is an empty database")
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -75,7 +115,9 @@ def _nan_to_none(value: float | None) -> float | None:
 class SQLStorage(Storage):
     """Storage in a SQL database named by a SQLAlchemy URL (``sqlite:///runs/x/poptrain.db``)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """``create=False`` opens only a database that holds poptrain's schema already: a
+        missing file or an empty database is a ``RunNotFoundError`` and nothing is written."""
         self.url = url
         try:
             parsed = make_url(url)
@@ -85,6 +127,8 @@ class SQLStorage(Storage):
                 "or postgresql+psycopg://user@host/db"
             ) from None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            check_sqlite_file(os.path.abspath(parsed.database), create=create)
+        if create and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             folder = os.path.dirname(os.path.abspath(parsed.database))
             try:
                 os.makedirs(folder, exist_ok=True)
@@ -103,12 +147,12 @@ class SQLStorage(Storage):
             raise StorageError(f"no database driver for {parsed.drivername!r} ({_first_line(exc)}); {hint}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._prepare()
+        self._prepare(create)
 
-    def _prepare(self) -> None:
+    def _prepare(self, create: bool) -> None:
         try:
             with self.engine.begin() as conn:
-                _migrate.prepare(conn, self._safe_url())
+                _migrate.prepare(conn, self._safe_url(), create=create)
         except SQLAlchemyError as exc:
             raise StorageError(
                 f"cannot open storage {self._safe_url()}: {_first_line(exc)}; "
@@ -154,6 +198,13 @@ class SQLStorage(Storage):
     def set_run_state(self, run_id: int, state: str) -> None:
         with self._begin() as conn:
             if conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(state=state)).rowcount == 0:
+                raise KeyError(f"no run with id {run_id}")
+
+    def delete_run(self, run_id: int) -> None:
+        with self._begin() as conn:
+            for table in (t.scores, t.checkpoints, t.leases, t.members, t.generations):
+                conn.execute(delete(table).where(table.c.run_id == run_id))
+            if conn.execute(delete(t.runs).where(t.runs.c.id == run_id)).rowcount == 0:
                 raise KeyError(f"no run with id {run_id}")
 
     # --- members --------------------------------------------------------------

@@ -187,6 +187,31 @@ class StorageContract:
         assert storage.get_run("alpha").state == "running"
         assert storage.get_run("beta").state == "created"
 
+    def test_delete_run_removes_only_that_run(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage, "gone")
+        kept, (k0, _) = self.new_run(storage, "kept")
+        for r, m in ((run, m0), (kept, k0)):
+            storage.record_scores(r.id, [_score(0, 1, 0.1, m.generation_id)])
+            storage.record_ready(r.id, [ReadyPoint(0, 2, _ckpt(f"{r.name}"), 0.2, _explore(0, 2, _hparams(5)))])
+            assert storage.acquire_member(r.id, "w", total_steps=10, lease_seconds=60) is not None
+        before = (storage.get_members(kept.id), storage.get_generations(kept.id), storage.get_scores(kept.id),
+                  storage.get_checkpoints(kept.id))
+        gone_checkpoint = storage.get_checkpoints(run.id)[0].id
+        storage.delete_run(run.id)
+        assert [r.name for r in storage.list_runs()] == ["kept"]
+        with pytest.raises(RunNotFoundError):
+            storage.get_run("gone")
+        with pytest.raises(KeyError):
+            storage.get_members(run.id)
+        with pytest.raises(KeyError):
+            storage.get_checkpoint(gone_checkpoint)
+        assert (storage.get_members(kept.id), storage.get_generations(kept.id), storage.get_scores(kept.id),
+                storage.get_checkpoints(kept.id)) == before
+        with pytest.raises(KeyError):
+            storage.delete_run(run.id)
+        again = storage.create_run("gone", spec=SPEC, seed=1)  # the name is free again
+        assert storage.get_members(again.id) == []
+
     def test_duplicate_name_raises_run_exists(self, storage: Storage) -> None:
         storage.create_run("alpha", spec=SPEC, seed=0)
         with pytest.raises(RunExistsError, match="alpha") as info:
