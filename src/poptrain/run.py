@@ -130,7 +130,7 @@ class Run:
         if not callable(trainable):
             raise ConfigError(f"trainable must be a Trainable subclass or a factory of one, got {trainable!r}")
         runner = get_executor(executor, workers=workers)
-        runner.check(trainable)
+        runner.check(trainable, synchronous=self.strategy.synchronous)
         controller = Controller(
             self.record, self.storage, self.checkpoints, self.space, self.strategy, trainable, steps, progress,
             flush_seconds, max_retries, keep_checkpoints,

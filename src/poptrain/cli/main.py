@@ -204,7 +204,7 @@ def _executor(args: argparse.Namespace, spec: Any) -> Any:
         if args.cpus_per_member is not None or args.gpus_per_member is not None:
             raise ConfigError("--cpus-per-member and --gpus-per-member are for --executor ray")
         executor = get_executor(args.executor, workers=args.workers, address=args.address)
-    executor.check(spec.trainable)
+    executor.check(spec.trainable, synchronous=spec.strategy.synchronous)
     return executor
 
 
@@ -286,6 +286,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
+    from poptrain.report.terminal import text
+
     run = load(args, args.name)
     members = run.members()
     console = Console(width=160)
@@ -294,22 +296,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
     ))
     table = Table()
     for column in ("member", "state", "step", "generation", run.metric, *run.space):
-        table.add_column(Text(column))
+        table.add_column(text(column))
     for m in members:
         score = "-" if m.score is None else f"{m.score:.4f}"
         values = (f"{m.hparams[k]:.4g}" if isinstance(m.hparams[k], float) else str(m.hparams[k]) for k in run.space)
-        table.add_row(*(Text(cell) for cell in (str(m.slot), m.state, str(m.step), str(m.generation), score, *values)))
+        table.add_row(*(text(cell) for cell in (str(m.slot), m.state, str(m.step), str(m.generation), score, *values)))
     console.print(table)
     best = run.best()
     if best is not None:
-        console.print(Text(f"Best: member {best.slot}, {run.metric} = {best.score:.4f} at step {best.step}"))
+        console.print(text(f"Best: member {best.slot}, {run.metric} = {best.score:.4f} at step {best.step}"))
     for m in members:
         if m.error and (m.state == "failed" or m.failures > 0):
             console.print(Text.assemble((f"member {m.slot} failed ({m.failures} in a row):", "red"), "\n", m.error))
         elif m.error:
-            console.print(Text(f"member {m.slot} recovered from an earlier failure: {m.error.splitlines()[0]}"))
+            console.print(text(f"member {m.slot} recovered from an earlier failure: {m.error.splitlines()[0]}"))
     if run.record.state == "interrupted":
-        console.print(Text(f"Interrupted; continue it with: poptrain resume {run.name}{where_flags(args)}"))
+        console.print(text(f"Interrupted; continue it with: poptrain resume {run.name}{where_flags(args)}"))
     return 0
 
 
@@ -368,7 +370,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         server = make_server(args.storage, args.root, args.host, args.port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); choose another --port or --host") from None
-    url = f"http://{args.host}:{server.server_address[1]}/" + (f"runs/{args.name}" if args.name else "")
+    host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address goes in brackets
+    url = f"http://{host}:{server.server_address[1]}/" + (f"runs/{args.name}" if args.name else "")
     print(f"poptrain dashboard at {url} (Ctrl-C stops it)", flush=True)
     try:
         server.serve_forever()
@@ -457,27 +460,30 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _print_replay(result: Any, saved: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from poptrain.report.terminal import text
 
     schedule = result.schedule
     source = f"run {schedule.run}" if schedule.run else "the schedule"
     who = f", member {schedule.member}" if schedule.member is not None else ""
     console = Console(width=160)
-    console.print(
-        f"[bold]Replay of {source}{who}[/]: {result.steps} steps from scratch along {len(schedule.segments)} "
-        f"segment(s), seed {result.seed}, no weights copied"
-    )
+    console.print(Text.assemble(
+        text(f"Replay of {source}{who}", "bold"),
+        text(f": {result.steps} steps from scratch along {len(schedule.segments)} segment(s), seed {result.seed}, no weights copied"),
+    ))
     table = Table()
     for column in ("member", "steps", f"original {result.metric}", f"replay {result.metric}", "difference"):
-        table.add_column(column)
+        table.add_column(text(column))
     original, difference = result.original_score, result.difference
-    table.add_row(
+    table.add_row(*map(text, (
         "-" if schedule.member is None else str(schedule.member), str(result.steps),
         "-" if original is None else f"{original:.4f}", f"{result.score:.4f}",
         "-" if difference is None else f"{difference:+.4f}",
-    )
+    )))
     console.print(table)
     better = "higher" if result.mode == "max" else "lower"
-    console.print(f"Metric {result.metric} ({result.mode}: {better} is better)." + (f" Saved in {saved}" if saved else ""))
+    console.print(text(f"Metric {result.metric} ({result.mode}: {better} is better)." + (f" Saved in {saved}" if saved else "")))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

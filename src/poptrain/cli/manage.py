@@ -76,19 +76,20 @@ def cmd_ls(args: argparse.Namespace) -> int:
     """List runs: name, state, best score, steps done of planned (per member), last update (UTC)."""
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
+
+    from poptrain.report.terminal import text
 
     rows = _rows(args)
     console = Console(width=160)
     if not rows:
         where = args.storage or f"{args.root}/"
-        console.print(Text(f"no runs in {where}"))
+        console.print(text(f"no runs in {where}"))
         return 0
     table = Table()
     for column in ("run", "state", "best score", "steps", "last update"):
         table.add_column(column)
     for row in rows:
-        table.add_row(*(Text(cell) for cell in (row.name, row.state, row.best, row.steps, row.updated)))
+        table.add_row(*(text(cell) for cell in (row.name, row.state, row.best, row.steps, row.updated)))
     console.print(table)
     return 0
 

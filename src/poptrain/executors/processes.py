@@ -142,6 +142,10 @@ class ProcessesExecutor(Executor):
         self.torch_threads = torch_threads
         self.poll_seconds = poll_seconds
 
+    def check(self, trainable: object, *, synchronous: bool = False) -> None:
+        if synchronous:
+            raise ConfigError("executor 'processes' runs asynchronous PBT; use executor='sequential' for synchronous=True")
+
     def run(self, controller: Controller) -> None:
         from poptrain.checkpoints import shared_location
         from poptrain.storage._sql import SQLStorage
@@ -151,8 +155,7 @@ class ProcessesExecutor(Executor):
         checkpoint_root = shared_location(controller.checkpoints)
         if checkpoint_root is None:
             raise ConfigError("executor 'processes' needs checkpoints in a folder or URL the workers share")
-        if controller.strategy.synchronous:
-            raise ConfigError("executor 'processes' runs asynchronous PBT; use executor='sequential' for synchronous=True")
+        self.check(controller.trainable_factory, synchronous=controller.strategy.synchronous)
         controller.resumable_members()  # finish members whose final checkpoint is recorded
         job = WorkerJob(
             controller.storage.url, controller.run.name, checkpoint_root,

@@ -170,7 +170,7 @@ class RayExecutor(Executor):
         self.stats = RayStats()
         self.on_actors: Callable[[list[Any]], None] | None = None  # called with the actors when they change
 
-    def check(self, trainable: object) -> None:
+    def check(self, trainable: object, *, synchronous: bool = False) -> None:
         import_ray()
         if self.address is not None:
             probe_address(self.address)

@@ -42,7 +42,7 @@ class VectorizedExecutor(Executor):
         self.memory: MemoryPlan | None = None  # the plan of the last run, for reports and benchmarks
         self.path: str | None = None
 
-    def check(self, trainable: object) -> None:
+    def check(self, trainable: object, *, synchronous: bool = False) -> None:
         if not isinstance(trainable, VectorizedTrainable):
             raise ConfigError(
                 f"executor 'vectorized' trains a poptrain.VectorizedTrainable (a model factory, data, a loss and an "

@@ -7,6 +7,11 @@ from typing import Any
 from poptrain.report.data import ReportData
 
 
+def _plain(label: str) -> str:
+    """``label`` shown as written: a ``$`` in run data does not start matplotlib's math text."""
+    return label.replace("$", r"\$")
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -39,8 +44,8 @@ def plot_scores(data: ReportData) -> Any:
     if marks:
         axis.scatter(*zip(*marks), marker="v", color="red", s=18, zorder=3, label="exploit (copied a better member)")
     axis.set_xlabel("step")
-    axis.set_ylabel(data.metric)
-    axis.set_title(f"{data.run}: {data.metric} of every member")
+    axis.set_ylabel(_plain(data.metric))
+    axis.set_title(_plain(f"{data.run}: {data.metric} of every member"))
     axis.legend(loc="best")
     figure.tight_layout()
     return figure
@@ -64,11 +69,11 @@ def plot_schedules(data: ReportData) -> Any:
                 ys += [value, value]
         if xs:
             axis.plot(xs, ys, color="tab:red", linewidth=2.2, label="best model's schedule")
-        axis.set_ylabel(name)
+        axis.set_ylabel(_plain(name))
         values = [v for v in (_numeric(s.value) for s in data.schedules[name]) if v is not None and v > 0]
         if values and min(values) > 0 and max(values) / min(values) > 50:
             axis.set_yscale("log")
-    axes[0, 0].set_title(f"{data.run}: hyperparameter schedules (grey: every member)")
+    axes[0, 0].set_title(_plain(f"{data.run}: hyperparameter schedules (grey: every member)"))
     if data.best_ancestry:
         axes[0, 0].legend(loc="best")
     axes[-1, 0].set_xlabel("step")
@@ -96,11 +101,11 @@ def plot_lineage(data: ReportData) -> Any:
             axis.annotate("", xy=(node.start, node.slot), xytext=(node.start, node.donor),
                           arrowprops={"arrowstyle": "->", "color": "tab:red", "alpha": 0.6, "linewidth": 0.8})
     mappable = cm.ScalarMappable(norm=norm, cmap=cmap)
-    figure.colorbar(mappable, ax=axis, label=f"last {data.metric} of the generation")
+    figure.colorbar(mappable, ax=axis, label=_plain(f"last {data.metric} of the generation"))
     axis.set_xlabel("step")
     axis.set_ylabel("member")
     axis.set_yticks(range(data.population))
-    axis.set_title(f"{data.run}: population development (arrows: who copied whom)")
+    axis.set_title(_plain(f"{data.run}: population development (arrows: who copied whom)"))
     axis.invert_yaxis()
     figure.tight_layout()
     return figure

@@ -19,6 +19,10 @@ function fmt(v) {
   if (typeof v === "object") return Object.entries(v).map(([k, x]) => k + ": " + fmt(x)).join(", ");
   return String(v);
 }
+function label(v) {
+  // plotly reads a subset of HTML in titles, trace names and hover texts: data shows literally
+  return String(v).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
 function numeric(v) {
   if (typeof v === "number") return v;
   if (Array.isArray(v) && v.every(x => typeof x === "number")) return v.reduce((a, b) => a + b, 0);
@@ -34,9 +38,9 @@ function drawScores(d) {
   const marks = d.exploits.filter(e => (e[0] + ":" + e[1]) in at);
   traces.push({x: marks.map(e => e[1]), y: marks.map(e => at[e[0] + ":" + e[1]]), mode: "markers", name: "exploit",
                marker: {symbol: "triangle-down", color: "red", size: 8},
-               text: marks.map(e => "member " + e[0] + " copied " + e[2]), hoverinfo: "text+x+y"});
-  Plotly.react("scores", traces, {title: {text: d.metric + " of every member"}, xaxis: {title: {text: "step"}},
-               yaxis: {title: {text: d.metric}}, margin: {t: 40}, height: 420});
+               text: marks.map(e => label("member " + e[0] + " copied " + e[2])), hoverinfo: "text+x+y"});
+  Plotly.react("scores", traces, {title: {text: label(d.metric + " of every member")}, xaxis: {title: {text: "step"}},
+               yaxis: {title: {text: label(d.metric)}}, margin: {t: 40}, height: 420});
 }
 function drawSchedules(d) {
   const names = Object.keys(d.schedules).filter(n => d.schedules[n].some(s => numeric(s.value) !== null));
@@ -46,12 +50,12 @@ function drawSchedules(d) {
     const axis = i === 0 ? "" : String(i + 1);
     const xs = [], ys = [];
     d.schedules[name].forEach(s => { const v = numeric(s.value); if (v !== null) { xs.push(s.start, s.end, null); ys.push(v, v, null); } });
-    traces.push({x: xs, y: ys, mode: "lines", line: {color: "rgba(120,120,120,0.4)", width: 1}, xaxis: "x" + axis, yaxis: "y" + axis, name: name});
+    traces.push({x: xs, y: ys, mode: "lines", line: {color: "rgba(120,120,120,0.4)", width: 1}, xaxis: "x" + axis, yaxis: "y" + axis, name: label(name)});
     const bx = [], by = [];
     d.best_ancestry.forEach(s => { const v = numeric(s.value[name]); if (v !== null) { bx.push(s.start, s.end); by.push(v, v); } });
-    traces.push({x: bx, y: by, mode: "lines", line: {color: "red", width: 3}, xaxis: "x" + axis, yaxis: "y" + axis, name: "best: " + name});
+    traces.push({x: bx, y: by, mode: "lines", line: {color: "red", width: 3}, xaxis: "x" + axis, yaxis: "y" + axis, name: label("best: " + name)});
     const top = 1 - i / names.length, bottom = 1 - (i + 1) / names.length + 0.06 / names.length;
-    layout["yaxis" + axis] = {title: {text: name}, domain: [bottom, top - 0.02]};
+    layout["yaxis" + axis] = {title: {text: label(name)}, domain: [bottom, top - 0.02]};
     layout["xaxis" + axis] = {anchor: "y" + axis, title: {text: i === names.length - 1 ? "step" : ""}};
   });
   Plotly.react("schedules", traces, layout);
@@ -61,8 +65,8 @@ function drawLineage(d) {
   const low = Math.min(...scores), high = Math.max(...scores);
   const traces = d.tree.map(n => ({x: [n.start, Math.max(n.end, n.start + 0.3)], y: [n.slot, n.slot], mode: "lines",
     line: {width: 8, color: "#ccc"},
-    hoverinfo: "text", text: "member " + n.slot + ", generation " + n.number + " (" + n.kind +
-      (n.donor !== null ? " of " + n.donor : "") + "), steps " + n.start + "-" + n.end + ", last " + d.metric + " " + fmt(n.score),
+    hoverinfo: "text", text: label("member " + n.slot + ", generation " + n.number + " (" + n.kind +
+      (n.donor !== null ? " of " + n.donor : "") + "), steps " + n.start + "-" + n.end + ", last " + d.metric + " " + fmt(n.score)),
     showlegend: false}));
   const scale = v => { if (v === null || high === low) return 0.5; const t = (v - low) / (high - low); return d.mode === "min" ? 1 - t : t; };
   traces.forEach((t, i) => { const s = scale(d.tree[i].score); t.line.color = d.tree[i].score === null ? "#ccc" :
@@ -73,21 +77,37 @@ function drawLineage(d) {
     xaxis: {title: {text: "step"}}, yaxis: {title: {text: "member"}, autorange: "reversed", dtick: 1}, annotations: arrows,
     height: Math.max(280, 26 * d.population + 120), margin: {t: 40}});
 }
+function row(cells, className) {
+  // cells: [tag, content, class?]; content is set as text (or appended when a node): data never becomes markup
+  const tr = document.createElement("tr");
+  if (className) tr.className = className;
+  cells.forEach(([tag, content, cls]) => {
+    const cell = document.createElement(tag);
+    if (content instanceof Node) cell.appendChild(content); else cell.textContent = String(content);
+    if (cls) cell.className = cls;
+    tr.appendChild(cell);
+  });
+  return tr;
+}
+function fill(id, rows) { const table = document.getElementById(id); table.replaceChildren(); rows.forEach(r => table.appendChild(r)); }
 function fillTables(d) {
   const s = d.summary;
-  document.getElementById("summary").innerHTML =
-    "<tr><th>run</th><td>" + d.run + " (" + d.state + ")</td></tr>" +
-    "<tr><th>members</th><td class='members'>" + d.population + "</td></tr>" +
-    "<tr><th>best member</th><td>" + fmt(s.best_slot) + ": " + d.metric + " = " + fmt(s.best_score) + " at step " + fmt(s.best_step) + "</td></tr>" +
-    "<tr><th>its metrics</th><td>" + fmt(s.best_metrics) + "</td></tr>" +
-    "<tr><th>its hyperparameters</th><td>" + fmt(s.best_hparams) + "</td></tr>" +
-    Object.entries(s).filter(([k]) => !k.startsWith("best") && k !== "settings").map(([k, v]) => "<tr><th>" + k.replace(/_/g, " ") + "</th><td>" + fmt(v) + "</td></tr>").join("") +
-    "<tr><th>settings</th><td><code>" + JSON.stringify(s.settings) + "</code></td></tr>";
-  document.getElementById("ancestry").innerHTML = "<tr><th>steps</th><th>member</th><th>hyperparameters</th></tr>" +
-    d.best_ancestry.map(a => "<tr><td>" + a.start + "-" + a.end + "</td><td>" + a.slot + "</td><td>" + fmt(a.value) + "</td></tr>").join("");
-  document.getElementById("decisions").innerHTML = "<tr><th>step</th><th>member</th><th>decision</th><th>donor</th><th>changes</th><th>score before</th><th>after</th></tr>" +
-    d.decisions.map(r => "<tr class='decision'><td>" + r.step + "</td><td>" + r.slot + "</td><td>" + r.kind + "</td><td>" + fmt(r.donor) +
-      "</td><td>" + fmt(r.changes) + "</td><td>" + fmt(r.score_before) + "</td><td>" + fmt(r.score_after) + "</td></tr>").join("");
+  const settings = document.createElement("code");
+  settings.textContent = JSON.stringify(s.settings);
+  fill("summary", [
+    row([["th", "run"], ["td", d.run + " (" + d.state + ")"]]),
+    row([["th", "members"], ["td", d.population, "members"]]),
+    row([["th", "best member"], ["td", fmt(s.best_slot) + ": " + d.metric + " = " + fmt(s.best_score) + " at step " + fmt(s.best_step)]]),
+    row([["th", "its metrics"], ["td", fmt(s.best_metrics)]]),
+    row([["th", "its hyperparameters"], ["td", fmt(s.best_hparams)]]),
+    ...Object.entries(s).filter(([k]) => !k.startsWith("best") && k !== "settings").map(([k, v]) => row([["th", k.replace(/_/g, " ")], ["td", fmt(v)]])),
+    row([["th", "settings"], ["td", settings]]),
+  ]);
+  fill("ancestry", [row(["steps", "member", "hyperparameters"].map(h => ["th", h])),
+    ...d.best_ancestry.map(a => row([["td", a.start + "-" + a.end], ["td", a.slot], ["td", fmt(a.value)]]))]);
+  fill("decisions", [row(["step", "member", "decision", "donor", "changes", "score before", "after"].map(h => ["th", h])),
+    ...d.decisions.map(r => row([["td", r.step], ["td", r.slot], ["td", r.kind], ["td", fmt(r.donor)], ["td", fmt(r.changes)],
+                                 ["td", fmt(r.score_before)], ["td", fmt(r.score_after)]], "decision"))]);
   document.getElementById("status").textContent = d.state === "running" ? "live: updating" : d.state;
 }
 function render(d) { fillTables(d); drawScores(d); drawSchedules(d); drawLineage(d); window.poptrainRendered = (window.poptrainRendered || 0) + 1; }
@@ -102,15 +122,16 @@ th { background: #f5f5f5; } h1 { margin-bottom: 0.2em; } #status { color: #666; 
 
 
 def page(title: str, body_data: str, *, refresh_url: str | None = None, nav: str = "") -> str:
-    """The report page: inline plotly.js, the renderer, and either the data inline or a URL the
-    page polls every 2 seconds (the dashboard)."""
+    """The report page: inline plotly.js, the renderer, and either the data inline (``body_data``,
+    report JSON) or a URL the page polls every 2 seconds (the dashboard). Both are escaped for
+    the script they sit in; ``nav`` is HTML and must not carry data."""
     from plotly.offline import get_plotlyjs
 
     loader = (
-        f"const data = {body_data};\nrender(data);"
+        f"const data = {_inside_script(body_data)};\nrender(data);"
         if refresh_url is None
         else (
-            f"async function refresh() {{ const r = await fetch({json.dumps(refresh_url)}); if (r.ok) render(await r.json()); }}\n"
+            f"async function refresh() {{ const r = await fetch({_inside_script(json.dumps(refresh_url))}); if (r.ok) render(await r.json()); }}\n"
             "refresh(); setInterval(refresh, 2000);"
         )
     )
@@ -137,7 +158,18 @@ def report_json(data: ReportData) -> str:
 
 def report_html(data: ReportData) -> str:
     """A self-contained HTML report of ``data``."""
-    return page(f"poptrain report: {data.run}", report_json(data).replace("</", "<\\/"))
+    return page(f"poptrain report: {data.run}", report_json(data))
+
+
+# JSON text placed in a <script> element: "<", ">" and "&" (only ever inside JSON strings) and the
+# two line separators JavaScript once treated as line ends, as \u escapes, so that no data can
+# close the script, open a comment in it, or end a string early.
+_SCRIPT_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _inside_script(json_text: str) -> str:
+    """``json_text`` made safe to embed in a ``<script>`` element (same value when parsed)."""
+    return json_text.translate(_SCRIPT_ESCAPES)
 
 
 def _clean(value: Any) -> Any:

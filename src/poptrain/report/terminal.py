@@ -1,21 +1,36 @@
 """Progress on the terminal: a rich progress bar with ETA when attached to a terminal, plain
-log lines otherwise (CI, files); and the end-of-run summary."""
+log lines otherwise (CI, files); and the end-of-run summary.
+
+Data (run, metric and hyperparameter names, values, decisions) reaches rich only as ``text()``,
+never as a string rich would read as markup: a Choice option ``"[/bold]"`` prints as it is."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from poptrain.progress import ProgressListener
 from poptrain.results import BestMember
 from poptrain.strategy import Decision
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def text(value: object, style: str = "") -> Text:
+    """``value`` (``str()`` of it) as rich text, shown exactly as it is: never read as markup
+    (``[/bold]``) or emoji codes (``:smile:``). ``style`` styles all of it (``"bold"``)."""
+    from rich.text import Text
+
+    return Text(str(value), style=style)
 
 
 class TerminalProgress(ProgressListener):
@@ -44,7 +59,7 @@ class TerminalProgress(ProgressListener):
         self._shown_at = 0.0
 
     def _better(self, value: float) -> bool:
-        if value != value:  # NaN
+        if math.isnan(value):
             return False
         return self.best is None or (value > self.best if self.mode == "max" else value < self.best)
 
@@ -59,14 +74,15 @@ class TerminalProgress(ProgressListener):
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._progress = Progress(
-                TextColumn(f"[bold]{run_name}[/]"), BarColumn(bar_width=20), MofNCompleteColumn(),
-                TextColumn("steps, ETA"), TimeRemainingColumn(compact=True), TextColumn("{task.fields[status]}"),
+            self._progress = Progress(  # data goes in as task fields, shown without markup
+                TextColumn("{task.fields[run]}", style="bold", markup=False), BarColumn(bar_width=20), MofNCompleteColumn(),
+                TextColumn("steps, ETA"), TimeRemainingColumn(compact=True), TextColumn("{task.fields[status]}", markup=False),
                 console=Console(file=self.stream), transient=False,
             )
             from rich.live import Live
 
-            self._task = self._progress.add_task("train", total=total_steps, completed=done_steps, status=self._status())
+            self._task = self._progress.add_task("train", total=total_steps, completed=done_steps, status=self._status(),
+                                                 run=run_name)
             self._live = Live(self._view(), console=self._progress.console, refresh_per_second=4, transient=False)
             self._live.start()
         else:
@@ -106,7 +122,7 @@ class TerminalProgress(ProgressListener):
 
         table = Table(expand=False, title=f"members (best {self.rows} of {len(self.members)})" if len(self.members) > self.rows else "members")
         for column in ("member", "step", self.metric, "gen", "hyperparameters", "last decision"):
-            table.add_column(column)
+            table.add_column(text(column))
         sign = 1 if self.mode == "max" else -1
         ranked = sorted(
             self.members.items(),
@@ -114,8 +130,8 @@ class TerminalProgress(ProgressListener):
         )
         for slot, row in ranked[: self.rows]:
             hparams = ", ".join(f"{k}={_fmt(v)}" for k, v in row.get("hparams", {}).items())
-            table.add_row(str(slot), str(row.get("step", 0)), _fmt(row.get("score", "-")), str(row.get("generation", 0)), hparams,
-                          row.get("decision", "-"))
+            cells = (slot, row.get("step", 0), _fmt(row.get("score", "-")), row.get("generation", 0), hparams, row.get("decision", "-"))
+            table.add_row(*map(text, cells))
         return table
 
     def _view(self) -> Any:
@@ -135,22 +151,23 @@ def print_summary(run_name: str, metric: str, best: BestMember | None, extra: di
     """The best member, its metrics and its hyperparameter schedule, as rich tables."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(file=stream or sys.stdout, width=160)
     if best is None:
-        console.print(f"Run {run_name}: no member has a checkpointed score yet.")
+        console.print(text(f"Run {run_name}: no member has a checkpointed score yet."))
         return
-    console.print(f"[bold]Run {run_name}[/] finished in {wall_time:.1f}s")
-    console.print(f"Best member: {best.slot}, {metric} = {best.score:.4f} at step {best.step}")
+    console.print(Text.assemble(text(f"Run {run_name}", "bold"), f" finished in {wall_time:.1f}s"))
+    console.print(text(f"Best member: {best.slot}, {metric} = {best.score:.4f} at step {best.step}"))
     for key, value in {**{k: v for k, v in best.metrics.items() if k != metric}, **extra}.items():
-        console.print(f"  {key} = {_fmt(value)}")
+        console.print(text(f"  {key} = {_fmt(value)}"))
     table = Table(title="Hyperparameter schedule of the best model (through its ancestry)")
     table.add_column("steps")
     table.add_column("member")
     table.add_column("how it began")
     names = list(best.hparams)
     for name in names:
-        table.add_column(name)
+        table.add_column(text(name))
     for seg in best.schedule:
         began = "initial sample" if seg.kind == "init" else (
             f"copied member {seg.donor}" if seg.kind == "exploit" else "explored"
@@ -159,7 +176,7 @@ def print_summary(run_name: str, metric: str, best: BestMember | None, extra: di
         for name in names:
             op = seg.operations.get(name)
             cells.append(_fmt(seg.hparams.get(name)) + (f" ({op})" if op else ""))
-        table.add_row(f"{seg.start_step}-{seg.end_step}", str(seg.slot), began, *cells)
+        table.add_row(*map(text, (f"{seg.start_step}-{seg.end_step}", seg.slot, began, *cells)))
     console.print(table)
     if len(best.schedule) > 1:
         console.print(
