@@ -269,3 +269,17 @@ def test_dashboard_reads_runs_from_postgresql(postgres_url: str, tmp_path: Path)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_dashboard_answers_500_when_reading_a_run_breaks(dashboard: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from poptrain.report.dashboard import RunSource
+
+    def broken(self: RunSource, name: str) -> str:
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(RunSource, "report", broken)
+    url, _ = dashboard
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{url}/api/runs/toy", timeout=10)
+    assert info.value.code == 500 and info.value.read().decode() == "RuntimeError: disk on fire"
+    assert json.loads(urllib.request.urlopen(f"{url}/api/runs", timeout=10).read()) == ["toy"]  # still serving

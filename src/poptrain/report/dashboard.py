@@ -161,6 +161,9 @@ def _handler(source: RunSource) -> type[BaseHTTPRequestHandler]:
                     self._send(HTTPStatus.NOT_FOUND, "not found", "text/plain")
             except PoptrainError as exc:
                 self._send(HTTPStatus.NOT_FOUND, str(exc), "text/plain")
+            except Exception as exc:  # noqa: BLE001 - a page must answer, whatever the storage did
+                first = (str(exc).strip().splitlines() or [""])[0]
+                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {first}", "text/plain")
 
     return Handler
 
