@@ -7,7 +7,6 @@ import os
 import pytest
 
 import poptrain
-
 from poptrain import CheckpointError
 from poptrain.checkpoints import FsspecCheckpointStore, InMemoryCheckpointStore, LocalCheckpointStore
 from poptrain.testing import CheckpointStoreContract
@@ -108,3 +107,19 @@ class TestLocalCheckpointStore(CheckpointStoreContract):
                 LocalCheckpointStore(folder).save(0, 1, self.state())
         finally:
             folder.chmod(0o700)
+
+
+@pytest.mark.parametrize("kind", ["memory", "local", "fsspec"])
+def test_a_state_safe_loading_refuses_is_not_written(tmp_path, kind):
+    """The save refuses it (naming where it is) before writing anything, in every store."""
+    import numpy as np
+
+    store = {"memory": InMemoryCheckpointStore, "local": lambda: LocalCheckpointStore(tmp_path / "c"),
+             "fsspec": lambda: FsspecCheckpointStore(f"file://{tmp_path}/c")}[kind]()
+    with pytest.raises(CheckpointError, match=r"^state_dict\(\)\['opt'\]\['lr'\] holds a numpy.float32, "):
+        store.save(0, 1, {"model": {"w": CheckpointStoreContract.state()["model"]["w"]}, "opt": {"lr": np.float32(0.1)}})
+    with pytest.raises(CheckpointError, match=r"^the population's state\['slots'\]\[1\] holds a numpy.int64, "):
+        store.save_population(1, {"slots": [0, np.int64(1)]})
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(CheckpointError, match="missing"):
+        store.read("member-0000/step-00000001.pt")

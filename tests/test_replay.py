@@ -9,8 +9,8 @@ from typing import ClassVar
 import pytest
 
 import poptrain
+from cli_helpers import cli, one_line_error
 from pbt_helpers import Tracer, make_run
-from poptrain.cli.main import main
 from poptrain.replay import Schedule, contiguous, per_step, schedule_from_dict
 from poptrain.results import ScheduleSegment
 from poptrain.seeding import member_seed
@@ -201,19 +201,6 @@ def test_a_minimal_hand_written_schedule_is_accepted() -> None:
 
 
 # --- the command line ----------------------------------------------------------------------------
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    code, _, err = cli(capsys, *args)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("poptrain: error: "), err
-    return lines[0]
-
-
 def test_cli_replay_export_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = str(tmp_path / "runs")
     assert cli(capsys, "run", "poptrain.experiments.toy", "--root", root, "--steps", "12", "--quiet")[0] == 0

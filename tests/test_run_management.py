@@ -15,23 +15,11 @@ from pathlib import Path
 import pytest
 
 import poptrain
+from cli_helpers import cli, one_line_error
 from poptrain.cli.main import _parser, main
 from poptrain.experiments.toy import SPACE, ToyQuadratic
 
 TOY = "poptrain.experiments.toy"
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_line(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    code, _, err = cli(capsys, *args)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("poptrain: error: "), err
-    return lines[0]
 
 
 def tree(root: Path) -> dict[str, bytes | str]:
@@ -62,7 +50,7 @@ def world(trained: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("name", ["../victim", ".", "..", str(Path("/tmp") / "victim-abs"), "a/b", "", " toy", "[/bold]"])
 def test_overwrite_with_a_name_that_is_not_a_run_name_deletes_nothing(world: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
     before = tree(world)
-    line = error_line(capsys, "run", TOY, "--root", str(world / "runs"), "--name", name, "--overwrite", "--steps", "4")
+    line = one_line_error(capsys, "run", TOY, "--root", str(world / "runs"), "--name", name, "--overwrite", "--steps", "4")
     assert "is not usable as a folder name" in line
     assert tree(world) == before
 
@@ -73,7 +61,7 @@ def test_overwrite_with_a_name_that_is_not_a_run_name_deletes_nothing(world: Pat
 ])
 def test_overwrite_checks_every_input_before_deleting(world: Path, capsys: pytest.CaptureFixture[str], flags: tuple[str, ...]) -> None:
     before = tree(world)
-    error_line(capsys, "run", TOY, "--root", str(world / "runs"), "--overwrite", *flags)
+    one_line_error(capsys, "run", TOY, "--root", str(world / "runs"), "--overwrite", *flags)
     assert tree(world) == before
 
 
@@ -86,9 +74,9 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run_folder(world: Path, capsys
     capsys.readouterr()
     before = tree(world)
     for overwrite in ((), ("--overwrite",)):
-        assert "exists and is not a poptrain run folder" in error_line(
+        assert "exists and is not a poptrain run folder" in one_line_error(
             capsys, "run", TOY, "--root", str(runs), "--name", "notes", *overwrite)
-    assert "symbolic link" in error_line(capsys, "run", TOY, "--root", str(runs), "--name", "linked", "--overwrite")
+    assert "symbolic link" in one_line_error(capsys, "run", TOY, "--root", str(runs), "--name", "linked", "--overwrite")
     assert tree(world) == before
 
 
@@ -185,9 +173,9 @@ def test_rm_asks_and_deletes_only_the_run(world: Path, capsys: pytest.CaptureFix
     shutil.copytree(runs / "toy", runs / "toy2")
     before = tree(world)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no terminal: refuses without --yes
-    assert "add --yes" in error_line(capsys, "rm", "toy", "--root", str(runs))
-    assert "no run named 'ghost'" in error_line(capsys, "rm", "ghost", "--root", str(runs), "--yes")
-    assert "not usable as a folder name" in error_line(capsys, "rm", "..", "--root", str(runs), "--yes")
+    assert "add --yes" in one_line_error(capsys, "rm", "toy", "--root", str(runs))
+    assert "no run named 'ghost'" in one_line_error(capsys, "rm", "ghost", "--root", str(runs), "--yes")
+    assert "not usable as a folder name" in one_line_error(capsys, "rm", "..", "--root", str(runs), "--yes")
     assert tree(world) == before
 
     class Terminal(io.StringIO):
@@ -206,9 +194,9 @@ def test_rm_asks_and_deletes_only_the_run(world: Path, capsys: pytest.CaptureFix
 def test_resume_of_a_finished_run_says_so(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runs = str(world / "runs")
     before = tree(world)
-    assert "is finished: every member has trained its 8 steps; to train further give --steps above 8" in error_line(
+    assert "is finished: every member has trained its 8 steps; to train further give --steps above 8" in one_line_error(
         capsys, "resume", "toy", "--root", runs)
-    assert "--steps 5 is not more than the 8 steps" in error_line(capsys, "resume", "toy", "--root", runs, "--steps", "5")
+    assert "--steps 5 is not more than the 8 steps" in one_line_error(capsys, "resume", "toy", "--root", runs, "--steps", "5")
     assert tree(world) == before
     code, _, err = cli(capsys, "resume", "toy", "--root", runs, "--steps", "12", "--quiet")
     assert code == 0, err
@@ -262,7 +250,7 @@ def test_a_misspelled_metric_is_one_line_and_the_same_command_works_once_fixed(t
     )
     config.write_text(text.format(metric="Qx"))
     args = ("run", str(config), "--root", str(tmp_path / "runs"), "--quiet")
-    line = error_line(capsys, *args)
+    line = one_line_error(capsys, *args)
     assert line == (
         f"poptrain: error: evaluate() returned metrics ['Q'] without 'Qx'; set metric to one of those in {config}, "
         "then run the same command again"
@@ -272,7 +260,7 @@ def test_a_misspelled_metric_is_one_line_and_the_same_command_works_once_fixed(t
     code, _, err = cli(capsys, *args)
     assert code == 0 and "replacing run toy, which stopped before its first score" in err
     assert poptrain.load_run("toy", root=tmp_path / "runs").record.state == "finished"
-    assert "exists already (finished, 4 of 4 steps per member); continue it with `poptrain resume toy --root" in error_line(capsys, *args)
+    assert "exists already (finished, 4 of 4 steps per member); continue it with `poptrain resume toy --root" in one_line_error(capsys, *args)
 
 
 # --- read commands never write ------------------------------------------------------------------
@@ -280,7 +268,7 @@ def test_a_misspelled_metric_is_one_line_and_the_same_command_works_once_fixed(t
 def test_read_commands_on_an_empty_database_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "poptrain.db").write_bytes(b"")
-    line = error_line(capsys, command[0], "empty", *command[1:], "--root", str(tmp_path))
+    line = one_line_error(capsys, command[0], "empty", *command[1:], "--root", str(tmp_path))
     assert "is an empty file, so it holds no poptrain runs" in line
     assert tree(tmp_path) == {"empty": "dir", "empty/poptrain.db": b""}
 
@@ -309,8 +297,8 @@ def test_export_has_no_duplicated_column_iso_times_and_the_reports_permissions(w
 def test_report_into_a_file_is_one_line(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (world / "taken").write_text("mine")
     before = tree(world)
-    assert "is a file; give a folder" in error_line(capsys, "report", "toy", "--root", str(world / "runs"), "--output", str(world / "taken"))
-    assert "is a folder; give a file name" in error_line(
+    assert "is a file; give a folder" in one_line_error(capsys, "report", "toy", "--root", str(world / "runs"), "--output", str(world / "taken"))
+    assert "is a folder; give a file name" in one_line_error(
         capsys, "export", "toy", "--root", str(world / "runs"), "--format", "csv", "-o", str(world / "victim"))
     assert tree(world) == before
 

@@ -226,7 +226,11 @@ class Controller:
         points = []
         for member, trainable in entries:
             state = self._call(member.slot, member.step, "state_dict", trainable.state_dict)
-            points.append((member, self.checkpoints.save(member.slot, member.step, state)))
+            try:
+                points.append((member, self.checkpoints.save(member.slot, member.step, state)))
+            except CheckpointError as exc:  # e.g. a state no checkpoint can hold: retrying cannot help, the run stops
+                self.storage.set_member_state(self.run.id, member.slot, "failed", error=str(exc))
+                raise
         decisions: dict[int, Decision] = {}
         if decide:
             updated = {
@@ -383,7 +387,7 @@ class Controller:
             return record  # nobody to copy yet: try again after the others reach a checkpoint
         if not healthy:
             raise TrainableError(
-                f"member {member.slot} failed {record.failures} times and no healthy member with a checkpoint is "
+                f"member {member.slot} failed {_times(record.failures)} and no healthy member with a checkpoint is "
                 f"left to replace it; the last failure: {error}"
             ) from error
         decision = self._replacement(member.slot, record.step, healthy[0], f"after {record.failures} failures")
@@ -395,3 +399,8 @@ class Controller:
 
     def _call(self, slot: int, step: int, what: str, fn: Callable, *args: object) -> object:
         return call_user(slot, step, what, fn, *args)
+
+
+def _times(count: int) -> str:
+    """``once``, ``twice``, ``3 times``."""
+    return {1: "once", 2: "twice"}.get(count, f"{count} times")

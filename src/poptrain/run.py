@@ -71,15 +71,26 @@ class Run:
     """A PBT run: its configuration, its storage and checkpoints, and what it has produced."""
 
     def __init__(
-        self, record: RunRecord, storage: Storage, checkpoints: CheckpointStore, space: SearchSpace, strategy: Strategy,
-        folder: Path | None = None,
+        self, record: RunRecord, storage: Storage, checkpoints: CheckpointStore, space: SearchSpace,
+        strategy: Strategy | Callable[[], Strategy], folder: Path | None = None,
     ) -> None:
         self.folder = folder  # where the default storage keeps the run (and its report)
         self.record = record
         self.storage = storage
         self.checkpoints = checkpoints
         self.space = space
-        self.strategy = strategy
+        # A stored run's strategy is built when first needed, so reading a run whose custom
+        # strategy cannot be imported here (status, export, report) still works.
+        self._strategy = strategy if isinstance(strategy, Strategy) else None
+        self._build_strategy = None if isinstance(strategy, Strategy) else strategy
+
+    @property
+    def strategy(self) -> Strategy:
+        """The run's ready/exploit/explore recipe."""
+        if self._strategy is None:
+            assert self._build_strategy is not None
+            self._strategy = self._build_strategy()
+        return self._strategy
 
     @property
     def name(self) -> str:
@@ -137,6 +148,7 @@ class Run:
         )
         listener = controller.progress
         members = self.members()  # read once (nothing changes them before training starts)
+        self._check_resumable(members, steps)
         done = sum(min(m.step, steps) for m in members)
         listener.on_start(self.name, len(members), steps * len(members), done)
         self.storage.set_run_state(self.record.id, "running")
@@ -155,6 +167,25 @@ class Run:
         self.storage.set_run_state(self.record.id, "finished")
         self.refresh()
         return self
+
+    def _check_resumable(self, members: list[MemberRecord], steps: int) -> None:
+        """Refuse, before anything is written, to continue a run none of whose members can start:
+        each one left to train must load its checkpoint, so if none loads (all damaged, say),
+        training could only fail. One member that can start is enough: the others are replaced
+        by copies of healthy members as they fail."""
+        from poptrain.errors import CheckpointError
+
+        todo = [m for m in members if m.step < steps]
+        if not todo or any(m.resume_checkpoint_id is None for m in todo):
+            return
+        first: CheckpointError | None = None
+        for member in todo:
+            try:
+                self.checkpoints.load_member(self.storage.get_checkpoint(member.resume_checkpoint_id))  # type: ignore[arg-type]
+                return
+            except CheckpointError as exc:
+                first = first or exc
+        raise CheckpointError(f"run {self.name!r} cannot continue: no member's checkpoint can be loaded ({first})") from first
 
     def report(
         self, slot: int, step: int, score: float | Mapping[str, float], *, state: Any = None
@@ -410,6 +441,7 @@ def create_run(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
     strategy = Strategy(ready, exploit, explore, inherit_hparams, synchronous)
+    strategy.check(search_space)
     if initial_hparams is not None:
         if len(initial_hparams) != population_size:
             raise ConfigError(f"initial_hparams has {len(initial_hparams)} entries for a population of {population_size}")
@@ -524,6 +556,9 @@ def load_run(
 ) -> Run:
     """Open an existing run. A run that used custom strategies that cannot be imported needs
     them passed again (``ready=``, ``exploit=``, ``explore=``)."""
+    for key in strategy_overrides:
+        if key not in ("ready", "exploit", "explore"):
+            raise ConfigError(f"load_run() got an unexpected argument {key!r}; it takes ready=, exploit= and explore=")
     folder = run_folder(root, name)
     if storage is None and not (folder / DATABASE).exists():
         raise RunNotFoundError(f"no run named {name!r}: {folder / DATABASE} does not exist; check the name and root=")
@@ -534,14 +569,13 @@ def load_run(
         if not isinstance(storage, Storage):
             store.close()
         raise
-    spec = dict(record.spec["strategy"])
-    for key in strategy_overrides:
-        if key not in ("ready", "exploit", "explore"):
-            raise ConfigError(f"load_run() got an unexpected argument {key!r}")
-    base = dict(spec)
-    for key in strategy_overrides:  # placeholders, replaced below
-        base[key] = {"type": "every", "steps": 1} if key == "ready" else None
-    strategy = replace(strategy_from_spec(base), **strategy_overrides)
+
+    def strategy() -> Strategy:
+        base = dict(record.spec["strategy"])
+        for key in strategy_overrides:  # placeholders, replaced below
+            base[key] = {"type": "every", "steps": 1} if key == "ready" else None
+        return replace(strategy_from_spec(base), **strategy_overrides)
+
     if checkpoints is None:
         checkpoints = record.spec.get("checkpoints")  # a URL given when the run was created
     return Run(record, store, checkpoint_store(checkpoints, folder, store), SearchSpace(record.spec["space"]), strategy, folder)

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from poptrain.cli._common import check_root, close_opened, iso_time, load, opened, where_flags
 from poptrain.errors import ConfigError, MetricError, PoptrainError, RunExistsError
@@ -36,10 +36,17 @@ def _add_executor_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus-per-member", type=float, help="for --executor ray: GPUs (or a share of one) each member's actor takes (default 0)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (the usage is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"poptrain: error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from poptrain._version import __version__
 
-    parser = argparse.ArgumentParser(prog="poptrain", description="Population Based Training of neural networks.")
+    parser = _Parser(prog="poptrain", description="Population Based Training of neural networks.")
     parser.add_argument("--version", action="version", version=f"poptrain {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -120,7 +127,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from poptrain.experiment import load_experiment
     from poptrain.run_folders import check_name
 
+    for flag, value, low in (("--steps", args.steps, 1), ("--population", args.population, 1), ("--seed", args.seed, 0),
+                             ("--workers", args.workers, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be a whole number >= {low}, got {value}")
     spec = load_experiment(args.target)
+    if args.workers is not None and (args.executor or spec.executor) not in ("processes", "ray"):
+        raise ConfigError("--workers is for --executor processes or ray")
     for attr, value in (("steps", args.steps), ("population_size", args.population), ("seed", args.seed)):
         if value is not None:
             setattr(spec, attr, value)
@@ -186,8 +199,9 @@ def _exists_error(name: str, args: argparse.Namespace) -> ConfigError:
 
 def _executor(args: argparse.Namespace, spec: Any) -> Any:
     """The executor the command line asks for, else the experiment's own."""
-    from poptrain.executors import get_executor
+    from poptrain.executors import Executor, get_executor
 
+    executor: Executor
     args.executor = args.executor or spec.executor
     if args.device is not None:
         if args.executor != "vectorized":
@@ -364,8 +378,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from poptrain.report.dashboard import make_server
+    from poptrain.report.dashboard import RunSource, make_server
 
+    if args.storage is None:
+        check_root(args.root)
+    names = RunSource(args.storage, args.root).names()  # also refuses an unreadable --storage before serving
+    if args.name is not None and args.name not in names:
+        where = f"--storage {args.storage}" if args.storage else f"--root {args.root}"
+        raise ConfigError(f"no run named {args.name!r} in {where}; `poptrain ls{where_flags(args)}` lists the runs there")
     try:
         server = make_server(args.storage, args.root, args.host, args.port)
     except OSError as exc:

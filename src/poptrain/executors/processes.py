@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poptrain.controller import Controller
-from poptrain.errors import ConfigError, TrainableError
+from poptrain.errors import ConfigError, PoptrainError, TrainableError
 from poptrain.executors._base import Executor
 from poptrain.progress import ProgressListener
 from poptrain.records import MemberRecord
@@ -127,8 +127,8 @@ def _turn(controller: Controller, member: MemberRecord, live: dict[int, tuple[tu
 def _spawned(job: WorkerJob) -> None:  # pragma: no cover - runs in a child process
     try:
         work(job)
-    except TrainableError as exc:
-        raise SystemExit(f"poptrain worker: {exc}") from None
+    except PoptrainError:  # stored with the member; the parent reports it in one line
+        raise SystemExit(1) from None
 
 
 class ProcessesExecutor(Executor):

@@ -28,7 +28,7 @@ from typing import Any
 
 from poptrain.checkpoints import shared_location
 from poptrain.controller import Controller
-from poptrain.errors import ConfigError, TrainableError
+from poptrain.errors import ConfigError, PoptrainError, TrainableError
 from poptrain.executors._base import Executor
 from poptrain.executors.ray_member import MemberWorker, SegmentResult, SegmentTask
 from poptrain.records import MemberRecord
@@ -256,6 +256,8 @@ class RayExecutor(Executor):
                     try:
                         value = ray.get(ref)
                     except Exception as exc:
+                        if isinstance(getattr(exc, "cause", None), PoptrainError):
+                            raise exc.cause from None  # the member's own error (a state checkpoints cannot hold): one line
                         if type(exc).__name__ not in _ACTOR_DIED and not isinstance(exc, ray.exceptions.RayActorError):
                             raise
                         started.discard(index)

@@ -89,9 +89,13 @@ class RunSource:
 
     def names(self) -> list[str]:
         if self.storage is not None:
+            from poptrain.errors import RunNotFoundError
             from poptrain.storage import open_storage
 
-            store = open_storage(self.storage)
+            try:
+                store = open_storage(self.storage, create=False)  # a reader never gives a database a schema
+            except RunNotFoundError:
+                return []
             try:
                 return [r.name for r in store.list_runs()]
             finally:

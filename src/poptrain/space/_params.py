@@ -276,7 +276,8 @@ def param_from_dict(name: str, spec: Any) -> Param:
         return spec
     if not isinstance(spec, dict):
         raise SearchSpaceError(
-            f"parameter {name!r}: expected a mapping such as {{type: float, low: 0.001, high: 0.1}}, got {spec!r}"
+            f"parameter {name!r}: expected a mapping such as {{type: float, low: 0.001, high: 0.1}} "
+            f"(in Python: poptrain.Float(0.001, 0.1), Int or Choice), got {spec!r}"
         )
     kind = spec.get("type")
     if kind not in _KINDS:

@@ -33,11 +33,6 @@ class SearchSpace(Mapping[str, Param]):
         for name, spec in params.items():
             if not isinstance(name, str) or not name:
                 raise SearchSpaceError(f"parameter names must be non-empty strings, got {name!r}")
-            if not isinstance(spec, (Param, dict)):
-                raise SearchSpaceError(
-                    f"parameter {name!r}: {type(spec).__name__} is not a parameter type; "
-                    "use poptrain.Float, poptrain.Int or poptrain.Choice"
-                )
             param = param_from_dict(name, spec)
             param.check(name)
             built[name] = param

@@ -69,6 +69,12 @@ class gaussian:  # noqa: N801
         if self.names is not None:
             object.__setattr__(self, "names", tuple(self.names))
 
+    def check_space(self, space: SearchSpace) -> None:
+        """Refuse names that are not in ``space`` (called when a run is created)."""
+        unknown = set(self.names or ()) - {name for name, _ in space.items()}
+        if unknown:
+            raise StrategyError(f"gaussian(names=...) names {sorted(unknown)}, which are not in the search space")
+
     def __call__(self, hparams: HParams, space: SearchSpace, rng: np.random.Generator) -> Explored:
         import math
 
@@ -76,9 +82,7 @@ class gaussian:  # noqa: N801
 
         new: HParams = dict(hparams)
         operations: dict[str, str] = {}
-        unknown = set(self.names or ()) - {name for name, _ in space.items()}
-        if unknown:
-            raise StrategyError(f"gaussian(names=...) names {sorted(unknown)}, which are not in the search space")
+        self.check_space(space)
         for name, param in space.items():
             if not isinstance(param, (Float, Int)) or (self.names is not None and name not in self.names):
                 continue

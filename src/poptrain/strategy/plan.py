@@ -40,6 +40,13 @@ class Strategy:
         if self.ready is None:
             raise StrategyError("ready must be given, e.g. poptrain.every(steps=4)")
 
+    def check(self, space: SearchSpace) -> None:
+        """Let each part that can (``check_space(space)``) refuse the search space before a run is created."""
+        for fn in (self.ready, self.exploit, self.explore):
+            check_space = getattr(fn, "check_space", None)
+            if callable(check_space):
+                check_space(space)
+
 
 def decision_rng(seed: int, slot: int, step: int) -> np.random.Generator:
     """The generator for member ``slot``'s decision at ``step``: independent of execution order."""
