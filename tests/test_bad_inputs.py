@@ -19,6 +19,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +239,27 @@ def closed_port(env: Env) -> None:
         env.port = sock.getsockname()[1]
 
 
+def user_file(env: Env) -> None:
+    """Run t's folder also holds a file of the user's."""
+    runs(env)
+    (env.root / "t" / "notes.txt").write_text("my notes\n")
+
+
+def nested_run(env: Env) -> None:
+    """Another run kept inside run t's folder."""
+    runs(env)
+    shutil.copytree(env.base / "t", env.root / "t" / "sub" / "inner")
+
+
+def training_now(env: Env) -> None:
+    """Run t is in state running and scored a moment ago: a process is training it."""
+    runs(env)
+    with sqlite3.connect(env.root / "t" / "poptrain.db") as conn:
+        conn.execute("UPDATE runs SET state = 'running'")
+        conn.execute("UPDATE scores SET wall_time = ? WHERE id = (SELECT max(id) FROM scores)", (time.time(),))
+    conn.close()
+
+
 def a_file(name: str) -> Setup:
     return write(name, "not a folder\n")
 
@@ -293,7 +315,7 @@ CLI_CASES = [
     cli("py-missing-dependency", f"run {{in}}/exp.py {R}", "No module named 'no_such_dependency_xyz'",
         experiment_file("import no_such_dependency_xyz\n"), owner=EXP),
     cli("py-sys-exit", f"run {{in}}/exp.py {R}", "it called sys.exit(1)", experiment_file("import sys\nsys.exit(1)\n"), owner=EXP),
-    cli("py-population-string", f"run {{in}}/exp.py {R}", "population_size must be a whole number >= 1",
+    cli("py-population-string", f"run {{in}}/exp.py {R}", "population_size must be a whole number from 1 to 1000000",
         experiment_file("def experiment():\n    return {**SETTINGS, 'population_size': 'four'}\n"), owner=EXP),
     cli("py-trainable-not-callable", f"run {{in}}/exp.py {R}", "trainable must be a poptrain.Trainable subclass",
         experiment_file("def experiment():\n    return {**SETTINGS, 'trainable': 3}\n"), owner=EXP),
@@ -313,14 +335,14 @@ CLI_CASES = [
         config(trainable="nosuchmodule:Thing"), owner=EXP),
     cli("yaml-trainable-not-a-path", f"run {{in}}/c.yaml {R}", "trainable must be an import path module:Class",
         config(trainable="ToyQuadratic"), owner=EXP),
-    cli("yaml-population-zero", f"run {{in}}/c.yaml {R}", "population_size must be a whole number >= 1",
+    cli("yaml-population-zero", f"run {{in}}/c.yaml {R}", "population_size must be a whole number from 1 to 1000000",
         config(population_size="0"), owner=EXP),
-    cli("yaml-population-word", f"run {{in}}/c.yaml {R}", "population_size must be a whole number >= 1",
+    cli("yaml-population-word", f"run {{in}}/c.yaml {R}", "population_size must be a whole number from 1 to 1000000",
         config(population_size="four"), owner=EXP),
     cli("yaml-steps-string", f"run {{in}}/c.yaml {R}", "steps must be a whole number >= 1", config(steps="'4'"), owner=EXP),
     cli("yaml-metric-list", f"run {{in}}/c.yaml {R}", "metric must be a non-empty string", config(metric="[Q]"), owner=EXP),
     cli("yaml-mode", f"run {{in}}/c.yaml {R}", "mode must be 'max' or 'min'", config(mode="maximize"), owner=EXP),
-    cli("yaml-seed", f"run {{in}}/c.yaml {R}", "seed must be a whole number >= 0", config(seed="-1"), owner=EXP),
+    cli("yaml-seed", f"run {{in}}/c.yaml {R}", "seed must be a whole number from 0 to 9223372036854775807", config(seed="-1"), owner=EXP),
     cli("yaml-executor", f"run {{in}}/c.yaml {R}", "executor must be one of", config(executor="gpu"), owner=EXP),
     cli("yaml-name-escapes", f"run {{in}}/c.yaml {R}", "name must be a run name", config(name="../up"), owner=EXP),
     # search spaces
@@ -406,21 +428,51 @@ CLI_CASES = [
     cli("overwrite-absolute", ["run", TOY, "--name", "{tmp}/victim", "--overwrite", "--root", "{root}"], "run name",
         steps(runs, victim), owner="run.py"),
     cli("overwrite-bad-population", f"run {{in}}/c.yaml --name t --overwrite --population 0 {R}",
-        "--population must be a whole number >= 1, got 0", steps(runs, config())),
+        "--population must be a whole number from 1 to 1000000, got 0", steps(runs, config())),
     cli("overwrite-bad-steps", f"run {TOY} --name t --overwrite --steps 0 {R}", "steps must be a whole number >= 1, got 0", runs),
-    cli("overwrite-bad-seed", f"run {TOY} --name t --overwrite --seed -1 {R}", "seed must be a whole number >= 0", runs),
+    cli("overwrite-bad-seed", f"run {TOY} --name t --overwrite --seed -1 {R}", "seed must be a whole number from 0 to 9223372036854775807", runs),
     cli("overwrite-bad-config", f"run {{in}}/c.yaml --name t --overwrite {R}", "mode must be 'max' or 'min'",
         steps(runs, config(mode="best")), owner=EXP),
     cli("overwrite-foreign-database", f"run {TOY} --name t --overwrite {R}", "not a poptrain database", database("foreign"),
         owner="run.py"),
     cli("exists-without-overwrite", f"run {TOY} --name t --steps 8 {R}", "exists already", runs),
+    cli("overwrite-user-files", f"run {TOY} --name t --overwrite {R}", "holds what poptrain did not write there (notes.txt)",
+        user_file, owner="run_folders"),
+    cli("rm-user-files", f"rm t --yes {R}", "holds what poptrain did not write there (notes.txt)", user_file, owner="run_folders"),
+    cli("rm-nested-run", f"rm t --yes {R}", "sub/inner/poptrain.db (another run)", nested_run, owner="run_folders"),
+    cli("rm-training-now", f"rm t --yes {R}", "is training now", training_now, owner="run_folders"),
+    cli("overwrite-training-now", f"run {TOY} --name t --overwrite {R}", "is training now", training_now, owner="run_folders"),
+    cli("storage-run-into-a-run-folder", f"run {TOY} --name t --storage sqlite:///{{tmp}}/shared.db {R}",
+        "holds another run's checkpoints", runs, owner="run.py"),
+    cli("overwrite-seed-too-big", f"run {TOY} --name t --overwrite --seed 9223372036854775808 {R}",
+        "--seed must be a whole number from 0 to 9223372036854775807", runs),
+    cli("yaml-seed-too-big", f"run {{in}}/c.yaml {R}", "seed must be a whole number from 0 to 9223372036854775807",
+        config(seed="9223372036854775808"), owner=EXP),
+    cli("overwrite-factory-makes-junk", f"run {{in}}/c.yaml --name t --overwrite {R}", "made a dict, which has no setup",
+        steps(runs, write("junk.py", "def make():\n    return {}\n"), config(trainable="junk:make"))),
+    cli("population-huge", f"run {TOY} --population 100000000000000000000000000000 {R}",
+        "--population must be a whole number from 1 to 1000000"),
+    cli("workers-huge", f"run {TOY} --executor processes --workers 100000000000000000000 {R}",
+        "--workers must be a whole number from 1 to 1024"),
+    cli("name-trailing-newline", ["run", TOY, "--name", "evil\n", "--root", "{root}"], "is not usable as a folder name"),
+    cli("export-over-the-database", f"export t --format csv -o {{root}}/t/poptrain.db {R}", "is a database or checkpoint file",
+        runs),
+    cli("export-into-proc", f"export t --format csv -o /proc/poptrain-export.csv {R}", "cannot write /proc/poptrain-export.csv",
+        runs, owner="atomic.py"),
+    cli("int-bound-too-big", f"run {{in}}/c.yaml {R}", "must lie within",
+        space("{a: {type: int, low: 0, high: 100000000000000000000000000}}"), owner="space"),
+    cli("py-raises-base-exception", f"run {{in}}/exp.py {R}", "Odd",
+        experiment_file("class Odd(BaseException):\n    pass\nraise Odd('strange')\n"), owner=EXP),
+    cli("worker-lease-nan", f"worker t --lease nan {R}", "--lease must be a positive number, got nan", runs),
+    cli("cpus-per-member-nan", f"run {TOY} --executor ray --cpus-per-member nan {R}", "--cpus-per-member must be a positive number"),
+    cli("yaml-is-a-folder", f"run {{in}}/d.yaml {R}", "is a folder, not a file", write("d.yaml/x", "x"), owner=EXP),
     # numbers
     cli("steps-zero", f"run {TOY} --steps 0 {R}", "steps must be a whole number >= 1, got 0"),
     cli("steps-negative", f"run {TOY} --steps -1 {R}", "steps must be a whole number >= 1, got -1"),
-    cli("population-zero", f"run {{in}}/c.yaml --population 0 {R}", "--population must be a whole number >= 1, got 0", config()),
+    cli("population-zero", f"run {{in}}/c.yaml --population 0 {R}", "--population must be a whole number from 1 to 1000000, got 0", config()),
     cli("population-with-fixed-members", f"run {TOY} --population 5 {R}", "drop --population"),
-    cli("seed-negative", f"run {TOY} --seed -1 {R}", "--seed must be a whole number >= 0, got -1"),
-    cli("workers-zero", f"run {TOY} --executor processes --workers 0 {R}", "workers must be a whole number >= 1, got 0"),
+    cli("seed-negative", f"run {TOY} --seed -1 {R}", "--seed must be a whole number from 0 to 9223372036854775807, got -1"),
+    cli("workers-zero", f"run {TOY} --executor processes --workers 0 {R}", "--workers must be a whole number from 1 to 1024, got 0"),
     cli("workers-without-processes", f"run {TOY} --workers 3 {R}", "processes"),
     cli("device-without-vectorized", f"run {TOY} --device cuda {R}", "--device is for --executor vectorized"),
     cli("vectorized-plain-trainable", f"run {TOY} --executor vectorized {R}", "VectorizedTrainable"),
@@ -609,15 +661,26 @@ API_CASES = [
     Api("create-name-escapes", lambda e: create(e, name="../victim"), ConfigError, "run name '../victim'", victim),
     Api("create-name-empty", lambda e: create(e, name=""), ConfigError, "run name ''"),
     Api("create-name-absolute", lambda e: create(e, name=str(e.tmp / "victim")), ConfigError, "run name", victim),
-    Api("create-population-zero", lambda e: create(e, population_size=0), ConfigError, "population_size must be a whole number >= 1"),
+    Api("create-population-zero", lambda e: create(e, population_size=0), ConfigError, "population_size must be a whole number from 1 to 1000000"),
     Api("create-population-string", lambda e: create(e, population_size="4"), ConfigError, "population_size must be a whole number"),
     Api("create-mode", lambda e: create(e, mode="maximize"), ConfigError, "mode must be 'max' or 'min'"),
     Api("create-metric-empty", lambda e: create(e, metric=""), ConfigError, "metric must be a non-empty string"),
-    Api("create-seed-negative", lambda e: create(e, seed=-1), ConfigError, "seed must be a whole number >= 0"),
+    Api("create-seed-negative", lambda e: create(e, seed=-1), ConfigError, "seed must be a whole number from 0 to 9223372036854775807"),
     Api("create-initial-hparams-length", lambda e: create(e, initial_hparams=[{"h0": 0.5, "h1": 0.5}]), ConfigError,
         "initial_hparams has 1 entries for a population of 2"),
     Api("create-if-exists-unknown", lambda e: create(e, if_exists="replace"), ConfigError, "if_exists must be one of"),
     Api("create-exists", lambda e: create(e, name="t"), RunExistsError, "exists already", runs),
+    Api("create-seed-too-big", lambda e: create(e, name="t", seed=2**63, if_exists="overwrite"), ConfigError,
+        "seed must be a whole number from 0 to 9223372036854775807", runs),
+    Api("create-checkpoints-number", lambda e: create(e, name="t", checkpoints=5, if_exists="overwrite"), ConfigError,
+        "checkpoints must be a folder, an fsspec URL", runs),
+    Api("create-shared-checkpoint-folder", lambda e: create(e, checkpoints=e.root / "t" / "checkpoints"), ConfigError,
+        "holds another run's checkpoints", runs),
+    Api("create-overwrite-training-now", lambda e: create(e, name="t", if_exists="overwrite"), ConfigError,
+        "is training now", training_now, owner="run_folders"),
+    Api("create-name-trailing-newline", lambda e: create(e, name="evil\n"), ConfigError, "is not usable as a folder name"),
+    Api("create-population-huge", lambda e: create(e, population_size=10**29), ConfigError,
+        "population_size must be a whole number from 1 to 1000000"),
     Api("create-root-is-a-file", lambda e: create(e, root=e.inputs / "afile"), PoptrainError, "afile", a_file("afile")),
     Api("space-empty", lambda e: create(e, space={}), SearchSpaceError, "the search space is empty", owner="space"),
     Api("space-not-mapping", lambda e: create(e, space=["lr"]), SearchSpaceError, "must be a mapping", owner="space"),

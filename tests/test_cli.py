@@ -164,7 +164,7 @@ def test_experiment_module_file_with_summary(tmp_path: Path, capsys: pytest.Capt
 def test_bad_executor_settings_are_refused_before_anything_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = str(tmp_path / "runs")
     line = one_line_error(capsys, "run", "poptrain.experiments.toy", "--root", root, "--executor", "processes", "--workers", "0")
-    assert "--workers must be a whole number >= 1, got 0" in line
+    assert "--workers must be a whole number from 1 to 1024, got 0" in line
     assert "--workers is for --executor processes or ray" in one_line_error(capsys, "run", "poptrain.experiments.toy", "--root", root, "--workers", "3")
     assert not (tmp_path / "runs").exists()
 

@@ -122,10 +122,10 @@ def test_member_failing_too_often_is_replaced_by_a_copy_of_the_best(tmp_path: Pa
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"population_size": 0}, "population_size must be a whole number >= 1"),
+        ({"population_size": 0}, "population_size must be a whole number from 1 to 1000000"),
         ({"mode": "maximise"}, "mode must be 'max' or 'min'"),
         ({"name": "bad/name"}, "not usable as a folder name"),
-        ({"seed": -1}, "seed must be a whole number >= 0"),
+        ({"seed": -1}, "seed must be a whole number from 0 to 9223372036854775807"),
     ],
 )
 def test_bad_run_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:

@@ -321,3 +321,68 @@ def test_every_option_help_shows_its_default() -> None:
             if action.option_strings and not isinstance(action, argparse._HelpAction) and "default" not in (action.help or ""):
                 missing.append(f"{name} {action.option_strings[0]}")
     assert missing == []
+
+
+def test_read_commands_leave_a_rollback_journal_database_as_it_is(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    database = world / "runs" / "toy" / "poptrain.db"
+    with sqlite3.connect(database) as conn:  # as a backup made with VACUUM INTO would be
+        conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    before = tree(world)
+    for command in (("status", "toy"), ("ls",), ("export", "toy", "--format", "json")):
+        assert cli(capsys, *command, "--root", str(world / "runs"))[0] == 0
+    assert tree(world) == before
+
+
+def test_report_runs_no_code_named_by_the_run(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    marker = world / "imported"
+    (world / "sideeffect.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    database = world / "runs" / "toy" / "poptrain.db"
+    with sqlite3.connect(database) as conn:  # a run whose stored experiment is a module with side effects
+        conn.execute("UPDATE runs SET spec = json_set(spec, '$.meta.target', ?)", (str(world / "sideeffect.py"),))
+    conn.close()
+    (world / "runs" / "toy" / "summary.json").write_text('{"test_acc": 0.97}')
+    assert cli(capsys, "report", "toy", "--root", str(world / "runs"))[0] == 0
+    assert not marker.exists()
+    assert '"test_acc": 0.97' in (world / "runs" / "toy" / "report.html").read_text()
+
+
+def test_run_keeps_the_experiments_summary_for_its_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    module = tmp_path / "summarized.py"
+    module.write_text(
+        "from poptrain.experiments.toy import SPACE, ToyQuadratic, INITIAL_H\n"
+        "def experiment():\n"
+        "    return {'trainable': ToyQuadratic, 'space': SPACE, 'population_size': 2, 'steps': 4, 'metric': 'Q',\n"
+        "            'initial_hparams': INITIAL_H}\n"
+        "def summarize(run):\n"
+        "    return {'members_seen': len(run.members())}\n"
+    )
+    root = tmp_path / "runs"
+    assert cli(capsys, "run", str(module), "--root", str(root), "--quiet")[0] == 0
+    assert json.loads((root / "summarized" / "summary.json").read_text()) == {"members_seen": 2}
+    module.unlink()  # the report needs neither the file nor its import
+    assert cli(capsys, "report", "summarized", "--root", str(root))[0] == 0
+    assert '"members_seen": 2' in (root / "summarized" / "report.html").read_text()
+
+
+def test_rm_at_end_of_input_deletes_nothing(world: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    class ClosedTerminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", ClosedTerminal(""))  # Ctrl-D at the prompt
+    before = tree(world)
+    code, out, _ = cli(capsys, "rm", "toy", "--root", str(world / "runs"))
+    assert code == 1 and "nothing deleted" in out and tree(world) == before
+
+
+def test_hints_name_both_root_and_storage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    code, out, _ = cli(capsys, "run", TOY, "--root", str(tmp_path / "ck"), "--storage", url, "--steps", "4", "--quiet")
+    assert code == 0 and f"poptrain status toy --root {tmp_path / 'ck'} --storage {url}" in out
+    code, out, _ = cli(capsys, "ls", "--root", str(tmp_path / "ck"), "--storage", url)
+    assert code == 0 and "finished" in out and "4/4" in out

@@ -283,3 +283,21 @@ def test_text_helper_never_reads_markup() -> None:
     console = Console(file=stream, width=100)
     console.print(text("[/bold] [red]x :smile:"), text(3))
     assert stream.getvalue() == "[/bold] [red]x :smile: 3\n"
+
+
+def test_terminal_escape_sequences_in_data_are_printed_escaped(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from poptrain.printable import printable
+    from poptrain.report.terminal import text
+
+    title = "\x1b]0;owned\x07"
+    assert printable(f"lr{title}\x1b[31m\nnext") == "lr\\x1b]0;owned\\x07\\x1b[31m\nnext"
+    assert printable("a\nb\tc", lines=False) == "a\\x0ab\\x09c"
+    assert text(f"x{title}").plain == "x\\x1b]0;owned\\x07"
+    experiment = tmp_path / "loud.py"  # an error message carrying an escape sequence: printed escaped
+    experiment.write_text('raise RuntimeError("broken \\x1b]0;owned\\x07 here")\n')
+    result = subprocess.run([sys.executable, "-m", "poptrain", "run", str(experiment), "--root", str(tmp_path / "runs")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "\x1b" not in result.stderr and "broken \\x1b]0;owned\\x07 here" in result.stderr

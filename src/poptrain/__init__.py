@@ -46,8 +46,6 @@ from poptrain.strategy import (
 )
 from poptrain.trainable import Trainable, TrainContext
 
-__version__ = "0.1.0"
-
 
 def __getattr__(name: str) -> object:
     """``VectorizedTrainable`` loads PyTorch, so it is imported when first used."""

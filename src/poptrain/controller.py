@@ -37,7 +37,7 @@ from poptrain.strategy import (
     rank,
     uses_history,
 )
-from poptrain.trainable import Trainable, TrainContext, call_user, train_one_step
+from poptrain.trainable import Trainable, TrainContext, call_user, check_trainable, train_one_step
 
 
 class Controller:
@@ -156,7 +156,7 @@ class Controller:
     def start_member(self, member: MemberRecord) -> Trainable:
         """A live trainable for ``member``, restored from its resume checkpoint if it has one."""
         context = TrainContext(self.run.name, member.slot, member_seed(self.run.seed, member.slot), run_seed=self.run.seed, start_step=member.step)
-        trainable = self._call(member.slot, member.step, "construct", self.trainable_factory)
+        trainable = check_trainable(self._call(member.slot, member.step, "construct", self.trainable_factory), self.trainable_factory)
         self._call(member.slot, member.step, "setup", trainable.setup, dict(member.hparams), context)
         if member.resume_checkpoint_id is not None:
             record = self.storage.get_checkpoint(member.resume_checkpoint_id)

@@ -26,6 +26,7 @@ from typing import Any
 
 from poptrain.errors import ConfigError, PoptrainError
 from poptrain.executors import EXECUTORS
+from poptrain.limits import MAX_POPULATION, MAX_SEED
 from poptrain.space import SearchSpace
 from poptrain.strategy import Strategy, every, import_object, perturb, truncation
 from poptrain.strategy._spec import callable_from_spec
@@ -74,8 +75,8 @@ class Setting:
     default: Any = REQUIRED
 
 
-def _whole(minimum: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+def _whole(minimum: int, maximum: int | None = None) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum and (maximum is None or v <= maximum)
 
 
 def _is_bool(v: Any) -> bool:
@@ -130,11 +131,11 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 _NAME = Setting("name", "a run name of letters, digits, '.', '_' and '-', starting with a letter or digit (at most 128)",
                 _optional(_is_run_name), None)
 _NUMBERS = (
-    Setting("population_size", "a whole number >= 1 (e.g. 8)", _whole(1)),
+    Setting("population_size", f"a whole number from 1 to {MAX_POPULATION} (e.g. 8)", _whole(1, MAX_POPULATION)),
     Setting("steps", "a whole number >= 1, the steps each member trains (e.g. 20)", _whole(1)),
     Setting("metric", "a non-empty string naming what evaluate() returns (e.g. 'val_acc')", _is_metric, "score"),
     Setting("mode", "'max' or 'min' (whether a higher or a lower metric is better)", lambda v: v in ("max", "min"), "max"),
-    Setting("seed", "a whole number >= 0", _whole(0), 0),
+    Setting("seed", f"a whole number from 0 to {MAX_SEED}", _whole(0, MAX_SEED), 0),
     Setting("executor", f"one of {', '.join(EXECUTORS)}", lambda v: v in EXECUTORS, "sequential"),
 )
 
@@ -262,7 +263,9 @@ def _exec_user_code(prefix: str, main_file: str | None, fn: Callable[[], Any]) -
     """``fn()`` (an import, ``experiment()``), what it raises turned into one ``ConfigError`` line."""
     try:
         return fn()
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code may raise anything; it becomes one line
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code may raise anything; it becomes one line
         raise _user_failure(prefix, main_file, exc) from (None if isinstance(exc, (PoptrainError, SystemExit)) else exc)
 
 
@@ -314,11 +317,18 @@ def _import_module(target: str) -> Any:
         raise _user_failure(f"cannot load experiment {target!r}", None, exc) from exc
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a file, for a message."""
+    if not path.exists():
+        return "does not exist"
+    return "is a folder, not a file" if path.is_dir() else "is not a regular file"
+
+
 def _from_module(target: str) -> ExperimentSpec:
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
-            raise ConfigError(f"experiment file {target} does not exist")
+            raise ConfigError(f"experiment file {target} {_not_a_file(path)}")
         module = _import_file(path, target)
         default_name, main_file = path.stem, str(path)
     else:
@@ -411,6 +421,6 @@ def load_experiment(target: str) -> ExperimentSpec:
     if target.lower().endswith((".yaml", ".yml")):
         path = Path(target)
         if not path.is_file():
-            raise ConfigError(f"config file {target} does not exist")
+            raise ConfigError(f"config file {target} {_not_a_file(path)}")
         return _from_yaml(path)
     return _from_module(target)

@@ -24,7 +24,7 @@ from poptrain.errors import ConfigError
 from poptrain.records import GenerationRecord, ScoreRecord
 from poptrain.results import ScheduleSegment, generation_at
 from poptrain.space import HParams
-from poptrain.trainable import Trainable, TrainContext, call_user, read_score
+from poptrain.trainable import Trainable, TrainContext, call_user, check_trainable, read_score
 
 FORMAT = "poptrain.schedule/1"
 
@@ -235,7 +235,8 @@ def load_schedule(path: str | Path) -> Schedule:
     """
     target = Path(path)
     if not target.is_file():
-        raise ConfigError(f"schedule file {target} does not exist")
+        what = "is a folder, not a file" if target.is_dir() else "does not exist"
+        raise ConfigError(f"schedule file {target} {what}")
     try:
         data = json.loads(target.read_text())
     except json.JSONDecodeError as exc:
@@ -324,7 +325,7 @@ def replay(
         run_name or schedule.run or "replay", schedule.root if slot is None else slot, chosen, device=device,
         run_seed=run_seed if run_seed is not None else (schedule.run_seed or 0), start_step=0,
     )
-    model = _call(0, "construct", trainable)
+    model = check_trainable(_call(0, "construct", trainable), trainable)
     for method in ("setup", "step", "evaluate", "set_hparams"):
         if not callable(getattr(model, method, None)):
             raise ConfigError(f"the trainable factory returned {type(model).__name__}, which has no {method}(); return a Trainable")

@@ -6,6 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,12 @@ from poptrain.checkpoints import CheckpointStore, LocalCheckpointStore
 from poptrain.controller import Controller
 from poptrain.errors import ConfigError, RunExistsError, RunNotFoundError
 from poptrain.executors import Executor, get_executor
+from poptrain.limits import MAX_POPULATION, MAX_SEED
 from poptrain.progress import ProgressListener
 from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, ReadyPoint, RunRecord, ScoreRecord
 from poptrain.replay import ReplayResult, Schedule
 from poptrain.results import BestMember, ScheduleSegment, best_member, generation_at, schedule, score_rows
-from poptrain.run_folders import DATABASE, check_free, check_name, delete_run, run_folder
+from poptrain.run_folders import DATABASE, check_checkpoint_folder, check_free, check_name, delete_run, run_folder
 from poptrain.seeding import decision_rng, initial_rng
 from poptrain.space import HParams, SearchSpace
 from poptrain.storage import Storage, open_storage
@@ -386,11 +388,11 @@ class Run:
 
     def write_report(self, folder: str | Path | None = None) -> dict[str, Path]:
         """Write ``report.html`` and PNGs (default: the run's folder); return their paths."""
-        from poptrain.report.writer import write_report
+        from poptrain.report.writer import stored_summary, write_report
 
         if folder is None and self.folder is None:
             raise ConfigError("this run has no folder (in-memory storage); pass write_report(folder)")
-        return write_report(self, folder if folder is not None else self.folder)  # type: ignore[arg-type]
+        return write_report(self, folder if folder is not None else self.folder, summary=stored_summary(self.folder))  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.storage.close()
@@ -432,14 +434,14 @@ def create_run(
     if if_exists not in IF_EXISTS:
         raise ConfigError(f"if_exists must be one of {', '.join(map(repr, IF_EXISTS))}, got {if_exists!r}")
     search_space = SearchSpace(space)
-    if isinstance(population_size, bool) or not isinstance(population_size, int) or population_size < 1:
-        raise ConfigError(f"population_size must be a whole number >= 1, got {population_size!r}")
+    if isinstance(population_size, bool) or not isinstance(population_size, int) or not 1 <= population_size <= MAX_POPULATION:
+        raise ConfigError(f"population_size must be a whole number from 1 to {MAX_POPULATION}, got {population_size!r}")
     if mode not in ("max", "min"):
         raise ConfigError(f"mode must be 'max' or 'min', got {mode!r}")
     if not isinstance(metric, str) or not metric:
         raise ConfigError(f"metric must be a non-empty string naming what evaluate() returns, got {metric!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
     strategy = Strategy(ready, exploit, explore, inherit_hparams, synchronous)
     strategy.check(search_space)
     if initial_hparams is not None:
@@ -455,9 +457,16 @@ def create_run(
     }
     if storage is None:
         check_free(root, name)
-    if if_exists == "load" and _run_exists(name, root, storage):
+    exists = _run_exists(name, root, storage)
+    if if_exists == "load" and exists:
         return _load_same(name, root, storage, checkpoints, spec, seed)
-    if if_exists == "overwrite" and _run_exists(name, root, storage):
+    folder = run_folder(root, name)
+    files = checkpoint_store(checkpoints, folder, _in_memory(storage))  # an unusable checkpoints= is refused here
+    if isinstance(files, LocalCheckpointStore) and not exists:  # a new run writes into a folder of its own
+        check_checkpoint_folder(files.root, set())
+    elif isinstance(files, LocalCheckpointStore) and if_exists == "overwrite" and storage is not None:
+        check_checkpoint_folder(files.root, _own_checkpoints(name, root, storage))  # only the replaced run wrote there
+    if if_exists == "overwrite" and exists:
         delete_run(name, root=root, storage=storage, checkpoints=checkpoints)
     store, folder = _run_paths(name, root, storage, create=True)
     try:
@@ -469,7 +478,7 @@ def create_run(
             f"a run named {name!r} exists already in {_where(name, root, storage)}; pass if_exists='load' to continue it, "
             "if_exists='overwrite' to replace it, or choose another name"
         ) from None
-    return Run(record, store, checkpoint_store(checkpoints, folder, store), search_space, strategy, folder)
+    return Run(record, store, files, search_space, strategy, folder)
 
 
 def _where(name: str, root: str | Path, storage: str | Storage | None) -> str:
@@ -526,14 +535,33 @@ def _load_same(
     return run
 
 
-def checkpoint_store(checkpoints: CheckpointStore | str | Path | None, folder: Path, storage: Storage) -> CheckpointStore:
+def _in_memory(storage: str | Storage | None) -> bool:
+    from poptrain.storage import InMemoryStorage
+
+    return isinstance(storage, InMemoryStorage) or storage in ("memory", ":memory:")
+
+
+def _own_checkpoints(name: str, root: str | Path, storage: str | Storage | None) -> set[str]:
+    """The checkpoint files the stored run ``name`` recorded (relative to its checkpoint folder)."""
+    store, _ = _run_paths(name, root, storage, create=False)
+    try:
+        record = store.get_run(name)
+        return {c.uri for c in store.get_checkpoints(record.id)}
+    finally:
+        if not isinstance(storage, Storage):
+            store.close()
+
+
+def checkpoint_store(checkpoints: CheckpointStore | str | Path | None, folder: Path, in_memory: bool) -> CheckpointStore:
     """The store named by ``checkpoints``: a store, a folder, an fsspec URL (``s3://...``), or
     ``None``: ``<folder>/checkpoints`` (in memory with an in-memory storage)."""
     if isinstance(checkpoints, CheckpointStore):
         return checkpoints
-    from poptrain.storage import InMemoryStorage
-
-    if checkpoints is None and isinstance(storage, InMemoryStorage):
+    if checkpoints is not None and not isinstance(checkpoints, (str, PathLike)):
+        raise ConfigError(
+            f"checkpoints must be a folder, an fsspec URL (s3://bucket/run) or a CheckpointStore, got {checkpoints!r}"
+        )
+    if checkpoints is None and in_memory:
         from poptrain.checkpoints import InMemoryCheckpointStore
 
         return InMemoryCheckpointStore()
@@ -578,4 +606,4 @@ def load_run(
 
     if checkpoints is None:
         checkpoints = record.spec.get("checkpoints")  # a URL given when the run was created
-    return Run(record, store, checkpoint_store(checkpoints, folder, store), SearchSpace(record.spec["space"]), strategy, folder)
+    return Run(record, store, checkpoint_store(checkpoints, folder, _in_memory(store)), SearchSpace(record.spec["space"]), strategy, folder)

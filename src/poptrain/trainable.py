@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from poptrain.errors import MetricError, PoptrainError, TrainableError
+from poptrain.errors import ConfigError, MetricError, PoptrainError, TrainableError
 from poptrain.space import HParams
 
 
@@ -23,6 +23,22 @@ class TrainContext:
     device: str = "cpu"
     run_seed: int = 0
     start_step: int = 0  # the step the member continues from (its newest checkpoint's, or 0)
+
+
+_METHODS = ("setup", "step", "evaluate", "state_dict", "load_state_dict", "set_hparams")
+
+
+def check_trainable(made: Any, factory: Any) -> Any:
+    """``made`` (what calling ``factory`` returned) if it has a Trainable's methods, else
+    ``ConfigError`` naming what it is."""
+    missing = [name for name in _METHODS if not callable(getattr(made, name, None))]
+    if missing:
+        who = getattr(factory, "__qualname__", repr(factory))
+        raise ConfigError(
+            f"the trainable {who} made a {type(made).__name__}, which has no {', '.join(missing)}; give a "
+            "poptrain.Trainable subclass (or a function returning an instance of one)"
+        )
+    return made
 
 
 class Trainable(ABC):

@@ -21,6 +21,10 @@ class LocalCheckpointStore(CheckpointStore):
         self.root = Path(root)
         self.fsync = fsync
 
+    def path(self, uri: str) -> Path:
+        """The file of ``uri``; ``CheckpointError`` for one that points outside the folder."""
+        return self._path(uri)
+
     def _path(self, uri: str) -> Path:
         path = (self.root / uri).resolve()
         if self.root.resolve() not in path.parents:

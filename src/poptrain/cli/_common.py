@@ -10,10 +10,24 @@ from poptrain.errors import ConfigError, RunNotFoundError
 
 
 def where_flags(args: argparse.Namespace) -> str:
-    """The --root/--storage flags that find the same run again (empty for the defaults)."""
-    if args.storage is not None:
-        return f" --storage {args.storage}"
-    return f" --root {args.root}" if args.root != "runs" else ""
+    """The --root/--storage flags that find the same run again (empty for the defaults); with
+    --storage, --root still says where the checkpoints are."""
+    flags = f" --root {args.root}" if args.root != "runs" else ""
+    return flags + (f" --storage {args.storage}" if args.storage is not None else "")
+
+
+def check_output_file(path: Path) -> None:
+    """Refuse an output file that is a run's database or checkpoint (or a folder)."""
+    from poptrain.run_folders import DATABASE
+
+    if path.is_dir():
+        raise ConfigError(f"--output {path} is a folder; give a file name")
+    if not path.is_file():
+        return
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head.startswith(b"SQLite format 3") or path.name.startswith(DATABASE) or path.suffix == ".pt":
+        raise ConfigError(f"--output {path} is a database or checkpoint file; nothing was written: give a new file name")
 
 
 def iso_time(seconds: float, *, short: bool = False) -> str:

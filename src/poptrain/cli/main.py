@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from poptrain.cli._common import check_root, close_opened, iso_time, load, opened, where_flags
+from poptrain.cli._common import check_output_file, check_root, close_opened, iso_time, load, opened, where_flags
 from poptrain.errors import ConfigError, MetricError, PoptrainError, RunExistsError
 
 EXIT_ERROR = 2
@@ -127,10 +128,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from poptrain.experiment import load_experiment
     from poptrain.run_folders import check_name
 
-    for flag, value, low in (("--steps", args.steps, 1), ("--population", args.population, 1), ("--seed", args.seed, 0),
-                             ("--workers", args.workers, 1)):
-        if value is not None and value < low:
-            raise ConfigError(f"{flag} must be a whole number >= {low}, got {value}")
     spec = load_experiment(args.target)
     if args.workers is not None and (args.executor or spec.executor) not in ("processes", "ray"):
         raise ConfigError("--workers is for --executor processes or ray")
@@ -144,6 +141,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not callable(spec.trainable):
         raise ConfigError(f"trainable must be a Trainable subclass, got {spec.trainable!r}")
     _executor(args, spec)  # checked before anything is written
+    _probe_factory(spec.trainable)
     if args.executor == "processes" and args.storage is not None and args.storage.startswith("memory"):
         raise ConfigError("--executor processes needs a database storage (the SQLite default or PostgreSQL)")
     name = check_name(spec.name if args.name is None else args.name)
@@ -197,6 +195,37 @@ def _exists_error(name: str, args: argparse.Namespace) -> ConfigError:
     )
 
 
+def _probe_factory(trainable: Any) -> None:
+    """A trainable given as a function is called once, before anything is written, to see that it
+    makes a Trainable (a class is checked when the experiment is loaded)."""
+    from poptrain.trainable import call_user, check_trainable
+
+    vectorized = sys.modules.get("poptrain.vectorized.trainable")  # loaded if the trainable is one
+    if isinstance(trainable, type) or (vectorized is not None and isinstance(trainable, vectorized.VectorizedTrainable)):
+        return
+    check_trainable(call_user(0, 0, "construct", trainable), trainable)
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """The command's own numbers, refused in the words of its flags."""
+    from poptrain.limits import MAX_POPULATION, MAX_SEED, MAX_WORKERS
+
+    bounds = {"steps": ("--steps", 1, None), "population": ("--population", 1, MAX_POPULATION),
+              "seed": ("--seed", 0, MAX_SEED), "workers": ("--workers", 1, MAX_WORKERS)}
+    for attr, (flag, low, high) in bounds.items():
+        value = getattr(args, attr, None)
+        if attr == "steps" and args.command == "replay":
+            continue  # checked against the schedule's length, which the message names
+        if value is not None and (value < low or (high is not None and value > high)):
+            span = f">= {low}" if high is None else f"from {low} to {high}"
+            raise ConfigError(f"{flag} must be a whole number {span}, got {value}")
+    for attr in ("cpus_per_member", "gpus_per_member", "lease"):
+        value = getattr(args, attr, None)
+        if value is not None and not (math.isfinite(value) and value >= 0 and (value > 0 or attr == "gpus_per_member")):
+            flag = "--" + attr.replace("_", "-")
+            raise ConfigError(f"{flag} must be a positive number, got {value}")
+
+
 def _executor(args: argparse.Namespace, spec: Any) -> Any:
     """The executor the command line asks for, else the experiment's own."""
     from poptrain.executors import Executor, get_executor
@@ -245,6 +274,10 @@ def _train_and_report(run: Any, spec: Any, steps: int, args: argparse.Namespace)
             + (", then run the same command again" if args.command == "run" else "")
         ) from None
     extra = spec.summarize(run) if spec.summarize else {}
+    if extra:
+        from poptrain.report.writer import save_summary
+
+        save_summary(run.folder, dict(extra))
     print_summary(run.name, run.metric, run.best(), extra, wall_time=time.monotonic() - started)
     where = args.storage or str(Path(args.root) / run.name / "poptrain.db")
     print(f"Stored in {where}; see it again with: poptrain status {run.name}{where_flags(args)}")
@@ -355,21 +388,14 @@ def _export_payload(run: Any) -> dict[str, Any]:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from poptrain.experiment import load_experiment
-    from poptrain.report.writer import write_report
+    from poptrain.report.writer import stored_summary, write_report
 
     folder = Path(args.output) if args.output else Path(args.root) / args.name
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--output {folder} is a file; give a folder to write report.html and the PNGs into")
     run = load(args, args.name)
-    extra: dict[str, Any] = {}
-    target = (run.record.spec.get("meta") or {}).get("target")
-    if target is not None:  # a run of `poptrain run`: its experiment's summary (test metrics) goes in too
-        spec = load_experiment(target)
-        if spec.summarize is not None and run.best() is not None:
-            extra = dict(spec.summarize(run))
-    try:
-        paths = write_report(run, folder, summary=extra)
+    try:  # with the experiment's summary (test metrics) that `poptrain run` kept: data, no code imported
+        paths = write_report(run, folder, summary=stored_summary(run.folder))
     except OSError as exc:
         raise ConfigError(f"cannot write the report into {folder} ({exc.strerror or exc}); give another --output") from None
     print(f"Wrote {paths['html']} (open it in a browser; it needs no server) and "
@@ -403,12 +429,12 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    if args.schedule == (args.format is not None):
-        raise ConfigError("give one of --format csv|json (scores, everything) or --schedule (a member's schedule)")
     if args.member is not None and not args.schedule:
         raise ConfigError("--member goes with --schedule")
-    if args.output is not None and Path(args.output).is_dir():
-        raise ConfigError(f"--output {args.output} is a folder; give a file name")
+    if args.schedule == (args.format is not None):
+        raise ConfigError("give one of --format csv|json (scores, everything) or --schedule (a member's schedule)")
+    if args.output is not None:
+        check_output_file(Path(args.output))
     run = load(args, args.name)
     if args.schedule:
         text = json.dumps(run.export_schedule(args.member), indent=2, allow_nan=True) + "\n"
@@ -516,9 +542,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _cmd_report, "dashboard": _cmd_dashboard, "replay": _cmd_replay, "ls": cmd_ls, "rm": cmd_rm,
     }
     try:
+        _check_numbers(args)
         return handlers[args.command](args)
     except PoptrainError as exc:
-        print(f"poptrain: error: {exc}", file=sys.stderr)
+        from poptrain.printable import printable
+
+        print(f"poptrain: error: {printable(exc, lines=False)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("poptrain: interrupted", file=sys.stderr)

@@ -50,7 +50,11 @@ def _rows(args: argparse.Namespace) -> list[RunRow]:
             store.close()
         rows = []
         for name in names:
-            run = poptrain.load_run(name, storage=args.storage)
+            try:
+                run = poptrain.load_run(name, storage=args.storage, root=args.root)
+            except PoptrainError as exc:  # one unreadable run does not hide the others
+                rows.append(RunRow(name, "unreadable", "-", "-", str(exc)))
+                continue
             try:
                 rows.append(_row(run))
             finally:
@@ -82,7 +86,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     rows = _rows(args)
     console = Console(width=160)
     if not rows:
-        where = args.storage or f"{args.root}/"
+        where = args.storage or f"{args.root}/" + ("" if Path(args.root).is_dir() else " (the folder does not exist)")
         console.print(text(f"no runs in {where}"))
         return 0
     table = Table()
@@ -107,7 +111,10 @@ def cmd_rm(args: argparse.Namespace) -> int:
         if not sys.stdin or not sys.stdin.isatty():
             raise ConfigError(f"poptrain rm asks before deleting, and there is no terminal to ask on; add --yes to delete run {args.name}")
         where = args.storage or f"{Path(args.root) / args.name}"
-        answer = input(f"Delete run {args.name} ({state}, {steps} steps per member) from {where}? [y/N] ")
+        try:
+            answer = input(f"Delete run {args.name} ({state}, {steps} steps per member) from {where}? [y/N] ")
+        except EOFError:
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1

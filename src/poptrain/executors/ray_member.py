@@ -20,7 +20,7 @@ from poptrain.checkpoints import open_shared
 from poptrain.errors import CheckpointError, TrainableError
 from poptrain.records import CheckpointRecord, NewCheckpoint
 from poptrain.strategy import MemberSnapshot
-from poptrain.trainable import Trainable, TrainContext, call_user, train_one_step
+from poptrain.trainable import Trainable, TrainContext, call_user, check_trainable, train_one_step
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class MemberWorker:
     def _prepare(self, task: SegmentTask) -> Trainable:
         trainable = None if task.fresh else self.live.get(task.slot)
         if trainable is None:
-            trainable = call_user(task.slot, task.step, "construct", self.factory)
+            trainable = check_trainable(call_user(task.slot, task.step, "construct", self.factory), self.factory)
             call_user(task.slot, task.step, "setup", trainable.setup, dict(task.hparams), task.context)
             if task.restore is not None:
                 self._load(trainable, task.restore, task.slot, task.step, retry=False)

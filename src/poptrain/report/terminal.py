@@ -26,11 +26,14 @@ def _fmt(value: Any) -> str:
 
 
 def text(value: object, style: str = "") -> Text:
-    """``value`` (``str()`` of it) as rich text, shown exactly as it is: never read as markup
-    (``[/bold]``) or emoji codes (``:smile:``). ``style`` styles all of it (``"bold"``)."""
+    """``value`` (``str()`` of it) as rich text, shown as it is: never read as markup
+    (``[/bold]``) or emoji codes (``:smile:``), and control characters escaped (``\x1b``).
+    ``style`` styles all of it (``"bold"``)."""
     from rich.text import Text
 
-    return Text(str(value), style=style)
+    from poptrain.printable import printable
+
+    return Text(printable(value), style=style)
 
 
 class TerminalProgress(ProgressListener):
@@ -65,7 +68,9 @@ class TerminalProgress(ProgressListener):
 
     def _status(self) -> str:
         best = "-" if self.best is None else f"{self.best:.4f}"
-        return f"best {self.metric} so far {best}, {self.decisions} decisions"
+        from poptrain.printable import printable
+
+        return f"best {printable(self.metric)} so far {best}, {self.decisions} decisions"
 
     def on_start(self, run_name: str, population_size: int, total_steps: int, done_steps: int) -> None:
         self.total, self.done, self._name, self._started = total_steps, done_steps, run_name, time.monotonic()

@@ -7,6 +7,34 @@ from typing import Any
 
 from poptrain.report.data import ReportData, report_data
 
+SUMMARY_FILE = "summary.json"  # what an experiment's summarize(run) said, kept beside the run by `poptrain run`
+
+
+def save_summary(folder: Path | None, summary: dict[str, Any]) -> None:
+    """Keep ``summary`` in ``folder/summary.json`` (when the run has a folder), for its report."""
+    if folder is None or not folder.is_dir():
+        return
+    import json
+
+    from poptrain.atomic import write_text_atomic
+
+    write_text_atomic(folder / SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def stored_summary(folder: Path | None) -> dict[str, Any]:
+    """The summary ``save_summary`` kept in ``folder`` (plain data: no code is run to get it);
+    empty when there is none or it cannot be read."""
+    import json
+
+    path = None if folder is None else folder / SUMMARY_FILE
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
 
 def run_report_data(run: Any, summary: dict[str, Any] | None = None) -> ReportData:
     """A run's report data, read from its storage once."""

@@ -67,6 +67,8 @@ def _check_bounds(name: str, kind: str, low: Any, high: Any, log: bool, integer:
             raise SearchSpaceError(f"parameter {name!r}: {kind} {label} must be finite, got {bound!r}")
         if integer and int(bound) != bound:
             raise SearchSpaceError(f"parameter {name!r}: Int {label} must be a whole number, got {bound!r}")
+        if integer and abs(bound) >= 2**62:  # drawn with numpy's 64-bit integers
+            raise SearchSpaceError(f"parameter {name!r}: Int {label} must lie within ±2**62, got {bound!r}")
     if low >= high:
         raise SearchSpaceError(
             f"parameter {name!r}: low ({low}) must be below high ({high}); swap them or widen the range"

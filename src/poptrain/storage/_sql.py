@@ -29,15 +29,20 @@ from poptrain.storage._base import Storage
 _SQLITE_WAIT_SECONDS = 30  # how long a connection waits for another process's lock
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, wal: bool = True) -> None:
     cursor = dbapi_connection.cursor()
     # The wait first: switching to WAL needs a lock that another process may hold while it
     # creates the schema, and the driver's own default wait is only 5 s.
     cursor.execute(f"PRAGMA busy_timeout={_SQLITE_WAIT_SECONDS * 1000}")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    if wal:  # a database poptrain made is in WAL mode already; an opened one is left in its own mode
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_pragmas_as_found(dbapi_connection: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_connection, record, wal=False)
 
 
 # Statements of the per-step and per-ready-point path, built once (building one costs more than
@@ -146,7 +151,7 @@ class SQLStorage(Storage):
                 hint = "use sqlite:///PATH or postgresql+psycopg://user@host/db, or install the driver"
             raise StorageError(f"no database driver for {parsed.drivername!r} ({_first_line(exc)}); {hint}") from None
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_pragmas if create else _sqlite_pragmas_as_found)
         self._prepare(create)
 
     def _prepare(self, create: bool) -> None:
@@ -154,9 +159,10 @@ class SQLStorage(Storage):
             with self.engine.begin() as conn:
                 _migrate.prepare(conn, self._safe_url(), create=create)
         except SQLAlchemyError as exc:
+            hint = ("check that the path names a database file" if self.engine.dialect.name == "sqlite"
+                    else "check the URL and that the database server is running and reachable")
             raise StorageError(
-                f"cannot open storage {self._safe_url()}: {_first_line(exc)}; "
-                "check the URL and that the database server is running and reachable"
+                f"cannot open storage {self._safe_url()}: {_first_line(exc)}; {hint}"
             ) from None
 
     def _safe_url(self) -> str:
