@@ -299,5 +299,5 @@ def test_terminal_escape_sequences_in_data_are_printed_escaped(tmp_path: Path) -
     experiment = tmp_path / "loud.py"  # an error message carrying an escape sequence: printed escaped
     experiment.write_text('raise RuntimeError("broken \\x1b]0;owned\\x07 here")\n')
     result = subprocess.run([sys.executable, "-m", "poptrain", "run", str(experiment), "--root", str(tmp_path / "runs")],
-                            capture_output=True, text=True, timeout=120)
+                            check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "\x1b" not in result.stderr and "broken \\x1b]0;owned\\x07 here" in result.stderr
