@@ -165,6 +165,9 @@ class Controller:
             except CheckpointError as exc:  # no use retrying: the member is replaced by a copy of a donor
                 raise TrainableError(f"member {member.slot} cannot resume: {exc}", slot=member.slot, retry=False) from exc
             self._call(member.slot, member.step, "load_state_dict", trainable.load_state_dict, state)
+            # The state may carry other hyperparameters (an optimizer's param_groups saved before a
+            # decision): the member trains with those its lineage records, so they are set last.
+            self._call(member.slot, member.step, "set_hparams", trainable.set_hparams, dict(member.hparams))
         self.storage.set_member_state(self.run.id, member.slot, "running")
         return trainable
 

@@ -118,6 +118,8 @@ class MemberWorker:
             call_user(task.slot, task.step, "setup", trainable.setup, dict(task.hparams), task.context)
             if task.restore is not None:
                 self._load(trainable, task.restore, task.slot, task.step, retry=False)
+                # the member's recorded hyperparameters, not those inside the restored state
+                call_user(task.slot, task.step, "set_hparams", trainable.set_hparams, dict(task.hparams))
         else:
             if task.load is not None:
                 self._load(trainable, task.load, task.slot, task.step, retry=True)
