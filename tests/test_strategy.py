@@ -73,7 +73,7 @@ def test_truncation_copies_from_the_top_into_the_bottom(fraction):
         fitness = [float(x) for x in draws.normal(size=n)]
         pop = population(fitness)
         order = sorted(range(n), key=lambda s: (-fitness[s], s))
-        q = max(1, math.floor(fraction * n))
+        q = max(1, min(math.ceil(round(fraction * n, 9)), n // 2))
         top, bottom = set(order[:q]), set(order[-q:])
         for m in pop:
             donor = exploit(m, pop, rng(trial))
@@ -84,12 +84,20 @@ def test_truncation_copies_from_the_top_into_the_bottom(fraction):
 
 
 def test_truncation_quantile_size():
-    # with 10 members and fraction 0.25 the quantile holds floor(2.5) = 2 members
+    # with 10 members and fraction 0.25 the quantile holds ceil(2.5) = 3 members
     pop = population([float(x) for x in range(10)])  # slot 9 best, slot 0 worst
     exploit = truncation(0.25)
-    for victim in (0, 1):
-        assert {exploit(pop[victim], pop, rng(s)) for s in range(40)} == {8, 9}
-    assert exploit(pop[2], pop, rng()) is None
+    for victim in (0, 1, 2):
+        assert {exploit(pop[victim], pop, rng(s)) for s in range(60)} == {7, 8, 9}
+    assert exploit(pop[3], pop, rng()) is None
+    # 8 members and 0.2: ceil(1.6) = 2 exploit (as Ray Tune's quantile_fraction), 10 and 0.2: exactly 2
+    eight = population([float(x) for x in range(8)])
+    assert [m.slot for m in eight if truncation(0.2)(m, eight, rng()) is not None] == [0, 1]
+    ten = population([float(x) for x in range(10)])
+    assert [m.slot for m in ten if truncation(0.2)(m, ten, rng()) is not None] == [0, 1]
+    # never more than half: 5 members and 0.5 give 2
+    five = population([float(x) for x in range(5)])
+    assert [m.slot for m in five if truncation(0.5)(m, five, rng()) is not None] == [0, 1]
     # a tiny population still has a quantile of one
     small = population([0.1, 0.9, 0.5])
     assert exploit(small[0], small, rng()) == 1
