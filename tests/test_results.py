@@ -121,6 +121,13 @@ def weights(slot, step):
     return {"w": torch.full((3,), float(10 * slot + step)), "step": step}
 
 
+def test_report_refuses_a_synchronous_run_before_recording_anything():
+    run = ask_tell_run(synchronous=True)
+    with pytest.raises(poptrain.ConfigError, match=r"synchronous=True; train it with run.optimize\(\)"):
+        run.report(0, 1, 0.5)
+    assert run.scores() == [] and [m.step for m in run.members()] == [0, 0, 0, 0]
+
+
 def test_report_continues_until_ready():
     run = ask_tell_run()
     action = run.report(0, 1, 0.5)

@@ -195,8 +195,14 @@ class Run:
         """Ask/tell: record that member ``slot`` reached ``step`` with ``score`` and say what to do.
 
         ``state`` (the member's state, or a zero-argument callable returning it) is saved as a
-        checkpoint when the member is ready; it is required then.
+        checkpoint when the member is ready; it is required then. Ask/tell is asynchronous PBT
+        (each member decides as it reports); a run created with ``synchronous=True`` is refused.
         """
+        if self.strategy.synchronous:
+            raise ConfigError(
+                "report() decides for each member as it reports (asynchronous PBT), but this run was created with "
+                "synchronous=True; train it with run.optimize(), or create it with synchronous=False"
+            )
         members = {m.slot: m for m in self.members()}
         if slot not in members:
             raise ConfigError(f"no member in slot {slot}; this run has slots 0..{len(members) - 1}")
