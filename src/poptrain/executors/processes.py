@@ -124,7 +124,23 @@ def _turn(controller: Controller, member: MemberRecord, live: dict[int, tuple[tu
     return 1
 
 
-def _spawned(job: WorkerJob) -> None:  # pragma: no cover - runs in a child process
+ORPHAN_POLL_SECONDS = 0.5  # how often a spawned worker checks that the process that started it is alive
+
+
+def _die_with(parent: int) -> None:  # pragma: no cover - runs in a child process
+    """End this process as soon as ``parent`` is gone (killed with SIGKILL, say): a worker of a
+    driver that no longer exists would go on writing a run that may be resumed meanwhile."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="poptrain-orphan-watch", daemon=True).start()
+
+
+def _spawned(job: WorkerJob, parent: int) -> None:  # pragma: no cover - runs in a child process
+    _die_with(parent)
     try:
         work(job)
     except PoptrainError:  # stored with the member; the parent reports it in one line
@@ -163,7 +179,7 @@ class ProcessesExecutor(Executor):
             controller.flush_seconds, self.torch_threads, controller.max_retries,
         )
         context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=_spawned, args=(job,), daemon=True) for _ in range(self.workers)]
+        processes = [context.Process(target=_spawned, args=(job, os.getpid()), daemon=True) for _ in range(self.workers)]
         for process in processes:
             process.start()
         try:
