@@ -71,3 +71,17 @@ def test_workers_end_when_their_driver_is_killed(tmp_path: Path) -> None:
         for pid in workers | children(driver.pid):  # nothing of this test outlives it, even when it fails
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_processes_keep_every_checkpoint_when_told_to(tmp_path: Path) -> None:
+    import poptrain
+    from pbt_helpers import SPACE, SlowTracer
+
+    run = poptrain.create_run(name="keep", space=SPACE, population_size=2, metric="score", root=tmp_path,
+                              ready=poptrain.every(2))
+    started = time.monotonic()
+    run.optimize(SlowTracer, steps=260, executor="processes", workers=2, keep_checkpoints=None)
+    assert time.monotonic() - started > 10  # long enough for a worker to collect (every 5 s)
+    records = run.storage.get_checkpoints(run.record.id)
+    assert len(records) >= 2 * 129 and not any(c.deleted for c in records)
+    assert all((tmp_path / "keep" / "checkpoints" / c.uri).is_file() for c in records)

@@ -39,6 +39,7 @@ class WorkerJob:
     flush_seconds: float = 1.0
     torch_threads: int | None = 1
     max_retries: int = 2
+    keep_checkpoints: int | None = 2
 
 
 def worker_name() -> str:
@@ -80,7 +81,7 @@ def work(job: WorkerJob, name: str | None = None, progress: ProgressListener | N
     run = load_run(job.run_name, storage=job.storage_url, checkpoints=job.checkpoint_root, **overrides)
     controller = Controller(
         run.record, run.storage, run.checkpoints, run.space, run.strategy, job.trainable, job.total_steps,
-        progress, job.flush_seconds, job.max_retries,
+        progress, job.flush_seconds, job.max_retries, job.keep_checkpoints,
     )
     live: dict[int, tuple[tuple[int | None, int], Trainable]] = {}
     points = 0
@@ -176,7 +177,7 @@ class ProcessesExecutor(Executor):
         job = WorkerJob(
             controller.storage.url, controller.run.name, checkpoint_root,
             controller.trainable_factory, controller.total_steps, controller.strategy, self.lease_seconds,
-            controller.flush_seconds, self.torch_threads, controller.max_retries,
+            controller.flush_seconds, self.torch_threads, controller.max_retries, controller.keep_checkpoints,
         )
         context = multiprocessing.get_context("spawn")
         processes = [context.Process(target=_spawned, args=(job, os.getpid()), daemon=True) for _ in range(self.workers)]
