@@ -37,36 +37,27 @@ def _row(run: Any) -> RunRow:
     )
 
 
-def _rows(args: argparse.Namespace) -> list[RunRow]:
-    import poptrain
+def _names(args: argparse.Namespace) -> list[str]:
+    """The runs in the --storage database, or the run folders under --root."""
     from poptrain.run_folders import DATABASE
     from poptrain.storage import open_storage
 
     if args.storage is not None:
         store = open_storage(args.storage, create=False)
         try:
-            names = [r.name for r in store.list_runs()]
+            return [r.name for r in store.list_runs()]
         finally:
             store.close()
-        rows = []
-        for name in names:
-            try:
-                run = poptrain.load_run(name, storage=args.storage, root=args.root)
-            except PoptrainError as exc:  # one unreadable run does not hide the others
-                rows.append(RunRow(name, "unreadable", "-", "-", str(exc)))
-                continue
-            try:
-                rows.append(_row(run))
-            finally:
-                run.close()
-        return rows
     check_root(args.root)
+    return [database.parent.name for database in sorted(Path(args.root).glob(f"*/{DATABASE}"))]
+
+
+def _rows(args: argparse.Namespace) -> list[RunRow]:
     rows = []
-    for database in sorted(Path(args.root).glob(f"*/{DATABASE}")):
-        name = database.parent.name
+    for name in _names(args):
         try:
             run = load(args, name)
-        except PoptrainError as exc:  # one unreadable folder does not hide the others
+        except PoptrainError as exc:  # one unreadable run does not hide the others
             rows.append(RunRow(name, "unreadable", "-", "-", str(exc)))
             continue
         try:
