@@ -14,3 +14,9 @@ def test_import_does_not_pull_heavy_dependencies() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_the_package_says_it_is_typed() -> None:
+    import importlib.resources
+
+    assert importlib.resources.files("poptrain").joinpath("py.typed").is_file()
