@@ -100,11 +100,9 @@ def _is_run_name(v: Any) -> bool:
 def _is_trainable(v: Any) -> bool:
     """A Trainable (or VectorizedTrainable) subclass, or a zero-argument factory of one."""
     if isinstance(v, type):
-        from poptrain.trainable import Trainable
+        from poptrain.trainable import trainable_bases
 
-        vectorized = sys.modules.get("poptrain.vectorized.trainable")  # a subclass of it has imported it
-        bases = (Trainable,) + ((vectorized.VectorizedTrainable,) if vectorized is not None else ())
-        return issubclass(v, bases)
+        return issubclass(v, trainable_bases())
     return callable(v)
 
 

@@ -490,17 +490,9 @@ def create_run(
 def _where(name: str, root: str | Path, storage: str | Storage | None) -> str:
     if storage is None:
         return str(run_folder(root, name) / DATABASE)
-    return "this storage" if isinstance(storage, Storage) else _safe_url(storage)
+    from poptrain.storage._sql import display_url
 
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:  # an unreadable URL is refused when opened; here it only names the place
-        return "the storage"
+    return "this storage" if isinstance(storage, Storage) else display_url(storage)
 
 
 def _run_exists(name: str, root: str | Path, storage: str | Storage | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -26,6 +27,13 @@ class TrainContext:
 
 
 _METHODS = ("setup", "step", "evaluate", "state_dict", "load_state_dict", "set_hparams")
+
+
+def trainable_bases() -> tuple[type, ...]:
+    """``Trainable``, and ``VectorizedTrainable`` when its module is loaded (any instance or
+    subclass of it has loaded it; it is not imported here, since it imports torch)."""
+    vectorized = sys.modules.get("poptrain.vectorized.trainable")
+    return (Trainable,) + ((vectorized.VectorizedTrainable,) if vectorized is not None else ())
 
 
 def check_trainable(made: Any, factory: Any) -> Any:

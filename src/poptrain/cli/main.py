@@ -158,50 +158,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         run = create()
     except RunExistsError:
-        if not _replace_unstarted(name, args):
-            raise _exists_error(name, args) from None
+        _replace_unstarted(name, args)
         run = create()
     return _train_and_report(run, spec, spec.steps, args)
 
 
-def _replace_unstarted(name: str, args: argparse.Namespace) -> bool:
+def _replace_unstarted(name: str, args: argparse.Namespace) -> None:
     """Delete run ``name`` if it stopped before its first score (a failed or interrupted start,
-    such as a misspelled metric), so that the same command can start it again."""
+    such as a misspelled metric), so that the same command can start it again; otherwise refuse
+    it, saying how to continue or replace it."""
     from poptrain.run_folders import delete_run
 
     run = load(args, name)
     try:
-        unstarted = run.record.state in ("failed", "interrupted") and not run.scores()
-    finally:
-        run.close()
-    if unstarted:
-        delete_run(name, root=args.root, storage=args.storage)
-        print(f"poptrain: replacing run {name}, which stopped before its first score", file=sys.stderr)
-    return unstarted
-
-
-def _exists_error(name: str, args: argparse.Namespace) -> ConfigError:
-    run = load(args, name)
-    try:
-        members = run.members()
+        state, scored = run.record.state, bool(run.scores())
         planned = (run.record.spec.get("meta") or {}).get("steps")
-        done = min((m.step for m in members), default=0)
-        state = f"{run.record.state}, {done}" + (f" of {planned}" if planned else "") + " steps per member"
+        done = min((m.step for m in run.members()), default=0)
     finally:
         run.close()
-    return ConfigError(
-        f"a run named {name!r} exists already ({state}); continue it with `poptrain resume {name}{where_flags(args)}`, "
-        "replace it with --overwrite, or choose another --name"
-    )
+    if scored or state not in ("failed", "interrupted"):
+        where = f"{state}, {done}" + (f" of {planned}" if planned else "") + " steps per member"
+        raise ConfigError(
+            f"a run named {name!r} exists already ({where}); continue it with `poptrain resume {name}{where_flags(args)}`, "
+            "replace it with --overwrite, or choose another --name"
+        )
+    delete_run(name, root=args.root, storage=args.storage)
+    print(f"poptrain: replacing run {name}, which stopped before its first score", file=sys.stderr)
 
 
 def _probe_factory(trainable: Any) -> None:
     """A trainable given as a function is called once, before anything is written, to see that it
     makes a Trainable (a class is checked when the experiment is loaded)."""
-    from poptrain.trainable import call_user, check_trainable
+    from poptrain.trainable import call_user, check_trainable, trainable_bases
 
-    vectorized = sys.modules.get("poptrain.vectorized.trainable")  # loaded if the trainable is one
-    if isinstance(trainable, type) or (vectorized is not None and isinstance(trainable, vectorized.VectorizedTrainable)):
+    if isinstance(trainable, (type, *trainable_bases()[1:])):  # a class, or a VectorizedTrainable
         return
     check_trainable(call_user(0, 0, "construct", trainable), trainable)
 

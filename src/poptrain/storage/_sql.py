@@ -109,6 +109,14 @@ def check_sqlite_file(path: str, *, create: bool) -> None:
         raise not_found(f"{path} is an empty database")
 
 
+def display_url(url: str) -> str:
+    """``url`` for messages: its password hidden ("the storage" if it cannot be read as a URL)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "the storage"
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -166,7 +174,7 @@ class SQLStorage(Storage):
             ) from None
 
     def _safe_url(self) -> str:
-        return make_url(self.url).render_as_string(hide_password=True)
+        return display_url(self.url)
 
     def _begin(self) -> Any:
         return _Transaction(self)
