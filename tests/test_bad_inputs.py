@@ -464,6 +464,11 @@ CLI_CASES = [
     cli("py-raises-base-exception", f"run {{in}}/exp.py {R}", "Odd",
         experiment_file("class Odd(BaseException):\n    pass\nraise Odd('strange')\n"), owner=EXP),
     cli("worker-lease-nan", f"worker t --lease nan {R}", "--lease must be a positive number, got nan", runs),
+    cli("worker-lease-zero", f"worker t --lease 0 {R}", "--lease must be a positive number, got 0.0", runs),
+    cli("gpus-per-member-negative", f"run {TOY} --executor ray --gpus-per-member -1 {R}", "--gpus-per-member must be a positive number"),
+    cli("resume-workers-zero", f"resume t --steps 12 --executor processes --workers 0 {R}",
+        "--workers must be a whole number from 1 to 1024, got 0", runs),
+    cli("replay-seed-negative", f"replay t --seed -1 --quiet {R}", "--seed must be a whole number from 0", runs),
     cli("cpus-per-member-nan", f"run {TOY} --executor ray --cpus-per-member nan {R}", "--cpus-per-member must be a positive number"),
     cli("yaml-is-a-folder", f"run {{in}}/d.yaml {R}", "is a folder, not a file", write("d.yaml/x", "x"), owner=EXP),
     # numbers
