@@ -20,6 +20,7 @@ from poptrain.errors import (
     StrategyError,
     TrainableError,
 )
+from poptrain.executors import Executor, ProcessesExecutor, SequentialExecutor
 from poptrain.progress import ProgressListener
 from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, ScoreRecord
 from poptrain.replay import ReplayResult, Schedule, load_schedule
@@ -57,7 +58,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "__version__",
-    "Action", "BestMember", "CheckpointError", "CheckpointRecord", "Choice", "ConfigError", "Decision", "Explored",
+    "Action", "BestMember", "Executor", "ProcessesExecutor", "SequentialExecutor", "CheckpointError", "CheckpointRecord", "Choice", "ConfigError", "Decision", "Explored",
     "Float", "GenerationRecord", "History", "Int", "MemberRecord", "MemberSnapshot", "MetricError", "Observation", "PoptrainError",
     "ProgressListener", "ReplayResult", "Run", "RunExistsError", "RunNotFoundError", "RunRecord", "Schedule", "ScheduleSegment", "ScoreRecord",
     "SearchSpace", "SearchSpaceError", "StorageError", "Strategy", "StrategyError", "TrainContext", "Trainable",

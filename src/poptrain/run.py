@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from poptrain.checkpoints import CheckpointStore, LocalCheckpointStore
-from poptrain.controller import Controller
+from poptrain.scheduler import Scheduler
 from poptrain.errors import ConfigError, RunExistsError, RunNotFoundError
 from poptrain.executors import Executor, get_executor
 from poptrain.limits import MAX_POPULATION, MAX_SEED
@@ -144,7 +144,7 @@ class Run:
             raise ConfigError(f"trainable must be a Trainable subclass or a factory of one, got {trainable!r}")
         runner = get_executor(executor, workers=workers)
         runner.check(trainable, synchronous=self.strategy.synchronous)
-        controller = Controller(
+        controller = Scheduler(
             self.record, self.storage, self.checkpoints, self.space, self.strategy, trainable, steps, progress,
             flush_seconds, max_retries, keep_checkpoints,
         )
@@ -212,23 +212,17 @@ class Run:
         value, metrics = read_score(score, self.metric)
         scored = ScoreRecord(slot, step, value, member.generation_id, metrics, time.time())
         member = replace(member, step=step, score=value)
-        controller = Controller(self.record, self.storage, self.checkpoints, self.space, self.strategy, lambda: None, 2**62)  # type: ignore[arg-type, return-value]
-        ready = controller.is_ready(member, step)
+        scheduler = Scheduler(self.record, self.storage, self.checkpoints, self.space, self.strategy, _no_trainable, 2**62)
+        ready = scheduler.is_ready(member, step)
         if ready and state is None:  # checked before recording anything, so the call can be repeated
             raise ConfigError(f"member {slot} is ready at step {step}: pass state= (its state_dict) to report()")
         if not ready:
             self.storage.record_scores(self.record.id, [scored])
             return Action("continue")
         ckpt = self.checkpoints.save(slot, step, state() if callable(state) else state)
-        updated = replace(member, last_ready_step=step, ready_score=value, ready_hparams=dict(member.hparams))
-        me = controller.snapshot(updated)
-        population = [me if p.slot == slot else p for p in controller.population()]
-        planned = plan_generation(
-            population, self.space, self.strategy, lambda m: decision_rng(self.record.seed, m.slot, m.step), members=[me],
-            history=controller.history([(slot, step, value)]),
-        )
-        decision: Decision | None = planned[0] if planned else None
-        [record] = self.storage.record_ready(self.record.id, [ReadyPoint(slot, step, ckpt, value, decision)], [scored])
+        scheduler.members()
+        scheduler.learn(self.storage.get_scores(self.record.id), pending=[scored])  # for a fair comparison at this step
+        [(record, decision)] = scheduler.commit([(member, ckpt, True)])
         if decision is None:
             return Action("continue")
         if decision.kind == "explore":
@@ -605,3 +599,7 @@ def load_run(
     if checkpoints is None:
         checkpoints = record.spec.get("checkpoints")  # a URL given when the run was created
     return Run(record, store, checkpoint_store(checkpoints, folder, _in_memory(store)), SearchSpace(record.spec["space"]), strategy, folder)
+
+
+def _no_trainable() -> Trainable:
+    raise ConfigError("an ask/tell run trains in your own loop; poptrain builds no trainable for it")

@@ -100,14 +100,15 @@ def call_user(slot: int | None, step: int, what: str, fn: Callable[..., Any], *a
 
 def train_one_step(trainable: Trainable, slot: int, step: int, metric: str) -> tuple[float, dict[str, float]]:
     """``step()`` then ``evaluate()``: the score of ``step`` and all metrics. A score that is not
-    finite counts as a failed step."""
+    finite counts as a failed step that a retry cannot mend (the member draws the same random
+    numbers again), so the member is replaced by a copy of a healthy one."""
     call_user(slot, step, "step", trainable.step)
     result = call_user(slot, step, "evaluate", trainable.evaluate)
     value, metrics = read_score(result, metric)
     if not math.isfinite(value):
         raise TrainableError(
             f"member {slot} scored {value} at step {step}: a non-finite score counts as a failed step",
-            detail=f"evaluate() returned {metric} = {value} at step {step}", slot=slot,
+            detail=f"evaluate() returned {metric} = {value} at step {step}", slot=slot, retry=False,
         )
     return value, metrics
 

@@ -1,33 +1,215 @@
-"""Asynchronous PBT in several worker processes sharing one database.
+"""Members trained in a pool of warm worker processes on this machine.
 
-Each worker leases the least-trained free member, trains it to its next ready point, decides
-against the population as stored, and gives the member back, so members take turns fairly
-when there are more members than workers. A worker renews its lease while it trains; if it
-dies, the lease expires and another worker takes the member over from its newest checkpoint.
-``poptrain worker NAME --storage URL`` runs the same loop from another machine.
+The processes start once per run (each imports torch and builds its data once) and each keeps
+a ``MemberRunner`` with its members' trainables live between segments. The driver alone talks
+to the database: workers get ``SegmentTask``s through a pipe, save checkpoints to the run's
+folder and send ``SegmentResult``s back, and the scheduler decides. A worker that dies costs
+its member only the segment in flight (it trains again from its newest checkpoint on a new
+worker); workers end within a second of their driver's death, so a driver killed with SIGKILL
+leaves no process writing behind it. ``devices=["cuda:0", "cuda:1"]`` runs one worker per GPU
+(``CUDA_VISIBLE_DEVICES`` set for each).
+
+``poptrain worker NAME --storage URL`` (``work``) joins a run from another machine instead:
+it leases members from the database one at a time, with fenced leases.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import multiprocessing
 import os
+import pickle
 import socket
+import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_any
+from typing import TYPE_CHECKING, Any
 
-from poptrain.controller import Controller
-from poptrain.errors import ConfigError, PoptrainError, TrainableError
-from poptrain.executors._base import Executor
-from poptrain.progress import ProgressListener
-from poptrain.records import MemberRecord
-from poptrain.trainable import Trainable
+from poptrain.errors import ConfigError, TrainableError
+from poptrain.executors._base import Arrival, Transport
+from poptrain.runner import MemberRunner, RunnerSpec, SegmentTask
+
+if TYPE_CHECKING:
+    from poptrain.progress import ProgressListener
+    from poptrain.scheduler import Scheduler
+
+ORPHAN_POLL_SECONDS = 0.5  # how often a worker checks that the process that started it is alive
 
 
+def _die_with(parent: int) -> None:  # pragma: no cover - runs in a child process
+    """End this process as soon as ``parent`` is gone (killed with SIGKILL, say)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="poptrain-orphan-watch", daemon=True).start()
+
+
+def _modules_to_preload(obj: Any) -> list[tuple[str, str]]:
+    """``(name, file)`` of the module defining ``obj`` when a child process could not import it
+    by name (an experiment loaded from a ``.py`` file, or a script's ``__main__``)."""
+    name = getattr(obj, "__module__", None) or getattr(type(obj), "__module__", None)
+    module = sys.modules.get(name or "")
+    path = getattr(module, "__file__", None)
+    if not name or module is None or not path or name == "__main__":
+        return [(name, path)] if name == "__main__" and path else []
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        found = None
+    return [] if found is not None and found.origin == path else [(name, path)]
+
+
+def _preload(modules: list[tuple[str, str]]) -> None:  # pragma: no cover - runs in a child process
+    for name, path in modules:
+        if name in sys.modules and name != "__main__":
+            continue
+        spec = importlib.util.spec_from_file_location(name if name != "__main__" else "__poptrain_main__", path)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        if name == "__main__":
+            sys.modules["__poptrain_main__"] = module
+        spec.loader.exec_module(module)
+
+
+def _serve(spec_bytes: bytes, modules: list[tuple[str, str]], conn: Connection, parent: int, device: str | None) -> None:  # pragma: no cover - child
+    """A worker process: train the segments the driver sends until it sends ``None``."""
+    _die_with(parent)
+    if device is not None and device.startswith("cuda"):
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.partition(":")[2] or "0"
+    _preload(modules)
+    runner = MemberRunner(pickle.loads(spec_bytes))
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        if device is not None:
+            task = replace(task, context=replace(task.context, device="cuda" if device.startswith("cuda") else device))
+        conn.send(runner.segment(task))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    slot: int | None = None  # the member whose segment is in flight
+
+
+class ProcessesExecutor(Transport):
+    """PBT with ``workers`` warm processes on this machine (or one per entry of ``devices``)."""
+
+    def __init__(
+        self, workers: int = 2, *, torch_threads: int | None = 1, devices: list[str] | None = None,
+        max_live: int | None = None, poll_seconds: float = 0.25,
+    ) -> None:
+        if devices is not None:
+            if not devices or not all(isinstance(d, str) and (d == "cpu" or d.startswith("cuda")) for d in devices):
+                raise ConfigError(f"devices must be a list such as ['cuda:0', 'cuda:1'], got {devices!r}")
+            workers = len(devices)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
+        self.workers = workers
+        self.devices = devices
+        self.torch_threads = torch_threads
+        self.max_live = max_live
+        self.poll_seconds = poll_seconds
+        self.lost = 0  # workers that died during the last run
+        self._pool: list[_Worker] = []
+        self._spec_bytes = b""
+        self._modules: list[tuple[str, str]] = []
+
+    def start(self, scheduler: Scheduler, members: int) -> None:
+        from poptrain.checkpoints import shared_location
+
+        target = shared_location(scheduler.checkpoints)
+        if target is None:
+            raise ConfigError("executor 'processes' needs checkpoints in a folder or URL the workers share, not in memory")
+        max_live = self.max_live or math.ceil(members / self.workers) + 1
+        spec: RunnerSpec = scheduler.runner_spec(target, torch_threads=self.torch_threads, max_live=max_live)
+        try:
+            self._spec_bytes = pickle.dumps(spec)
+        except Exception as exc:
+            raise ConfigError(
+                f"executor 'processes' sends the trainable to worker processes, but it cannot be pickled ({exc}); "
+                "define it at the top level of a module or file"
+            ) from None
+        self._modules = _modules_to_preload(scheduler.trainable_factory)
+        self._pool = [self._spawn(i) for i in range(self.workers)]
+        self.lost = 0
+
+    def _spawn(self, index: int) -> _Worker:
+        context = multiprocessing.get_context("spawn")
+        mine, theirs = context.Pipe()
+        device = self.devices[index] if self.devices else None
+        process = context.Process(
+            target=_serve, args=(self._spec_bytes, self._modules, theirs, os.getpid(), device), daemon=True,
+            name=f"poptrain-worker-{index}",
+        )
+        process.start()
+        theirs.close()
+        return _Worker(process, mine)
+
+    def idle(self) -> list[int]:
+        return [i for i, w in enumerate(self._pool) if w.slot is None]
+
+    def submit(self, worker: int, task: SegmentTask) -> None:
+        self._pool[worker].slot = task.slot
+        try:
+            self._pool[worker].conn.send(task)
+        except (BrokenPipeError, OSError):
+            pass  # the worker died: ``wait`` notices its sentinel
+
+    def wait(self) -> list[Arrival]:
+        ready = wait_any([w.conn for w in self._pool] + [w.process.sentinel for w in self._pool], timeout=self.poll_seconds)
+        arrived: list[Arrival] = []
+        for index, worker in enumerate(self._pool):
+            if worker.conn in ready:
+                try:
+                    result = worker.conn.recv()
+                except (EOFError, OSError):
+                    result = None
+                if result is not None:
+                    arrived.append((index, worker.slot, result))
+                    worker.slot = None
+                    continue
+            if not worker.process.is_alive():
+                arrived.append((index, worker.slot, None))
+                self.lost += 1
+                worker.conn.close()
+                self._pool[index] = self._spawn(index)
+        return arrived
+
+    def close(self) -> None:
+        for worker in self._pool:
+            try:
+                worker.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        deadline = time.monotonic() + 5
+        for worker in self._pool:
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.terminate()
+                worker.process.join(timeout=5)
+            worker.conn.close()
+        self._pool = []
+
+
+# --- poptrain worker: joining a run from another machine ------------------------------------
 @dataclass(frozen=True)
 class WorkerJob:
-    """What a worker process needs to join a run (picklable: sent to spawned processes)."""
+    """What ``poptrain worker`` needs to join a run."""
 
     storage_url: str
     run_name: str
@@ -67,144 +249,61 @@ class _Heartbeat:
 
 
 def work(job: WorkerJob, name: str | None = None, progress: ProgressListener | None = None) -> int:
-    """Train members of a run until none is left; return how many ready points this worker did."""
-    from poptrain.run import load_run
+    """Train members of a run until none is left, leasing one at a time from the database;
+    return how many ready points this worker committed."""
+    from poptrain.checkpoints import open_shared
+    from poptrain.scheduler import Scheduler
+    from poptrain.space import SearchSpace
+    from poptrain.storage import open_storage
+    from poptrain.strategy import strategy_from_spec
 
-    if job.torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(job.torch_threads)
     name = name or worker_name()
-    overrides = {}
-    if job.strategy is not None:
-        overrides = {"ready": job.strategy.ready, "exploit": job.strategy.exploit, "explore": job.strategy.explore}
-    run = load_run(job.run_name, storage=job.storage_url, checkpoints=job.checkpoint_root, **overrides)
-    controller = Controller(
-        run.record, run.storage, run.checkpoints, run.space, run.strategy, job.trainable, job.total_steps,
+    storage = open_storage(job.storage_url, create=False)
+    record = storage.get_run(job.run_name)
+    checkpoints = open_shared(job.checkpoint_root)
+    strategy = job.strategy or strategy_from_spec(dict(record.spec["strategy"]))
+    scheduler = Scheduler(
+        record, storage, checkpoints, SearchSpace(record.spec["space"]), strategy, job.trainable, job.total_steps,
         progress, job.flush_seconds, job.max_retries, job.keep_checkpoints,
     )
-    live: dict[int, tuple[tuple[int | None, int], Trainable]] = {}
+    runner = MemberRunner(scheduler.runner_spec(checkpoints, torch_threads=job.torch_threads, max_live=4))
     points = 0
     while True:
-        member = run.storage.acquire_member(run.record.id, name, total_steps=job.total_steps, lease_seconds=job.lease_seconds)
+        member = storage.acquire_member(scheduler.run.id, name, total_steps=job.total_steps, lease_seconds=job.lease_seconds)
         if member is None:
-            if all(m.state == "finished" and m.step >= job.total_steps for m in run.storage.get_members(run.record.id)):
+            if all(m.state == "finished" and m.step >= job.total_steps for m in storage.get_members(scheduler.run.id)):
                 return points
-            time.sleep(0.02)  # every remaining member is leased by another worker
+            time.sleep(0.05)  # every remaining member is leased by another worker
             continue
-        heartbeat = _Heartbeat(run.storage, run.record.id, member.slot, name, job.lease_seconds)
+        heartbeat = _Heartbeat(run.storage, scheduler.run.id, member.slot, name, job.lease_seconds)
         try:
-            points += _turn(controller, member, live)
+            points += _leased_turn(scheduler, runner, member)
         except TrainableError as error:  # recorded; the member is tried again on a later turn
-            live.pop(member.slot, None)
-            controller.fail(member, error)
+            runner.drop(member.slot)
+            scheduler.fail(member, error)
         finally:
             heartbeat.stop()
-            run.storage.release_member(run.record.id, member.slot, name)
+            storage.release_member(scheduler.run.id, member.slot, name)
 
 
-def _turn(controller: Controller, member: MemberRecord, live: dict[int, tuple[tuple[int | None, int], Trainable]]) -> int:
-    """One turn of a leased member: to its next ready point (or its end), then decide."""
+def _leased_turn(scheduler: Scheduler, runner: MemberRunner, member: Any) -> int:
+    """One turn of a leased member: to its next ready point (or its end), then decide against
+    the population as stored."""
     if member.step != member.last_ready_step:  # its last holder died mid-segment
-        member = controller.storage.rewind_member(controller.run.id, member.slot)
-    if member.step >= controller.total_steps:
-        controller.finish_member(member)
+        member = scheduler.storage.rewind_member(scheduler.run.id, member.slot)
+    if member.step >= scheduler.total_steps:
+        scheduler.finish_member(member)
         return 0
-    key = (member.resume_checkpoint_id, member.generation_id)
-    cached = live.get(member.slot)
-    trainable = cached[1] if cached is not None and cached[0] == key else controller.start_member(member)
-    member = controller.train_until_ready(member, trainable)
-    done = member.step >= controller.total_steps
-    controller.members()  # decide against the population as stored now
-    [(record, _)] = controller.ready_points([(member, trainable)], decide=not done)
+    scheduler.members()
+    result = runner.segment(scheduler.task_for(member))  # rebuilt: another worker may have trained it since
+    record = member
+    for step, value, metrics, _ in result.scores:
+        record = scheduler.record_score(record, step, value, metrics)
+    result.raise_error()
+    assert result.checkpoint is not None
+    done = record.step >= scheduler.total_steps
+    scheduler.learn(scheduler.storage.get_scores(scheduler.run.id))
+    [(committed, _)] = scheduler.commit([(record, result.checkpoint, not done)])
     if done:
-        controller.finish_member(record)
-        live.pop(member.slot, None)
-    else:
-        live[member.slot] = ((record.resume_checkpoint_id, record.generation_id), trainable)
+        scheduler.finish_member(committed)
     return 1
-
-
-ORPHAN_POLL_SECONDS = 0.5  # how often a spawned worker checks that the process that started it is alive
-
-
-def _die_with(parent: int) -> None:  # pragma: no cover - runs in a child process
-    """End this process as soon as ``parent`` is gone (killed with SIGKILL, say): a worker of a
-    driver that no longer exists would go on writing a run that may be resumed meanwhile."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(ORPHAN_POLL_SECONDS)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="poptrain-orphan-watch", daemon=True).start()
-
-
-def _spawned(job: WorkerJob, parent: int) -> None:  # pragma: no cover - runs in a child process
-    _die_with(parent)
-    try:
-        work(job)
-    except PoptrainError:  # stored with the member; the parent reports it in one line
-        raise SystemExit(1) from None
-
-
-class ProcessesExecutor(Executor):
-    """Asynchronous PBT with ``workers`` processes (spawned) sharing the run's database."""
-
-    def __init__(self, workers: int = 2, *, lease_seconds: float = 30.0, torch_threads: int | None = 1, poll_seconds: float = 0.25) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
-        self.workers = workers
-        self.lease_seconds = lease_seconds
-        self.torch_threads = torch_threads
-        self.poll_seconds = poll_seconds
-
-    def check(self, trainable: object, *, synchronous: bool = False) -> None:
-        if synchronous:
-            raise ConfigError("executor 'processes' runs asynchronous PBT; use executor='sequential' for synchronous=True")
-
-    def run(self, controller: Controller) -> None:
-        from poptrain.checkpoints import shared_location
-        from poptrain.storage._sql import SQLStorage
-
-        if not isinstance(controller.storage, SQLStorage):
-            raise ConfigError("executor 'processes' needs a database storage (the SQLite default or PostgreSQL), not memory")
-        checkpoint_root = shared_location(controller.checkpoints)
-        if checkpoint_root is None:
-            raise ConfigError("executor 'processes' needs checkpoints in a folder or URL the workers share")
-        self.check(controller.trainable_factory, synchronous=controller.strategy.synchronous)
-        controller.resumable_members()  # finish members whose final checkpoint is recorded
-        job = WorkerJob(
-            controller.storage.url, controller.run.name, checkpoint_root,
-            controller.trainable_factory, controller.total_steps, controller.strategy, self.lease_seconds,
-            controller.flush_seconds, self.torch_threads, controller.max_retries, controller.keep_checkpoints,
-        )
-        context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=_spawned, args=(job, os.getpid()), daemon=True) for _ in range(self.workers)]
-        for process in processes:
-            process.start()
-        try:
-            self._watch(controller, processes)
-        finally:
-            for process in processes:
-                if process.is_alive():
-                    process.terminate()
-                process.join(timeout=10)
-
-    def _watch(self, controller: Controller, processes: list[Any]) -> None:
-        """Relay progress from storage until the workers are done; fail if one fails."""
-        seen = {m.slot: m.step for m in controller.storage.get_members(controller.run.id)}
-        while True:
-            alive = [p for p in processes if p.is_alive()]
-            for member in controller.storage.get_members(controller.run.id):
-                for step in range(seen.get(member.slot, 0) + 1, member.step + 1):
-                    controller.progress.on_score(member.slot, step, member.score if member.score is not None else float("nan"), member.hparams, member.generation)
-                seen[member.slot] = member.step
-            failed = [p for p in processes if not p.is_alive() and p.exitcode not in (0, None)]
-            if failed:
-                errors = [m for m in controller.storage.get_members(controller.run.id) if m.state == "failed" and m.error]
-                detail = errors[0].error.strip().splitlines()[-1] if errors and errors[0].error else f"exit code {failed[0].exitcode}"
-                raise TrainableError(f"a worker process failed: {detail}")
-            if not alive:
-                return
-            time.sleep(self.poll_seconds)

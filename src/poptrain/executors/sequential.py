@@ -1,86 +1,49 @@
 """The reference executor: one process, members take turns, deterministic for a seed.
 
-Asynchronous PBT: the least-trained member (lowest slot on ties) trains until its next ready
-point, then decides against the population's latest ready scores. Synchronous PBT: every
-member trains to the next ready step, then the whole generation decides together.
+Members train one segment at a time in this process, least-trained first (see
+``poptrain.scheduler``); every trainable stays live in memory unless ``max_live`` says how many
+may (the others are parked in their checkpoints and rebuilt when their turn comes, so a
+population whose models do not all fit in memory still runs).
 """
 
 from __future__ import annotations
 
-from poptrain.controller import Controller
-from poptrain.errors import TrainableError
-from poptrain.executors._base import Executor
-from poptrain.records import MemberRecord
-from poptrain.trainable import Trainable
+from typing import TYPE_CHECKING
+
+from poptrain.errors import ConfigError
+from poptrain.executors._base import Arrival, Transport
+from poptrain.runner import MemberRunner, SegmentTask
+
+if TYPE_CHECKING:
+    from poptrain.scheduler import Scheduler
 
 
-class SequentialExecutor(Executor):
-    """Trains members one at a time in this process, all of them kept live in memory."""
+class SequentialExecutor(Transport):
+    """Trains members one at a time in this process; ``max_live`` trainables kept live (default all)."""
 
-    def run(self, controller: Controller) -> None:
-        members = {m.slot: m for m in controller.resumable_members()}
-        live: dict[int, Trainable | None] = dict.fromkeys(members)
-        if controller.strategy.synchronous:
-            self._synchronous(controller, members, live)
-        else:
-            self._asynchronous(controller, members, live)
+    def __init__(self, *, max_live: int | None = None) -> None:
+        if max_live is not None and (isinstance(max_live, bool) or not isinstance(max_live, int) or max_live < 1):
+            raise ConfigError(f"max_live must be a whole number >= 1 or None, got {max_live!r}")
+        self.max_live = max_live
+        self._runner: MemberRunner | None = None
+        self._done: list[Arrival] = []
+        self._busy = False
 
-    @staticmethod
-    def _segment(controller: Controller, member: MemberRecord, live: dict[int, Trainable | None]) -> MemberRecord:
-        """Train a member to its next stop. A failed attempt is recorded (the member rewound to its
-        checkpoint, or replaced) and the member handed back to the scheduler with no live
-        trainable, to be tried again."""
-        try:
-            trainable = live[member.slot]
-            if trainable is None:
-                trainable = live[member.slot] = controller.start_member(member)
-            return controller.train_until_ready(member, trainable)
-        except TrainableError as error:
-            live[member.slot] = None
-            # asynchronous: others may reach a checkpoint to copy; synchronous: not before this one
-            return controller.fail(member, error, can_wait=not controller.strategy.synchronous)
+    def start(self, scheduler: Scheduler, members: int) -> None:
+        self._runner = MemberRunner(scheduler.runner_spec(scheduler.checkpoints, max_live=self.max_live))
+        self._done, self._busy = [], False
 
-    def _asynchronous(self, controller: Controller, members: dict[int, MemberRecord], live: dict[int, Trainable | None]) -> None:
-        while members:
-            # least trained first; a member that just failed waits for healthy ones at its step
-            slot = min(members, key=lambda s: (members[s].step, members[s].failures, s))
-            member = self._segment(controller, members[slot], live)
-            if live[slot] is None:  # the attempt failed: rescheduled
-                members[slot] = member
-                continue
-            done = member.step >= controller.total_steps
-            try:
-                [(record, _)] = controller.ready_points([(member, live[slot])], decide=not done)  # type: ignore[list-item]
-            except TrainableError as error:  # state_dict/load_state_dict/set_hparams failed
-                members[slot], live[slot] = controller.fail(member, error), None
-                continue
-            if done:
-                controller.finish_member(record)
-                del members[slot], live[slot]
-            else:
-                members[slot] = record
+    def idle(self) -> list[int]:
+        return [] if self._busy else [0]
 
-    def _synchronous(self, controller: Controller, members: dict[int, MemberRecord], live: dict[int, Trainable | None]) -> None:
-        while members:
-            pending = set(members)
-            while pending:  # healthy members first; one that failed tries again after them
-                slot = min(pending, key=lambda s: (members[s].failures, s))
-                members[slot] = self._segment(controller, members[slot], live)
-                if live[slot] is not None:
-                    pending.discard(slot)
-            steps = {m.step for m in members.values()}
-            if len(steps) != 1:
-                raise RuntimeError(f"synchronous PBT needs members at one step, found steps {sorted(steps)}")
-            done = steps.pop() >= controller.total_steps
-            try:
-                results = controller.ready_points([(members[s], live[s]) for s in sorted(members)], decide=not done)  # type: ignore[misc]
-            except TrainableError as error:
-                failed = error.slot if error.slot in members else min(members)
-                members[failed], live[failed] = controller.fail(members[failed], error), None
-                continue
-            for record, _ in results:
-                if done:
-                    controller.finish_member(record)
-                members[record.slot] = record
-            if done:
-                return
+    def submit(self, worker: int, task: SegmentTask) -> None:
+        assert self._runner is not None
+        self._busy = True
+        self._done.append((0, task.slot, self._runner.segment(task)))
+
+    def wait(self) -> list[Arrival]:
+        done, self._done, self._busy = self._done, [], False
+        return done
+
+    def close(self) -> None:
+        self._runner = None

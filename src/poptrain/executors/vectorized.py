@@ -3,9 +3,8 @@
 Members train in lockstep on shared batches: one step of every member is one pass of stacked
 tensors through the model (see ``poptrain.vectorized``). When members become ready, one
 checkpoint file holding the whole population is written, their decisions are planned by the
-same pure strategies as every other executor (asynchronous PBT: in slot order, each seeing the
-ready points before it, exactly as the sequential executor orders them) and recorded in one
-transaction; exploit is then a row copy from the state kept at the donor's ready point, and
+scheduler's one planning function as every other executor's (one snapshot per step) and
+recorded in one transaction; exploit is then a row copy from the state kept at the donor's ready point, and
 explore a write into the ``[P]`` hyperparameter tensors. Nothing else touches the disk.
 
 A member whose score is not finite is not retried (it would compute the same thing again):
@@ -19,9 +18,9 @@ from collections.abc import Sequence
 
 import torch
 
-from poptrain.controller import Controller
 from poptrain.errors import CheckpointError, ConfigError, TrainableError
 from poptrain.executors._base import Executor
+from poptrain.scheduler import Scheduler
 from poptrain.records import CheckpointRecord, MemberRecord
 from poptrain.seeding import member_seed
 from poptrain.strategy import Decision
@@ -50,7 +49,7 @@ class VectorizedExecutor(Executor):
                 "executor='sequential' for a Trainable subclass"
             )
 
-    def run(self, controller: Controller) -> None:
+    def run(self, controller: Scheduler) -> None:
         spec = controller.trainable_factory
         self.check(spec)
         assert isinstance(spec, VectorizedTrainable)
@@ -64,7 +63,7 @@ class VectorizedExecutor(Executor):
         _Lockstep(controller, population, batches, members).run()
 
     def _build(
-        self, controller: Controller, spec: VectorizedTrainable, members: list[MemberRecord], device: torch.device,
+        self, controller: Scheduler, spec: VectorizedTrainable, members: list[MemberRecord], device: torch.device,
         batches: BatchSource,
     ) -> Population:
         seed = controller.run.seed
@@ -97,7 +96,7 @@ def _first_module(spec: VectorizedTrainable, seed: int) -> torch.nn.Module:
     return seeded_module(spec.model, seed)
 
 
-def _member_state(controller: Controller, record: CheckpointRecord, cache: dict[str, object]) -> dict:
+def _member_state(controller: Scheduler, record: CheckpointRecord, cache: dict[str, object]) -> dict:
     """A member's state from its checkpoint, each population file read once."""
     if record.uri not in cache:
         cache.clear()  # checkpoints of one resume share a file or two: keep the last
@@ -109,7 +108,7 @@ def _member_state(controller: Controller, record: CheckpointRecord, cache: dict[
 class _Lockstep:
     """The training loop: every unfinished member at the lowest step trains one more step."""
 
-    def __init__(self, controller: Controller, population: Population, batches: BatchSource, members: list[MemberRecord]) -> None:
+    def __init__(self, controller: Scheduler, population: Population, batches: BatchSource, members: list[MemberRecord]) -> None:
         self.controller = controller
         self.population = population
         self.batches = batches
@@ -150,15 +149,11 @@ class _Lockstep:
         checkpoint = controller.checkpoints.save_population(max(m.step for m in ready), population.checkpoint(steps))
         total = controller.total_steps
         ordered = sorted(ready, key=lambda m: (m.step, m.slot))
-        results = controller.ready_round([(m, checkpoint, m.step < total) for m in ordered])
-        synchronous = controller.strategy.synchronous
-        if synchronous:  # one generation: every donor as of this round
-            population.mark_ready([population.index(r.slot) for r, _ in results])
-            self.ready_checkpoint.update({r.slot: r.checkpoint_id for r, _ in results})
+        results = controller.commit([(m, checkpoint, m.step < total) for m in ordered])
+        # one round: every donor as of this step
+        population.mark_ready([population.index(r.slot) for r, _ in results])
+        self.ready_checkpoint.update({r.slot: r.checkpoint_id for r, _ in results})
         for record, decision in results:
-            if not synchronous:  # in turn: a later member's donor is as of its turn
-                population.mark_ready([population.index(record.slot)])
-                self.ready_checkpoint[record.slot] = record.checkpoint_id
             if decision is not None:
                 self._apply(record, decision)
             if record.step >= total:

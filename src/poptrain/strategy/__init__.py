@@ -5,11 +5,13 @@ from poptrain.strategy.exploit import rank, replace_worst, tournament, truncatio
 from poptrain.strategy.explore import gaussian, perturb, resample
 from poptrain.strategy.history import History, Observation, build_history, first_scores, uses_history
 from poptrain.strategy.pb2 import pb2
-from poptrain.strategy.plan import Strategy, decision_rng, explore_hparams, plan_generation, plan_member
+from poptrain.strategy.plan import (
+    Strategy, at_step, decision_rng, explore_hparams, plan_generation, plan_member, plan_round, replacement,
+)
 from poptrain.strategy.ready import every
 
 __all__ = [
-    "Decision", "ExploitFn", "Explored", "ExploreFn", "History", "MemberSnapshot", "Observation", "ReadyFn", "Strategy",
+    "Decision", "ExploitFn", "at_step", "plan_round", "replacement", "Explored", "ExploreFn", "History", "MemberSnapshot", "Observation", "ReadyFn", "Strategy",
     "build_history", "decision_rng", "every", "explore_hparams", "first_scores", "gaussian", "pb2", "perturb",
     "plan_generation", "plan_member", "rank", "replace_worst", "resample", "tournament", "truncation", "uses_history",
 ]

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from poptrain.errors import PoptrainError, StrategyError
 from poptrain.space import SearchSpace
 from poptrain.strategy._types import Decision, ExploitFn, Explored, ExploreFn, MemberSnapshot, ReadyFn
-from poptrain.strategy.exploit import truncation
+from poptrain.strategy.exploit import rank, truncation
 from poptrain.strategy.explore import perturb
 from poptrain.strategy.history import History, uses_history
 from poptrain.strategy.ready import every
@@ -146,3 +147,94 @@ def plan_generation(
             decisions.append(decision)
             pending[decision.slot] = dict(decision.hparams)
     return decisions
+
+
+def replacement(
+    slot: int, step: int, donor: MemberSnapshot, reason: str, space: SearchSpace, strategy: Strategy,
+    rng: np.random.Generator, history: History | None = None,
+) -> Decision:
+    """A decision copying ``donor`` into member ``slot`` (its hyperparameters explored): what
+    replaces a member that scored NaN/inf or failed too often."""
+    if history is not None:
+        history = replace(history, pending={s: h for s, h in history.pending.items() if s != slot}, step=step)
+    explored = explore_hparams(strategy, dict(donor.hparams), space, rng, history) if strategy.explore else None
+    hparams = explored.hparams if explored else dict(donor.hparams)
+    operations = {"replaced": reason, **(explored.operations if explored else {})}
+    return Decision(slot, step, "exploit", hparams, donor.slot, operations)
+
+
+def plan_round(
+    population: Sequence[MemberSnapshot],
+    deciding: Sequence[MemberSnapshot],
+    space: SearchSpace,
+    strategy: Strategy,
+    rng_for: Callable[[MemberSnapshot], np.random.Generator],
+    *,
+    history: History | None = None,
+) -> list[Decision]:
+    """The decisions of the members ``deciding`` at one ready step, all against the same frozen
+    ``population`` (which holds them): the one planning function every executor, both modes and
+    ask/tell commit through. On top of ``plan_generation``:
+
+    - a donor must be at least as good as the member (a worse one is never copied);
+    - a donor must hold a checkpoint (``last_ready_step > 0``), and must not be the member's
+      twin (the same score and hyperparameters: a copy would change nothing); otherwise the
+      exploit is skipped, and the member explores its own hyperparameters with the reason
+      recorded in the decision's operations (``{"exploit skipped": "member 3 has no
+      checkpoint yet"}``);
+    - a member whose score is not finite and that would not copy anyone is replaced by a copy
+      of the best member with a finite score and a checkpoint.
+    """
+    by_slot = {m.slot: m for m in population}
+    decisions: list[Decision] = []
+    pending = dict(history.pending) if history is not None else {}
+    for me in sorted(deciding, key=lambda m: m.slot):
+        seen = replace(history, pending=dict(pending)) if history is not None else None
+        rng = rng_for(me)
+        decision = plan_member(me, population, space, strategy, rng, history=seen)
+        if decision is not None and decision.kind == "exploit" and decision.donor is not None:
+            donor = by_slot[decision.donor]
+            skipped = None
+            if donor.last_ready_step <= 0:
+                skipped = f"member {donor.slot} has no checkpoint yet"
+            elif me.ranked and _twins(donor, me):
+                skipped = f"member {donor.slot} has the same score and hyperparameters"
+            elif me.ranked and not (donor.fitness is not None and donor.fitness >= (me.fitness or 0.0)):
+                decision = None
+            if skipped is not None:  # the member keeps its weights and explores its own hyperparameters
+                explored = explore_hparams(strategy, me.hparams, space, rng, seen)
+                decision = Decision(me.slot, me.step, "explore", explored.hparams, None, {"exploit skipped": skipped, **explored.operations})
+        if (decision is None or decision.kind != "exploit") and me.fitness is not None and not math.isfinite(me.fitness):
+            healthy = [p for p in rank(population) if p.slot != me.slot and math.isfinite(p.fitness or 0.0) and p.last_ready_step > 0]
+            if healthy:
+                decision = replacement(me.slot, me.step, healthy[0], "score not finite", space, strategy, rng, seen)
+        if decision is not None:
+            decisions.append(decision)
+            pending[decision.slot] = dict(decision.hparams)
+    return decisions
+
+
+def _twins(donor: MemberSnapshot, member: MemberSnapshot) -> bool:
+    """Whether copying ``donor`` would change nothing: the same score and hyperparameters."""
+    return donor.fitness == member.fitness and dict(donor.hparams) == dict(member.hparams)
+
+
+def at_step(
+    population: Sequence[MemberSnapshot], scores: Mapping[int, Mapping[int, float | None]], step: int,
+    fitness: Callable[[float | None], float | None],
+) -> list[MemberSnapshot]:
+    """The population as of ``step``, for a fair comparison at that step: a member whose newest
+    ready point is before ``step`` and that has a score at ``step`` (it trained past it without
+    being ready there) is ranked by that score; every other member by its newest ready point's
+    (for a member that copied another since, the copied model's). ``scores``: slot -> step -> value."""
+    fair = []
+    for member in population:
+        value = scores.get(member.slot, {}).get(step, _MISSING)
+        if member.last_ready_step < step and value is not _MISSING:
+            ranked = fitness(value)  # type: ignore[arg-type]
+            member = replace(member, fitness=ranked if ranked is not None and math.isfinite(ranked) else -math.inf)
+        fair.append(member)
+    return fair
+
+
+_MISSING = object()

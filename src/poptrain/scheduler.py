@@ -1,0 +1,438 @@
+"""The scheduler: the one driver of every executor that trains members in segments.
+
+It keeps the turn order (least-trained member first, lowest slot on ties), holds each
+segment's result until its ready point may be decided fairly, plans every decision with one
+pure function (``strategy.plan_round``) and commits each ready point in one storage call. The
+executors are transports: they carry ``SegmentTask``s to member runners (``poptrain.runner``)
+and ``SegmentResult``s back, and decide nothing.
+
+Fair comparisons. A member's ready point at step t is decided only once every other member
+still training has a score at step t (or has finished), and it is ranked against the others'
+scores at step t. A member that is ahead waits at its ready point for those behind; with more
+members than workers the workers meanwhile train the members behind (least trained first), so
+nobody idles. Ready points at the same step are decided together against one snapshot: the
+decisions of a round do not see each other (no cascade of copies within a step). Synchronous
+PBT also waits for every member to reach the step (a generation barrier, failed segments
+trained again first); with ``every(n)`` both modes make the same decisions, and they differ
+when members are ready at different steps.
+
+A member whose segment fails is rewound to its newest checkpoint and trained again; after
+``max_retries`` failures in a row, or at once when retrying cannot help (a non-finite score
+on training code that draws the same random numbers again), it is replaced by a copy of the
+best healthy member.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from poptrain.checkpoints import CheckpointStore, collectable
+from poptrain.errors import TrainableError
+from poptrain.progress import ProgressListener
+from poptrain.records import (
+    CheckpointRecord,
+    GenerationRecord,
+    MemberRecord,
+    NewCheckpoint,
+    ReadyPoint,
+    RunRecord,
+    ScoreRecord,
+)
+from poptrain.runner import RunnerSpec, SegmentResult, SegmentTask
+from poptrain.seeding import member_seed
+from poptrain.space import SearchSpace
+from poptrain.storage import Storage
+from poptrain.strategy import (
+    Decision,
+    History,
+    MemberSnapshot,
+    Strategy,
+    at_step,
+    build_history,
+    decision_rng,
+    first_scores,
+    plan_round,
+    rank,
+    replacement,
+    uses_history,
+)
+from poptrain.trainable import Trainable, TrainContext
+
+if TYPE_CHECKING:
+    from poptrain.executors._base import Transport
+
+
+@dataclass
+class _Member:
+    """A member as the scheduler follows it."""
+
+    record: MemberRecord
+    holder: int | None = None  # the worker holding its live trainable, in step with its record
+    decision: Decision | None = None  # taken at its last ready point, applied at its next segment
+    running_on: int | None = None
+    result: SegmentResult | None = None  # a segment trained and recorded, its ready point not yet decided
+    arrived_at: float = 0.0
+
+
+@dataclass
+class SchedulerStats:
+    """For each ready point decided by ``drive``: seconds from its result reaching the driver to
+    its decision being recorded (waiting for a fair comparison included), and the driver's own
+    seconds to record and decide each round."""
+
+    decision_seconds: list[float] = field(default_factory=list)
+    commit_seconds: list[float] = field(default_factory=list)
+
+
+def turn_order(member: MemberRecord) -> tuple[int, int, int]:
+    """Least trained first, then fewest failures, then lowest slot."""
+    return (member.step, member.failures, member.slot)
+
+
+class Scheduler:
+    """Owns a run's I/O while it trains; executors carry its segments."""
+
+    def __init__(
+        self,
+        run: RunRecord,
+        storage: Storage,
+        checkpoints: CheckpointStore,
+        space: SearchSpace,
+        strategy: Strategy,
+        trainable_factory: Callable[[], Trainable],
+        total_steps: int,
+        progress: ProgressListener | None = None,
+        flush_seconds: float = 1.0,
+        max_retries: int = 2,
+        keep_checkpoints: int | None = 2,
+        gc_seconds: float = 5.0,
+    ) -> None:
+        self.run = run
+        self.storage = storage
+        self.checkpoints = checkpoints
+        self.space = space
+        self.strategy = strategy
+        self.trainable_factory = trainable_factory
+        self.total_steps = total_steps
+        self.progress = progress or ProgressListener()
+        self.metric = run.metric
+        self.flush_seconds = flush_seconds
+        self.max_retries = max_retries
+        self.keep_checkpoints = keep_checkpoints
+        self.gc_seconds = gc_seconds
+        self.device = "cpu"
+        self._pending: list[ScoreRecord] = []
+        self._flushed_at = time.monotonic()
+        self._collected_at = time.monotonic()
+        self._population: dict[int, MemberRecord] | None = None
+        self._failures_in_a_row = 0
+        self._openings: dict[int, tuple[int, float | None]] = {}
+        self._scores: dict[int, dict[int, float | None]] = {}  # slot -> step -> value, for fair comparisons
+        self.stats = SchedulerStats()
+
+    # --- views ------------------------------------------------------------------
+    def members(self) -> list[MemberRecord]:
+        """The members as stored now (also refreshes the population used for decisions)."""
+        members = self.storage.get_members(self.run.id)
+        self._population = {m.slot: m for m in members}
+        return members
+
+    def resumable_members(self) -> list[MemberRecord]:
+        """The members still to train, each rewound to its newest ready point (what it did after
+        it is undone: it trains again from that checkpoint). A member whose final checkpoint is
+        recorded is marked finished."""
+        todo = []
+        for member in self.members():
+            if member.state == "finished" and member.step >= self.total_steps:
+                continue
+            if member.step != member.last_ready_step:
+                member = self.storage.rewind_member(self.run.id, member.slot)
+            if member.step >= self.total_steps:
+                self.finish_member(member)
+                continue
+            todo.append(member)
+        if todo:
+            self.members()
+        return todo
+
+    def snapshot(self, member: MemberRecord) -> MemberSnapshot:
+        """What the strategies know of ``member``: its newest ready point's score and the
+        hyperparameters that trained the model it holds."""
+        ready = member.last_ready_step > 0
+        fitness = self.run.fitness(member.ready_score) if ready else None
+        if ready and (fitness is None or not math.isfinite(fitness)):
+            fitness = -math.inf  # a NaN or infinite score (SQL storage keeps it as NULL) ranks last
+        hparams = member.ready_hparams if ready and member.ready_hparams is not None else member.hparams
+        return MemberSnapshot(member.slot, member.step, dict(hparams), fitness, member.last_ready_step, member.generation)
+
+    def population(self) -> list[MemberSnapshot]:
+        """Every member as of its newest ready point."""
+        if self._population is None:
+            self.members()
+        assert self._population is not None
+        return [replace(self.snapshot(m), step=m.last_ready_step) for _, m in sorted(self._population.items())]
+
+    def is_ready(self, member: MemberRecord, step: int) -> bool:
+        """Whether ``member`` is ready after finishing ``step`` (never at the final step)."""
+        if step >= self.total_steps:
+            return False
+        return bool(self.strategy.ready(replace(self.snapshot(member), step=step)))
+
+    def history(self, ready: Sequence[tuple[int, int, float | None]] = ()) -> History | None:
+        """The population's history for an explore that uses one (``None`` otherwise), from the
+        stored lineage and checkpoints plus the ``ready`` points ``(slot, step, score)`` being
+        decided."""
+        if not uses_history(self.strategy.explore):
+            return None
+        generations: list[GenerationRecord] = self.storage.get_generations(self.run.id)
+        checkpoints: list[CheckpointRecord] = self.storage.get_checkpoints(self.run.id)
+        known = {c.slot for c in checkpoints} | {slot for slot, _, _ in ready}
+        if not known <= set(self._openings):
+            self._openings.update(first_scores([*self.storage.get_scores(self.run.id), *self._pending], generations))
+            self._openings.update({slot: (0, None) for slot in known - set(self._openings)})
+        return build_history(generations, checkpoints, mode=self.run.mode, ready=ready, openings=self._openings)
+
+    # --- scores -----------------------------------------------------------------
+    def record_score(self, member: MemberRecord, step: int, value: float, metrics: dict[str, float]) -> MemberRecord:
+        """Record ``member``'s evaluation after ``step`` (written at least every ``flush_seconds``)."""
+        self._pending.append(ScoreRecord(member.slot, step, value, member.generation_id, metrics, time.time()))
+        self._scores.setdefault(member.slot, {})[step] = value
+        if time.monotonic() - self._flushed_at >= self.flush_seconds:
+            self.flush()
+        self.progress.on_score(member.slot, step, value, member.hparams, member.generation)
+        return replace(member, step=step, score=value)
+
+    def flush(self) -> None:
+        """Write the scores not yet written (at least every ``flush_seconds`` and with every ready
+        point; those after a member's newest checkpoint would be trained again after a crash)."""
+        pending, self._pending = self._pending, []
+        self._flushed_at = time.monotonic()
+        if pending:
+            self.storage.record_scores(self.run.id, pending)
+
+    def learn(self, stored: Iterable[ScoreRecord], *, pending: Sequence[ScoreRecord] = ()) -> None:
+        """Know scores recorded before (``stored``) and ones to write with the next ready point
+        (``pending``): ask/tell, whose members trained elsewhere, compares them fairly."""
+        for score in [*stored, *pending]:
+            self._scores.setdefault(score.slot, {})[score.step] = score.value
+        self._pending.extend(pending)
+
+    def _forget_after(self, member: MemberRecord) -> None:
+        """Forget a rewound member's scores past its newest ready point."""
+        self._pending = [s for s in self._pending if s.slot != member.slot or s.step <= member.last_ready_step]
+        kept = self._scores.get(member.slot, {})
+        self._scores[member.slot] = {s: v for s, v in kept.items() if s <= member.last_ready_step}
+
+    # --- ready points -----------------------------------------------------------
+    def commit(self, points: Sequence[tuple[MemberRecord, NewCheckpoint, bool]]) -> list[tuple[MemberRecord, Decision | None]]:
+        """Record members reaching a ready point at one step with their checkpoints, and decide
+        for those marked ``True``: against one snapshot of the population at that step
+        (``plan_round``), recorded with the pending scores in one storage call."""
+        updated = [(replace(m, last_ready_step=m.step, ready_score=m.score, ready_hparams=dict(m.hparams)), c, d) for m, c, d in points]
+        decisions: dict[int, Decision] = {}
+        deciding = [self.snapshot(m) for m, _, decide in updated if decide]
+        if deciding:
+            step = max(m.step for m, _, _ in updated)
+            ready = {m.slot: self.snapshot(m) for m, _, _ in updated}
+            population = [ready.get(p.slot, p) for p in self.population()]
+            population = at_step(population, self._scores, step, self.run.fitness)
+            history = self.history([(m.slot, m.step, m.score) for m, _, _ in updated])
+            for decision in plan_round(
+                population, deciding, self.space, self.strategy, lambda m: decision_rng(self.run.seed, m.slot, m.step),
+                history=history,
+            ):
+                decisions[decision.slot] = decision
+        pending, self._pending = self._pending, []
+        self._flushed_at = time.monotonic()
+        records = self.storage.record_ready(
+            self.run.id, [ReadyPoint(m.slot, m.step, c, m.score, decisions.get(m.slot)) for m, c, _ in updated], pending,
+        )
+        self._failures_in_a_row = 0
+        if self._population is not None:
+            self._population.update({r.slot: r for r in records})
+        for record in records:
+            if record.slot in decisions:
+                self.progress.on_decision(decisions[record.slot])
+        self.collect_checkpoints()
+        return [(record, decisions.get(record.slot)) for record in records]
+
+    def collect_checkpoints(self, *, force: bool = False) -> int:
+        """Delete checkpoint files no longer needed (see ``checkpoints.collectable``), at most
+        every ``gc_seconds`` unless ``force``; return how many went."""
+        if self.keep_checkpoints is None or (not force and time.monotonic() - self._collected_at < self.gc_seconds):
+            return 0
+        self._collected_at = time.monotonic()
+        members = self.storage.get_members(self.run.id)
+        ranked = rank([self.snapshot(m) for m in members])
+        doomed = collectable(
+            self.storage.get_checkpoints(self.run.id), members, self.storage.get_generations(self.run.id),
+            keep=self.keep_checkpoints, best_slot=ranked[0].slot if ranked else None,
+        )
+        if doomed:
+            self.storage.mark_checkpoints_deleted(self.run.id, [c.id for c in doomed])  # first: never a row without a file
+            for ckpt in doomed:
+                self.checkpoints.delete(ckpt.uri)
+        return len(doomed)
+
+    def finish_member(self, member: MemberRecord) -> None:
+        self.storage.set_member_state(self.run.id, member.slot, "finished")
+
+    # --- failures -----------------------------------------------------------------
+    def fail(self, member: MemberRecord, error: TrainableError, *, can_wait: bool = True) -> MemberRecord:
+        """Record a failed attempt of ``member`` and return it ready to try again: rewound to its
+        newest checkpoint, or, after ``max_retries`` failures in a row (at once when a retry
+        cannot help), replaced by a copy of the best healthy member. With nobody to copy yet,
+        ``can_wait`` hands it back to be tried after the others reach a checkpoint. Raises when
+        the run keeps failing with no ready point in between, or when a member must be replaced
+        and cannot be."""
+        self.flush()
+        record = self.storage.record_failure(self.run.id, member.slot, f"{error}\n{error.detail}" if error.detail else str(error))
+        self._forget_after(record)
+        self._failures_in_a_row += 1
+        limit = int(self.run.spec.get("population_size", 1)) * (self.max_retries + 1)
+        if self._failures_in_a_row > limit:
+            raise TrainableError(
+                f"every member keeps failing ({self._failures_in_a_row} failed attempts without a ready point in "
+                f"between); the last: {error}"
+            ) from error
+        if record.failures <= self.max_retries and error.retry:
+            return record
+        members = {m.slot: m for m in self.members()}
+        healthy = [
+            p for p in rank(self.population())
+            if p.slot != member.slot and members[p.slot].failures == 0 and p.last_ready_step > 0
+        ]
+        if not healthy and can_wait and any(m.failures == 0 and m.slot != member.slot for m in members.values()):
+            return record  # nobody to copy yet: try again after the others reach a checkpoint
+        if not healthy:
+            raise TrainableError(
+                f"member {member.slot} failed {_times(record.failures)} and no healthy member with a checkpoint is "
+                f"left to replace it; the last failure: {error}"
+            ) from error
+        reason = f"after {record.failures} failures" if error.retry else "retrying cannot help"
+        decision = replacement(
+            member.slot, record.step, healthy[0], reason, self.space, self.strategy,
+            decision_rng(self.run.seed, member.slot, record.step), self.history(),
+        )
+        replaced = self.storage.record_replacement(self.run.id, decision)
+        if self._population is not None:
+            self._population[replaced.slot] = replaced
+        self.progress.on_decision(decision)
+        return replaced
+
+    # --- the loop -------------------------------------------------------------------
+    def runner_spec(self, checkpoints: CheckpointStore | str, *, torch_threads: int | None = None, max_live: int | None = None) -> RunnerSpec:
+        return RunnerSpec(self.trainable_factory, checkpoints, self.metric, self.total_steps, self.strategy.ready, torch_threads, max_live)
+
+    def drive(self, transport: Transport) -> None:
+        """Train every member to ``total_steps`` through ``transport``'s workers."""
+        todo = self.resumable_members()
+        if not todo:
+            return
+        members = {m.slot: _Member(m) for m in todo}
+        transport.start(self, len(members))
+        try:
+            while members:
+                self._dispatch(transport, members)
+                for worker, slot, result in transport.wait():
+                    self._arrived(members, worker, slot, result)
+                self._commit_ready(members)
+        finally:
+            transport.close()
+        self.collect_checkpoints(force=True)
+
+    def _dispatch(self, transport: Transport, members: dict[int, _Member]) -> None:
+        """Send segments to idle workers: least-trained waiting member first, each preferably to
+        the worker that holds its live trainable."""
+        idle = transport.idle()
+        waiting = sorted((m for m in members.values() if m.running_on is None and m.result is None), key=lambda m: turn_order(m.record))
+        for member in waiting:
+            if not idle:
+                return
+            held_elsewhere = {m.holder for m in waiting if m is not member}
+            worker = member.holder if member.holder in idle else next((i for i in idle if i not in held_elsewhere), idle[0])
+            idle.remove(worker)
+            member.running_on = worker
+            transport.submit(worker, self._task(member, fresh=member.holder != worker))
+
+    def _task(self, member: _Member, *, fresh: bool) -> SegmentTask:
+        decision, member.decision = member.decision, None
+        return self.task_for(member.record, decision, fresh=fresh or member.holder is None)
+
+    def task_for(self, record: MemberRecord, decision: Decision | None = None, *, fresh: bool = True) -> SegmentTask:
+        """The segment ``record`` trains next; ``decision``: the one taken at its last ready point,
+        for a runner that holds it live (``fresh=False``)."""
+        restore = self.storage.get_checkpoint(record.resume_checkpoint_id) if record.resume_checkpoint_id is not None else None
+        own = self.storage.get_checkpoint(record.checkpoint_id) if record.checkpoint_id is not None else None
+        context = TrainContext(self.run.name, record.slot, member_seed(self.run.seed, record.slot), self.device, self.run.seed, record.step)
+        return SegmentTask(
+            record.slot, record.step, dict(record.hparams), context, self.snapshot(record), fresh, restore, own,
+            restore if decision is not None and decision.kind == "exploit" else None, decision is not None,
+        )
+
+    def _arrived(self, members: dict[int, _Member], worker: int, slot: int | None, result: SegmentResult | None) -> None:
+        """Take in what a worker sent back: a result (its scores recorded now), or the news that the
+        worker was lost (the live trainables it held with it, and the segment it was training)."""
+        if result is None:
+            for member in members.values():
+                if member.holder == worker:
+                    member.holder = None
+            if slot is None or slot not in members:
+                return
+            message = f"member {slot}: the worker training it was lost; it trains again from its newest checkpoint"
+            result = SegmentResult(slot, error=(message, None, True))
+            worker_kept = None
+        else:
+            worker_kept = worker
+        member = members[slot]  # type: ignore[index]
+        member.running_on = None
+        record = member.record
+        for step, value, metrics, _ in result.scores:
+            record = self.record_score(record, step, value, metrics)
+        try:
+            result.raise_error()
+        except TrainableError as error:
+            member.holder, member.decision = None, None
+            member.record = self.fail(record, error, can_wait=not self.strategy.synchronous)
+            return
+        member.record, member.result, member.holder = record, result, worker_kept
+        member.arrived_at = time.perf_counter()
+
+    def _commit_ready(self, members: dict[int, _Member]) -> None:
+        """Decide every ready point that can be decided fairly, a step at a time."""
+        while True:
+            held = [m for m in members.values() if m.result is not None]
+            if not held:
+                return
+            step = min(m.record.step for m in held)
+            others = [m for m in members.values() if m.result is None or m.record.step != step]
+            if any(m.record.step < step for m in others):
+                return  # someone behind has not reached this step yet
+            if self.strategy.synchronous and others and step < self.total_steps:
+                return  # a generation decides together
+            round_ = sorted((m for m in held if m.record.step == step), key=lambda m: m.record.slot)
+            done = step >= self.total_steps
+            points = []
+            for member in round_:
+                assert member.result is not None and member.result.checkpoint is not None
+                points.append((member.record, member.result.checkpoint, not done))
+            began = time.perf_counter()
+            committed = self.commit(points)
+            now = time.perf_counter()
+            self.stats.commit_seconds.append(now - began)
+            self.stats.decision_seconds.extend(now - m.arrived_at for m in round_)
+            for record, decision in committed:
+                member = members[record.slot]
+                member.record, member.decision, member.result = record, decision, None
+                if done:
+                    self.finish_member(record)
+                    del members[record.slot]
+
+
+def _times(count: int) -> str:
+    """``once``, ``twice``, ``3 times``."""
+    return {1: "once", 2: "twice"}.get(count, f"{count} times")
