@@ -107,3 +107,33 @@ def test_an_exploiter_is_ranked_by_the_model_it_copied(tmp_path: Path) -> None:
     member = {m.slot: m for m in run.members()}[0]
     # member 0 copied member 3 at step 4 and trained on with its h: at step 8 it scores like member 3
     assert member.ready_score == pytest.approx(8.9)
+
+
+@pytest.mark.slow
+def test_ray_on_a_two_node_cluster_conforms(tmp_path: Path, reference) -> None:
+    """Ray actors on a 2-node loopback cluster: the hyperparameters the lineage records, the
+    sequential executor's lineage and scores, and the worst member replaced at once."""
+    import sys
+
+    from pbt_helpers import ray_or_skip
+
+    ray = ray_or_skip()
+    import conformance_helpers
+    from poptrain.executors.ray_executor import RayExecutor, connect_ray
+    from poptrain.testing.ray_cluster import local_cluster, wait_for_nodes
+
+    with local_cluster(workers=1, cpus_per_node=1) as running:
+        connect_ray(running.address)
+        try:
+            ray.cloudpickle.register_pickle_by_value(conformance_helpers)
+            ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+            wait_for_nodes(2)
+            run = lr_run(tmp_path / "lr").optimize(LrProbe, steps=12, executor=RayExecutor(running.address))
+            assert mismatches(run) == [] and signature(run) == reference[0]
+            for synchronous in (False, True):
+                rising = rising_run(tmp_path / f"rising-{synchronous}", synchronous=synchronous)
+                rising.optimize(RisingCurve, steps=12, executor=RayExecutor(running.address))
+                first = [g for g in rising.lineage() if g.slot == 0 and g.number == 1]
+                assert first and (first[0].kind, first[0].start_step, first[0].donor) == ("exploit", 4, 3)
+        finally:
+            ray.shutdown()

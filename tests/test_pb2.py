@@ -68,7 +68,7 @@ def test_history_skips_non_finite_scores():
     assert history.observations == ()
 
 
-def test_history_of_a_stored_run_matches_the_controller():
+def test_history_of_a_stored_run_matches_the_scheduler():
     run = make_run("stored", population_size=4, explore=pb2(), exploit=poptrain.truncation(0.25))
     run.optimize(Tracer, steps=10)
     generations = run.storage.get_generations(run.record.id)
@@ -77,10 +77,10 @@ def test_history_of_a_stored_run_matches_the_controller():
     history = build_history(generations, run.storage.get_checkpoints(run.record.id), openings=openings)
     assert len(history.observations) == 4 * 4  # ready at 3, 6 and 9, and the final checkpoint at 10
     assert all(o.change == pytest.approx(o.hparams["rate"]) for o in history.observations)  # Tracer gains rate per step
-    from poptrain.controller import Controller
+    from poptrain.scheduler import Scheduler
 
-    controller = Controller(run.record, run.storage, run.checkpoints, run.space, run.strategy, Tracer, 10)
-    assert controller.history() == history
+    scheduler = Scheduler(run.record, run.storage, run.checkpoints, run.space, run.strategy, Tracer, 10)
+    assert scheduler.history() == history
 
 
 def observations(values, change):

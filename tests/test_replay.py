@@ -109,7 +109,7 @@ def test_every_member_of_an_asynchronous_run_replays_its_curve(tmp_path: Path) -
         state = run.load_state(run.storage.get_checkpoint(member.checkpoint_id))
         assert result.steps == len(state["trace"]) and result.score == state["x"] == result.original_score
         assert result.scores == result.original
-    assert gaps  # some member copied a checkpoint older than itself
+    assert gaps == 0  # comparisons are fair: a member copies a donor's checkpoint from its own step
 
 
 def test_replay_steps_and_errors(tmp_path: Path) -> None:

@@ -179,7 +179,8 @@ def test_unknown_alembic_revision_is_refused(tmp_path):
     open_storage(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
-    with pytest.raises(StorageError, match=r"Alembic revision '9999'.*reads version 1 \(revision '0003'\); upgrade poptrain") as info:
+    expected = rf"Alembic revision '9999'.*reads version {SCHEMA_VERSION} \(revision '{_migrate.HEAD_REVISION}'\); upgrade poptrain"
+    with pytest.raises(StorageError, match=expected) as info:
         open_storage(f"sqlite:///{path}")
     assert "\n" not in str(info.value)
 
@@ -206,6 +207,14 @@ def test_database_made_before_alembic_is_stamped_and_migrated(tmp_path):
         tables = [tb for tb in schema.metadata.sorted_tables if tb.name != "poptrain_meta"]
         schema.metadata.create_all(conn, tables=tables)
         conn.execute(text("ALTER TABLE members DROP COLUMN failures"))
+        conn.execute(text("ALTER TABLE members DROP COLUMN lease"))  # added in schema version 2
+        conn.execute(text("DROP TABLE scores"))  # version 1 had no unique (run_id, slot, step)
+        conn.execute(text(
+            "CREATE TABLE scores (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, "
+            "slot INTEGER NOT NULL, generation_id INTEGER NOT NULL, step INTEGER NOT NULL, value FLOAT, "
+            "metrics JSON NOT NULL, wall_time FLOAT NOT NULL)"
+        ))
+        conn.execute(text("CREATE INDEX ix_scores_run ON scores (run_id, id)"))
         conn.execute(insert(schema.runs).values(name="old", spec={}, seed=1, state="finished", created_at=1.0))
     engine.dispose()
     storage = open_storage(f"sqlite:///{path}")

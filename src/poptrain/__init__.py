@@ -16,6 +16,7 @@ from poptrain.errors import (
     RunExistsError,
     RunNotFoundError,
     SearchSpaceError,
+    StaleWriteError,
     StorageError,
     StrategyError,
     TrainableError,
@@ -61,7 +62,7 @@ __all__ = [
     "Action", "BestMember", "Executor", "ProcessesExecutor", "SequentialExecutor", "CheckpointError", "CheckpointRecord", "Choice", "ConfigError", "Decision", "Explored",
     "Float", "GenerationRecord", "History", "Int", "MemberRecord", "MemberSnapshot", "MetricError", "Observation", "PoptrainError",
     "ProgressListener", "ReplayResult", "Run", "RunExistsError", "RunNotFoundError", "RunRecord", "Schedule", "ScheduleSegment", "ScoreRecord",
-    "SearchSpace", "SearchSpaceError", "StorageError", "Strategy", "StrategyError", "TrainContext", "Trainable",
+    "SearchSpace", "SearchSpaceError", "StaleWriteError", "StorageError", "Strategy", "StrategyError", "TrainContext", "Trainable",
     "TrainableError", "VectorizedTrainable", "Widths", "create_run", "every", "gaussian", "load_run", "load_schedule", "pb2", "perturb", "plan_generation", "plan_member", "replace_worst", "resample",
     "tournament", "truncation",
 ]

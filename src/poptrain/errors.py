@@ -72,3 +72,9 @@ class TrainableError(PoptrainError, RuntimeError):
 
 class ResourceError(PoptrainError, MemoryError):
     """A run needs more memory (or another resource) than the machine offers."""
+
+
+class StaleWriteError(StorageError):
+    """A write that would overwrite another worker's: a score for a step that already has one, or
+    a write with a lease token the worker no longer holds (its lease expired or was taken over).
+    Nothing of the call was written; the worker should stop training that member."""

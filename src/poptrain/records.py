@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from poptrain.space import HParams
 
@@ -76,6 +77,7 @@ class MemberRecord:
     error: str | None = None
     ready_hparams: HParams | None = None
     failures: int = 0
+    lease: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,23 @@ class NewCheckpoint:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """What a ready member does next, as data.
+
+    ``kind`` is ``"exploit"`` (weights copied from ``donor``, then explored) or ``"explore"``
+    (own weights kept, hyperparameters explored). ``operations`` maps each changed
+    hyperparameter to a readable description such as ``"* 0.8"``.
+    """
+
+    slot: int
+    step: int
+    kind: Literal["exploit", "explore"]
+    hparams: HParams
+    donor: int | None = None
+    operations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ReadyPoint:
     """A member reaching a ready point: its checkpoint, and the decision taken (if any)."""
 
@@ -129,4 +148,4 @@ class ReadyPoint:
     step: int
     checkpoint: NewCheckpoint
     score: float | None
-    decision: Any = None  # poptrain.strategy.Decision | None
+    decision: Decision | None = None

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from poptrain.lineage import trained_at
 from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, ScoreRecord
 from poptrain.space import HParams
 
@@ -43,12 +44,9 @@ class BestMember:
 
 
 def generation_at(generations: Sequence[GenerationRecord], slot: int, step: int) -> GenerationRecord:
-    """The generation of ``slot`` that trained its ``step``-th step (the one active just before it)."""
-    active = None
-    for gen in generations:
-        if gen.slot == slot and (gen.start_step < step or gen.number == 0):
-            if active is None or gen.number > active.number:
-                active = gen
+    """The generation of ``slot`` that trained its ``step``-th step (see ``lineage.trained_at``);
+    ``KeyError`` if the member has no generation."""
+    active = trained_at(generations, slot, step)
     if active is None:
         raise KeyError(f"member {slot} has no generation")
     return active

@@ -65,6 +65,7 @@ class SegmentResult:
     error: tuple[str, str | None, bool] | None = None
     seconds: float = 0.0
     pid: int = 0
+    stop: bool = False  # the error is one no retry or replacement can mend (a state no checkpoint can hold)
 
     @property
     def last_step(self) -> int | None:
@@ -131,7 +132,11 @@ class MemberRunner:
                     break
             random_state = capture(trainable)
             state = call_user(task.slot, step, "state_dict", trainable.state_dict)
-            checkpoint = self.store.save(task.slot, step, state, random_state=random_state)
+            try:
+                checkpoint = self.store.save(task.slot, step, state, random_state=random_state)
+            except CheckpointError as exc:
+                self.live.pop(task.slot, None)
+                return SegmentResult(task.slot, scores, None, (str(exc), None, False), time.perf_counter() - started, os.getpid(), stop=True)
         except TrainableError as error:
             self.live.pop(task.slot, None)
             return SegmentResult(task.slot, scores, None, (str(error), error.detail, error.retry), time.perf_counter() - started, os.getpid())

@@ -7,8 +7,9 @@ executors are transports: they carry ``SegmentTask``s to member runners (``poptr
 and ``SegmentResult``s back, and decide nothing.
 
 Fair comparisons. A member's ready point at step t is decided only once every other member
-still training has a score at step t (or has finished), and it is ranked against the others'
-scores at step t. A member that is ahead waits at its ready point for those behind; with more
+still training has a score at step t (or has finished, or is behind because its last attempt
+failed: such a member holds nobody up), and it is ranked against the others' scores at step t
+(a member behind is ranked by its newest ready point). A member that is ahead waits at its ready point for those behind; with more
 members than workers the workers meanwhile train the members behind (least trained first), so
 nobody idles. Ready points at the same step are decided together against one snapshot: the
 decisions of a round do not see each other (no cascade of copies within a step). Synchronous
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from poptrain.checkpoints import CheckpointStore, collectable
-from poptrain.errors import TrainableError
+from poptrain.errors import CheckpointError, TrainableError
 from poptrain.progress import ProgressListener
 from poptrain.records import (
     CheckpointRecord,
@@ -133,6 +134,7 @@ class Scheduler:
         self._openings: dict[int, tuple[int, float | None]] = {}
         self._scores: dict[int, dict[int, float | None]] = {}  # slot -> step -> value, for fair comparisons
         self.stats = SchedulerStats()
+        self.lease: int | None = None  # a fenced lease's token when a worker writes for the member it leased
 
     # --- views ------------------------------------------------------------------
     def members(self) -> list[MemberRecord]:
@@ -212,7 +214,7 @@ class Scheduler:
         pending, self._pending = self._pending, []
         self._flushed_at = time.monotonic()
         if pending:
-            self.storage.record_scores(self.run.id, pending)
+            self.storage.record_scores(self.run.id, pending, lease=self.lease)
 
     def learn(self, stored: Iterable[ScoreRecord], *, pending: Sequence[ScoreRecord] = ()) -> None:
         """Know scores recorded before (``stored``) and ones to write with the next ready point
@@ -220,6 +222,10 @@ class Scheduler:
         for score in [*stored, *pending]:
             self._scores.setdefault(score.slot, {})[score.step] = score.value
         self._pending.extend(pending)
+
+    def discard_pending(self) -> None:
+        """Drop the scores not yet written (a stale worker's, refused by its lost lease)."""
+        self._pending = []
 
     def _forget_after(self, member: MemberRecord) -> None:
         """Forget a rewound member's scores past its newest ready point."""
@@ -250,6 +256,7 @@ class Scheduler:
         self._flushed_at = time.monotonic()
         records = self.storage.record_ready(
             self.run.id, [ReadyPoint(m.slot, m.step, c, m.score, decisions.get(m.slot)) for m, c, _ in updated], pending,
+            lease=self.lease,
         )
         self._failures_in_a_row = 0
         if self._population is not None:
@@ -290,7 +297,9 @@ class Scheduler:
         the run keeps failing with no ready point in between, or when a member must be replaced
         and cannot be."""
         self.flush()
-        record = self.storage.record_failure(self.run.id, member.slot, f"{error}\n{error.detail}" if error.detail else str(error))
+        record = self.storage.record_failure(
+            self.run.id, member.slot, f"{error}\n{error.detail}" if error.detail else str(error), lease=self.lease,
+        )
         self._forget_after(record)
         self._failures_in_a_row += 1
         limit = int(self.run.spec.get("population_size", 1)) * (self.max_retries + 1)
@@ -313,7 +322,7 @@ class Scheduler:
                 f"member {member.slot} failed {_times(record.failures)} and no healthy member with a checkpoint is "
                 f"left to replace it; the last failure: {error}"
             ) from error
-        reason = f"after {record.failures} failures" if error.retry else "retrying cannot help"
+        reason = f"after {record.failures} failures" + ("" if error.retry else " (retrying cannot help)")
         decision = replacement(
             member.slot, record.step, healthy[0], reason, self.space, self.strategy,
             decision_rng(self.run.seed, member.slot, record.step), self.history(),
@@ -393,6 +402,10 @@ class Scheduler:
         record = member.record
         for step, value, metrics, _ in result.scores:
             record = self.record_score(record, step, value, metrics)
+        if result.stop and result.error is not None:  # e.g. a state no checkpoint can hold: the run stops
+            self.flush()
+            self.storage.set_member_state(self.run.id, record.slot, "failed", error=result.error[0])
+            raise CheckpointError(result.error[0])
         try:
             result.raise_error()
         except TrainableError as error:
@@ -410,8 +423,8 @@ class Scheduler:
                 return
             step = min(m.record.step for m in held)
             others = [m for m in members.values() if m.result is None or m.record.step != step]
-            if any(m.record.step < step for m in others):
-                return  # someone behind has not reached this step yet
+            if any(m.record.step < step and m.record.failures == 0 for m in others):
+                return  # someone behind has not reached this step yet (one behind through failures does not hold the others up)
             if self.strategy.synchronous and others and step < self.total_steps:
                 return  # a generation decides together
             round_ = sorted((m for m in held if m.record.step == step), key=lambda m: m.record.slot)

@@ -38,6 +38,13 @@ def _path(where: tuple[Any, ...] | str) -> str:
 
 Where = tuple[Any, ...] | str
 
+# A member checkpoint with its random state is the dict {MEMBER_KEY: MEMBER_FORMAT, "state": the
+# trainable's state_dict(), "random_state": poptrain.random_state.capture(trainable)}; one without
+# (written before random states were kept, or saved without one) is the bare state.
+MEMBER_KEY = "__poptrain_checkpoint__"
+MEMBER_FORMAT = "member+random_state/1"
+_MEMBER_KEYS = {MEMBER_KEY, "state", "random_state"}
+
 
 def _unverified(state: Any, root: str) -> list[tuple[Any, Where, bool]]:
     """The parts of ``state`` whose type safe loading may refuse, as ``(part, where, is_key)``,
@@ -153,12 +160,33 @@ def check_loadable(state: Any, root: str = "state_dict()") -> None:
 def serialize(state: Any, root: str = "state_dict()") -> bytes:
     """Serialise a member's state (tensors, numbers, strings, lists and dicts) with ``torch.save``,
     first checking that ``deserialize`` will read it back (``check_loadable``)."""
+    check_loadable(state, root)
+    return _dump(state)
+
+
+def serialize_member(state: Any, random_state: Any) -> bytes:
+    """Serialise a member's state and its random state (``poptrain.random_state.capture``) into
+    one file: a dict ``{MEMBER_KEY: MEMBER_FORMAT, "state": ..., "random_state": ...}``, each part
+    checked as ``serialize`` checks a state."""
+    check_loadable(state)
+    check_loadable(random_state, "random_state")
+    return _dump({MEMBER_KEY: MEMBER_FORMAT, "state": state, "random_state": random_state})
+
+
+def split_member(stored: Any) -> tuple[Any, dict[str, Any] | None]:
+    """``(state, random_state)`` of what a member checkpoint holds: a file written by
+    ``serialize_member``, or one written by ``serialize`` (a bare state, no random state)."""
+    if type(stored) is dict and stored.get(MEMBER_KEY) == MEMBER_FORMAT and stored.keys() == _MEMBER_KEYS:
+        return stored["state"], stored["random_state"]
+    return stored, None
+
+
+def _dump(obj: Any) -> bytes:
     import torch
 
-    check_loadable(state, root)
     buffer = io.BytesIO()
     try:
-        torch.save(state, buffer)
+        torch.save(obj, buffer)
     except Exception as exc:  # pickling errors come in many types
         raise CheckpointError(
             f"cannot save the trainable's state ({type(exc).__name__}: {_first_line(exc)}); "
@@ -207,9 +235,10 @@ class CheckpointStore(ABC):
     def delete(self, uri: str) -> None:
         """Remove the bytes at ``uri`` if present."""
 
-    def save(self, slot: int, step: int, state: Any) -> NewCheckpoint:
-        """Serialise and store a member's state at a step."""
-        data = serialize(state)
+    def save(self, slot: int, step: int, state: Any, *, random_state: dict[str, Any] | None = None) -> NewCheckpoint:
+        """Serialise and store a member's state at a step, with its random state
+        (``poptrain.random_state.capture``) in the same file when given."""
+        data = serialize(state) if random_state is None else serialize_member(state, random_state)
         uri = self.write(f"member-{slot:04d}/step-{step:08d}.pt", data)
         return NewCheckpoint(uri, sha256(data), len(data))
 
@@ -223,13 +252,26 @@ class CheckpointStore(ABC):
     def load_member(self, record: CheckpointRecord) -> Any:
         """The state of the member that saved ``record``, cut out of a population checkpoint
         when it is one."""
-        state = self.load(record)
+        return self.load_member_and_random_state(record)[0]
+
+    def load_member_and_random_state(self, record: CheckpointRecord) -> tuple[Any, dict[str, Any] | None]:
+        """``(state, random_state)`` of the member that saved ``record``, the file read once:
+        the random state for ``poptrain.random_state.restore``, ``None`` when the checkpoint has
+        none (written without one, or a population checkpoint)."""
+        state, random_state = split_member(self._load_stored(record))
         from poptrain.vectorized.population import is_population_checkpoint, member_from_checkpoint
 
-        return member_from_checkpoint(state, record.slot) if is_population_checkpoint(state) else state
+        if is_population_checkpoint(state):
+            return member_from_checkpoint(state, record.slot), None
+        return state, random_state
 
     def load(self, record: CheckpointRecord) -> Any:
-        """Read a checkpoint back, refusing one whose bytes do not match the recorded sha256."""
+        """Read a checkpoint's state back (without its random state), refusing one whose bytes
+        do not match the recorded sha256."""
+        return split_member(self._load_stored(record))[0]
+
+    def _load_stored(self, record: CheckpointRecord) -> Any:
+        """What the checkpoint file holds, its sha256 checked."""
         data = self.read(record.uri)
         if sha256(data) != record.sha256:
             raise CheckpointError(

@@ -31,6 +31,8 @@ def _add_executor_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="for --executor vectorized: cpu, cuda or auto (default: the trainable's setting)")
     parser.add_argument("--workers", type=int, help="worker processes for --executor processes (default 2); "
                         "for --executor ray, at most this many members at once (default: as many as the cluster has CPUs)")
+    parser.add_argument("--devices", help="for --executor processes: one worker per device, e.g. cuda:0,cuda:1 "
+                        "(CUDA_VISIBLE_DEVICES set for each; replaces --workers; default: none, --workers processes)")
     parser.add_argument("--address", help="for --executor ray: auto (the cluster this machine belongs to) or HOST:PORT of "
                         "a cluster's head (default: a private Ray instance on this machine)")
     parser.add_argument("--cpus-per-member", type=float, help="for --executor ray: CPUs each member's actor takes (default 1)")
@@ -143,7 +145,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _executor(args, spec)  # checked before anything is written
     _probe_factory(spec.trainable)
     if args.executor == "processes" and args.storage is not None and args.storage.startswith("memory"):
-        raise ConfigError("--executor processes needs a database storage (the SQLite default or PostgreSQL)")
+        raise ConfigError("--executor processes needs checkpoints its workers share, which --storage memory keeps in "
+                          "memory; leave --storage out (SQLite and a checkpoint folder under --root)")
     name = check_name(spec.name if args.name is None else args.name)
     check_root(args.root)
     target = str(Path(args.target).resolve()) if Path(args.target).is_file() else args.target
@@ -228,6 +231,12 @@ def _executor(args: argparse.Namespace, spec: Any) -> Any:
         from poptrain.executors.vectorized import VectorizedExecutor
 
         executor = VectorizedExecutor(device=args.device)
+    elif args.devices is not None:
+        if args.executor != "processes" or args.workers is not None:
+            raise ConfigError("--devices is for --executor processes (one worker per device), without --workers")
+        from poptrain.executors.processes import ProcessesExecutor
+
+        executor = ProcessesExecutor(devices=[d.strip() for d in args.devices.split(",") if d.strip()])
     elif args.executor == "ray":
         from poptrain.executors.ray_executor import RayExecutor
 

@@ -15,6 +15,7 @@ it leases members from the database one at a time, with fenced leases.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import multiprocessing
@@ -29,7 +30,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
 from typing import TYPE_CHECKING, Any
 
-from poptrain.errors import ConfigError, TrainableError
+from poptrain.errors import ConfigError, StaleWriteError, TrainableError
 from poptrain.executors._base import Arrival, Transport
 from poptrain.runner import MemberRunner, RunnerSpec, SegmentTask
 
@@ -275,13 +276,19 @@ def work(job: WorkerJob, name: str | None = None, progress: ProgressListener | N
                 return points
             time.sleep(0.05)  # every remaining member is leased by another worker
             continue
-        heartbeat = _Heartbeat(run.storage, scheduler.run.id, member.slot, name, job.lease_seconds)
+        heartbeat = _Heartbeat(storage, scheduler.run.id, member.slot, name, job.lease_seconds)
+        scheduler.lease = member.lease  # every write of this turn is refused once the lease is lost
         try:
             points += _leased_turn(scheduler, runner, member)
         except TrainableError as error:  # recorded; the member is tried again on a later turn
             runner.drop(member.slot)
-            scheduler.fail(member, error)
+            with contextlib.suppress(StaleWriteError):
+                scheduler.fail(member, error)
+        except StaleWriteError:  # the lease expired (this worker stalled) and another worker took the member
+            runner.drop(member.slot)
+            scheduler.discard_pending()
         finally:
+            scheduler.lease = None
             heartbeat.stop()
             storage.release_member(scheduler.run.id, member.slot, name)
 
@@ -290,7 +297,7 @@ def _leased_turn(scheduler: Scheduler, runner: MemberRunner, member: Any) -> int
     """One turn of a leased member: to its next ready point (or its end), then decide against
     the population as stored."""
     if member.step != member.last_ready_step:  # its last holder died mid-segment
-        member = scheduler.storage.rewind_member(scheduler.run.id, member.slot)
+        member = scheduler.storage.rewind_member(scheduler.run.id, member.slot, lease=scheduler.lease)
     if member.step >= scheduler.total_steps:
         scheduler.finish_member(member)
         return 0

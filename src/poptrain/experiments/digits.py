@@ -82,7 +82,15 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: dict[s
 
 
 class DigitsMLP(poptrain.Trainable):
-    """The digits MLP as a poptrain Trainable."""
+    """The digits MLP as a poptrain Trainable.
+
+    ``self.generator`` draws the batch order and seeds the global torch generator for each
+    epoch's dropout masks; it is not in ``state_dict()``. poptrain saves it anyway: each
+    checkpoint also holds the member's random state (the global torch, NumPy and ``random``
+    generators, and the generators a trainable holds as attributes, see
+    ``poptrain.random_state``), restored when the member is rebuilt from its own checkpoint,
+    so a resumed run trains as an uninterrupted one would.
+    """
 
     def setup(self, hparams: HParams, context: poptrain.TrainContext) -> None:
         self.data = load_split()
@@ -118,7 +126,9 @@ class DigitsMLP(poptrain.Trainable):
             group["lr"] = float(hparams["lr"])
             group["momentum"] = float(hparams["momentum"])
             group["weight_decay"] = float(hparams["weight_decay"])
-        self.model[2].p = float(hparams["dropout"])
+        dropout = self.model[2]
+        assert isinstance(dropout, nn.Dropout)
+        dropout.p = float(hparams["dropout"])
 
 
 def vectorized_model() -> nn.Sequential:

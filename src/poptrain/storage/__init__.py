@@ -6,7 +6,7 @@ from poptrain.storage._base import SCHEMA_VERSION, Storage
 from poptrain.storage._memory import InMemoryStorage
 
 
-def open_storage(url: "str | Storage | None", *, default_path: str | None = None, create: bool = True) -> Storage:
+def open_storage(url: str | Storage | None, *, default_path: str | None = None, create: bool = True) -> Storage:
     """A storage from a URL: ``None`` -> SQLite at ``default_path``, ``"memory"`` -> in-memory,
     anything else -> a SQLAlchemy URL. A ``Storage`` is returned as it is. ``create=False``
     opens only a database that exists with poptrain's schema, and writes nothing to one that

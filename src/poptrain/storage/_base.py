@@ -3,19 +3,38 @@
 Rules:
 - Ids in, frozen records out. A record never changes once returned; ask again for news.
 - ``get_run`` of an unknown name raises ``RunNotFoundError``; unknown ids raise ``KeyError``.
-- Every ``record_*`` call is one transaction: all of it is written, or none of it.
+- Every ``record_*`` call is one transaction: all of it is written, or none of it. The reads
+  that decide a write (the donors of ``record_ready``, the member a rewind or a replacement
+  changes, the members ``acquire_member`` chooses from) are made in that same transaction and
+  see no other writer's changes until it ends (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: the
+  member rows are read ``FOR UPDATE``).
 - ``record_ready`` first records every point's checkpoint, then applies the points'
-  decisions, so a decision's donor checkpoint is the donor's newest one, including one
-  recorded in the same call (synchronous PBT decides a whole generation at once). With
-  ``in_turn=True`` it records each point's checkpoint and then its decision before the next
-  point (asynchronous PBT: a decision copies the donor's checkpoint as of its turn).
-- A decision starts a new generation whose parent is the donor's generation that trained the
-  loaded checkpoint (exploit; the donor's current one unless the donor itself decided at that
-  checkpoint) or the member's own (explore); the member's hyperparameters become the
-  decision's, and its ``resume_checkpoint_id`` becomes the loaded checkpoint.
-- Scores are appended; a member's ``step`` and ``score`` follow its newest score.
+  decisions against the members as they stand after the checkpoints, before any decision
+  (synchronous PBT decides a whole generation against one snapshot, so a donor's checkpoint
+  may be recorded in the same call). With ``in_turn=True`` it records each point's
+  checkpoint and then its decision before the next point (asynchronous PBT: a decision sees
+  the members as of its turn, earlier decisions of the call included).
+- The lineage follows ``poptrain.lineage``: a decision starts a new generation (``advance``).
+  An explore resumes from the member's own newest checkpoint and descends from its current
+  generation. An exploit loads the model the donor holds: its ``resume_checkpoint_id`` (its
+  newest checkpoint, unless it exploited since: then the checkpoint it copied). The new
+  generation descends from the generation that trained that checkpoint (``lineage.trained``);
+  the member's ``resume_checkpoint_id`` becomes that checkpoint, its ``ready_score`` that
+  checkpoint's score (the copied model is what it is ranked by, never its discarded score)
+  and its ``ready_hparams`` the donor's ``ready_hparams``; its ``checkpoint_id`` stays its
+  own newest checkpoint. In both, the member's hyperparameters become the decision's.
+  An exploit (or replacement) whose donor holds no checkpoint raises ``StrategyError`` (a
+  ``ValueError``) naming the member and the donor, and writes nothing.
+- Scores are appended; a member's ``step`` and ``score`` follow its newest score. A member
+  has at most one score per step: a score for a step that has one raises ``StaleWriteError``
+  (another worker trained that step) and nothing of the call is written. Rewinds delete
+  the scores past the ready point, so the steps after it may be trained again.
 - Non-finite scores (NaN, inf) are kept as ``None`` on members and checkpoints (a member
   that has been ready with such a score ranks last); score records keep NaN as NaN.
+- Fenced leases: ``acquire_member`` returns the member with a new ``lease`` token (one more
+  than its previous one). ``record_scores``, ``record_ready``, ``record_failure`` and
+  ``rewind_member`` given ``lease=`` write only while the members they write are leased with
+  that token (not expired, not taken over); otherwise ``StaleWriteError`` and nothing written.
 """
 
 from __future__ import annotations
@@ -26,6 +45,7 @@ from typing import Any
 
 from poptrain.records import (
     CheckpointRecord,
+    Decision,
     GenerationRecord,
     MemberRecord,
     ReadyPoint,
@@ -34,7 +54,7 @@ from poptrain.records import (
 )
 from poptrain.space import HParams
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Storage(ABC):
@@ -79,43 +99,57 @@ class Storage(ABC):
         error text, which otherwise stays (the last failure remains visible)."""
 
     @abstractmethod
-    def rewind_member(self, run_id: int, slot: int) -> MemberRecord:
+    def rewind_member(self, run_id: int, slot: int, *, lease: int | None = None) -> MemberRecord:
         """Undo what a member did after its newest ready point (resume after a crash): delete its
-        scores past ``last_ready_step`` and set its ``step`` and ``score`` back to that point."""
+        scores past ``last_ready_step`` and set its ``step`` and ``score`` back to that point.
+        With ``lease``, only while the member is leased with that token (``StaleWriteError``)."""
 
     @abstractmethod
-    def record_failure(self, run_id: int, slot: int, error: str) -> MemberRecord:
+    def record_failure(self, run_id: int, slot: int, error: str, *, lease: int | None = None) -> MemberRecord:
         """A failed attempt: mark the member ``failed`` with ``error``, count it in ``failures``
         and rewind it to its newest ready point (as ``rewind_member``), in one transaction.
-        A later ready point of the member sets ``failures`` back to 0."""
+        A later ready point of the member sets ``failures`` back to 0. ``lease`` as in
+        ``rewind_member``."""
 
     @abstractmethod
-    def record_replacement(self, run_id: int, decision: Any) -> MemberRecord:
+    def record_replacement(self, run_id: int, decision: Decision) -> MemberRecord:
         """Replace a member that failed too often: ``decision`` (an exploit) starts a new
-        generation from the donor's newest checkpoint, as in ``record_ready``; the member
-        becomes ``pending`` and keeps its ``failures`` count."""
+        generation at the member's ``step`` from the model the donor holds, as in
+        ``record_ready``; the member becomes ``pending`` and keeps its ``failures`` count.
+        ``StrategyError`` if the decision is no exploit or its donor holds no checkpoint."""
 
     @abstractmethod
-    def record_scores(self, run_id: int, scores: Sequence[ScoreRecord]) -> None:
-        """Append evaluations; each member's ``step`` and ``score`` follow its newest one."""
+    def record_scores(self, run_id: int, scores: Sequence[ScoreRecord], *, lease: int | None = None) -> None:
+        """Append evaluations; each member's ``step`` and ``score`` follow its newest one.
+        ``StaleWriteError`` for a step that has a score already, or, with ``lease``, for a
+        member not leased with that token; nothing is written then."""
 
     @abstractmethod
     def record_ready(
-        self, run_id: int, points: Sequence[ReadyPoint], scores: Sequence[ScoreRecord] = (), *, in_turn: bool = False
+        self,
+        run_id: int,
+        points: Sequence[ReadyPoint],
+        scores: Sequence[ScoreRecord] = (),
+        *,
+        in_turn: bool = False,
+        lease: int | None = None,
     ) -> list[MemberRecord]:
         """Record ``scores`` (as ``record_scores``), then the checkpoints and decisions of members
-        at ready points, in one transaction; return the updated members of the points."""
+        at ready points, in one transaction; return the updated members of the points. With
+        ``lease``, every member written (points and scores) must be leased with that token."""
 
     @abstractmethod
     def acquire_member(self, run_id: int, worker: str, *, total_steps: int, lease_seconds: float) -> MemberRecord | None:
         """Lease the least-trained member (by ``last_ready_step``, then slot) that is not finished,
         is below ``total_steps`` and has no live lease, to ``worker`` for ``lease_seconds``;
         ``None`` if there is none. Two workers never hold the same member: a lease that
-        expired (its worker stopped renewing it) may be taken over."""
+        expired (its worker stopped renewing it) may be taken over. The member is returned with
+        its new ``lease`` token (one more than the last), for fenced writes."""
 
     @abstractmethod
     def renew_lease(self, run_id: int, slot: int, worker: str, lease_seconds: float) -> bool:
-        """Extend ``worker``'s lease on ``slot``; ``False`` if it no longer holds it."""
+        """Extend ``worker``'s lease on ``slot``; ``False`` if it no longer holds it (released,
+        or taken over by another worker)."""
 
     @abstractmethod
     def release_member(self, run_id: int, slot: int, worker: str) -> None:
@@ -141,5 +175,21 @@ class Storage(ABC):
     def get_checkpoints(self, run_id: int) -> list[CheckpointRecord]:
         """Every checkpoint reference of the run, oldest first."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections."""
+
+
+def stale_score(run: str, slot: int, step: int) -> str:
+    """The message of a second score for one step of a member."""
+    return (
+        f"member {slot} of run {run!r} already has a score at step {step}: another worker trained it "
+        "(a stale lease); nothing of this write was recorded"
+    )
+
+
+def lost_lease(run: str, slot: int, lease: int) -> str:
+    """The message of a write with a lease token its worker no longer holds."""
+    return (
+        f"member {slot} of run {run!r} is no longer leased with token {lease} (the lease expired or another "
+        "worker took it over); nothing of this write was recorded: stop training this member"
+    )

@@ -6,13 +6,15 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from poptrain.errors import RunExistsError, RunNotFoundError
+from poptrain.errors import RunExistsError, RunNotFoundError, StaleWriteError, StrategyError
+from poptrain.lineage import NextGeneration, advance, held_by
 from poptrain.records import (
     CheckpointRecord,
+    Decision,
     GenerationRecord,
     MemberRecord,
     ReadyPoint,
@@ -20,7 +22,7 @@ from poptrain.records import (
     ScoreRecord,
 )
 from poptrain.space import HParams
-from poptrain.storage._base import Storage
+from poptrain.storage._base import Storage, lost_lease, stale_score
 
 
 class InMemoryStorage(Storage):
@@ -32,6 +34,7 @@ class InMemoryStorage(Storage):
         self._members: dict[int, dict[int, MemberRecord]] = {}
         self._generations: dict[int, list[GenerationRecord]] = {}
         self._scores: dict[int, list[ScoreRecord]] = {}
+        self._score_keys: dict[int, set[tuple[int, int]]] = {}  # (slot, step) of each score
         self._checkpoints: dict[int, CheckpointRecord] = {}
         self._checkpoint_run: dict[int, int] = {}
         self._leases: dict[tuple[int, int], tuple[str, float]] = {}
@@ -58,6 +61,7 @@ class InMemoryStorage(Storage):
             self._members[run.id] = {}
             self._generations[run.id] = []
             self._scores[run.id] = []
+            self._score_keys[run.id] = set()
             self.add_members(run.id, initial_hparams)
             return copy.deepcopy(run)
 
@@ -80,7 +84,7 @@ class InMemoryStorage(Storage):
         with self._lock:
             run = self._run_by_id(run_id)
             del self._runs[run.name]
-            for table in (self._members, self._generations, self._scores):
+            for table in (self._members, self._generations, self._scores, self._score_keys):
                 table.pop(run_id, None)
             for checkpoint_id in [i for i, owner in self._checkpoint_run.items() if owner == run_id]:
                 del self._checkpoint_run[checkpoint_id]
@@ -112,38 +116,47 @@ class InMemoryStorage(Storage):
         except KeyError:
             raise KeyError(f"no member in slot {slot} of run {run_id}") from None
 
-    def rewind_member(self, run_id: int, slot: int) -> MemberRecord:
+    def _check_lease(self, run_id: int, slots: Iterable[int], lease: int | None) -> None:
+        """``StaleWriteError`` unless each member in ``slots`` is leased with token ``lease``."""
+        if lease is None:
+            return
+        now = time.time()
+        for slot in sorted(set(slots)):
+            member = self._member(run_id, slot)
+            holder = self._leases.get((run_id, slot))
+            if member.lease != lease or holder is None or holder[1] <= now:
+                raise StaleWriteError(lost_lease(self._run_by_id(run_id).name, slot, lease))
+
+    def rewind_member(self, run_id: int, slot: int, *, lease: int | None = None) -> MemberRecord:
         with self._lock:
+            self._check_lease(run_id, [slot], lease)
             member = self._member(run_id, slot)
             keep = member.last_ready_step
             self._scores[run_id] = [s for s in self._scores[run_id] if s.slot != slot or s.step <= keep]
+            self._score_keys[run_id] = {k for k in self._score_keys[run_id] if k[0] != slot or k[1] <= keep}
             rewound = replace(member, step=keep, score=member.ready_score if keep > 0 else None)
             self._members[run_id][slot] = rewound
             return copy.deepcopy(rewound)
 
-    def record_failure(self, run_id: int, slot: int, error: str) -> MemberRecord:
+    def record_failure(self, run_id: int, slot: int, error: str, *, lease: int | None = None) -> MemberRecord:
         with self._lock:
-            self.rewind_member(run_id, slot)
+            self.rewind_member(run_id, slot, lease=lease)
             member = self._members[run_id][slot]
             failed = replace(member, state="failed", error=error, failures=member.failures + 1)
             self._members[run_id][slot] = failed
             return copy.deepcopy(failed)
 
-    def record_replacement(self, run_id: int, decision: Any) -> MemberRecord:
+    def record_replacement(self, run_id: int, decision: Decision) -> MemberRecord:
         with self._lock:
             member = self._member(run_id, decision.slot)
+            if decision.kind != "exploit" or decision.donor is None:
+                raise StrategyError(f"a replacement of member {decision.slot} must copy a donor (an exploit decision)")
             donor = self._member(run_id, decision.donor)
-            ckpt = self._checkpoints.get(donor.checkpoint_id) if donor.checkpoint_id is not None else None
-            parent_id = _trained_by(self._generations[run_id], donor.slot, ckpt.step) if ckpt else donor.generation_id
-            generation = GenerationRecord(
-                self._next_id(), member.slot, member.generation + 1, member.step, dict(decision.hparams), "exploit",
-                parent_id, donor.slot, donor.checkpoint_id, dict(decision.operations), time.time(),
-            )
+            loaded = self._checkpoints[held_by(donor, decision.donor, decision.slot)]
+            new = advance(decision, member, member.step, donor=donor, loaded=loaded, generations=self._generations[run_id])
+            generation = _generation(self._next_id(), decision.slot, new)
             self._generations[run_id].append(generation)
-            replaced = replace(
-                member, state="pending", hparams=dict(decision.hparams), generation_id=generation.id,
-                generation=generation.number, resume_checkpoint_id=donor.checkpoint_id,
-            )
+            replaced = replace(_advanced(member, generation, new), state="pending")
             self._members[run_id][member.slot] = replaced
             return copy.deepcopy(replaced)
 
@@ -152,26 +165,45 @@ class InMemoryStorage(Storage):
             member = self._member(run_id, slot)
             self._members[run_id][slot] = replace(member, state=state, error=member.error if error is None else error)
 
-    def _scored(self, run_id: int, members: dict[int, MemberRecord], scores: Sequence[ScoreRecord]) -> list[ScoreRecord]:
-        """Apply ``scores`` to a copy of the members; return the score list to commit."""
+    def _scored(
+        self, run_id: int, members: dict[int, MemberRecord], scores: Sequence[ScoreRecord]
+    ) -> tuple[list[ScoreRecord], set[tuple[int, int]]]:
+        """Apply ``scores`` to a copy of the members; return the score list and the (slot, step)
+        keys of the new scores to commit. ``StaleWriteError`` for a step that has a score."""
         for score in scores:
             self._member(run_id, score.slot)
+        keys = self._score_keys[run_id]
+        new: set[tuple[int, int]] = set()
+        for score in scores:
+            key = (score.slot, score.step)
+            if key in keys or key in new:
+                raise StaleWriteError(stale_score(self._run_by_id(run_id).name, score.slot, score.step))
+            new.add(key)
         for score in scores:
             members[score.slot] = replace(members[score.slot], step=score.step, score=_finite(score.value))
-        return self._scores[run_id] + [copy.deepcopy(s) for s in scores]
+        return self._scores[run_id] + [copy.deepcopy(s) for s in scores], new
 
-    def record_scores(self, run_id: int, scores: Sequence[ScoreRecord]) -> None:
+    def record_scores(self, run_id: int, scores: Sequence[ScoreRecord], *, lease: int | None = None) -> None:
         with self._lock:
+            self._check_lease(run_id, [s.slot for s in scores], lease)
             members = dict(self._members[run_id])
-            self._scores[run_id] = self._scored(run_id, members, scores)
+            self._scores[run_id], new = self._scored(run_id, members, scores)
+            self._score_keys[run_id] |= new
             self._members[run_id] = members
 
     def record_ready(
-        self, run_id: int, points: Sequence[ReadyPoint], scores: Sequence[ScoreRecord] = (), *, in_turn: bool = False
+        self,
+        run_id: int,
+        points: Sequence[ReadyPoint],
+        scores: Sequence[ScoreRecord] = (),
+        *,
+        in_turn: bool = False,
+        lease: int | None = None,
     ) -> list[MemberRecord]:
         with self._lock:
+            self._check_lease(run_id, [p.slot for p in points] + [s.slot for s in scores], lease)
             members = dict(self._members[run_id])
-            all_scores = self._scored(run_id, members, scores)
+            all_scores, new_keys = self._scored(run_id, members, scores)
             generations = list(self._generations[run_id])
             checkpoints: dict[int, CheckpointRecord] = {}
 
@@ -188,40 +220,36 @@ class InMemoryStorage(Storage):
                     ready_hparams=dict(member.hparams), failures=0,
                 )
 
-            def decide(point: ReadyPoint) -> None:
+            def decide(point: ReadyPoint, donors: dict[int, MemberRecord]) -> None:
                 decision = point.decision
                 if decision is None:
                     return
-                member = members[point.slot]
+                donor = loaded = None
                 if decision.kind == "exploit":
-                    donor = members.get(decision.donor) or self._member(run_id, decision.donor)
-                    loaded = donor.checkpoint_id
-                    copied = checkpoints.get(loaded) or self._checkpoints.get(loaded)  # type: ignore[arg-type]
-                    parent_id = _trained_by(generations, donor.slot, copied.step) if copied else donor.generation_id
-                else:
-                    parent_id, loaded = member.generation_id, member.checkpoint_id
-                generation = GenerationRecord(
-                    self._next_id(), point.slot, member.generation + 1, point.step, dict(decision.hparams),
-                    decision.kind, parent_id, decision.donor, loaded, dict(decision.operations), time.time(),
-                )
+                    slot = decision.donor
+                    donor = None if slot is None else donors.get(slot) or self._member(run_id, slot)
+                    held = held_by(donor, decision.donor, point.slot)
+                    loaded = checkpoints.get(held) or self._checkpoints[held]
+                member = members[point.slot]
+                new = advance(decision, member, point.step, donor=donor, loaded=loaded, generations=generations)
+                generation = _generation(self._next_id(), point.slot, new)
                 generations.append(generation)
-                members[point.slot] = replace(
-                    member, hparams=dict(decision.hparams), generation_id=generation.id,
-                    generation=generation.number, resume_checkpoint_id=loaded,
-                )
+                members[point.slot] = _advanced(member, generation, new)
 
             if in_turn:
                 for point in points:
                     checkpoint(point)
-                    decide(point)
+                    decide(point, members)
             else:
                 for point in points:
                     checkpoint(point)
+                snapshot = dict(members)  # every decision sees the members after the checkpoints
                 for point in points:
-                    decide(point)
+                    decide(point, snapshot)
             self._members[run_id] = members
             self._generations[run_id] = generations
             self._scores[run_id] = all_scores
+            self._score_keys[run_id] |= new_keys
             for ckpt in checkpoints.values():
                 self._checkpoints[ckpt.id] = ckpt
                 self._checkpoint_run[ckpt.id] = run_id
@@ -237,7 +265,9 @@ class InMemoryStorage(Storage):
                 if holder is not None and holder[1] > now and holder[0] != worker:
                     continue
                 self._leases[(run_id, member.slot)] = (worker, now + lease_seconds)
-                return copy.deepcopy(member)
+                leased = replace(member, lease=(member.lease or 0) + 1)
+                self._members[run_id][member.slot] = leased
+                return copy.deepcopy(leased)
             return None
 
     def renew_lease(self, run_id: int, slot: int, worker: str, lease_seconds: float) -> bool:
@@ -290,10 +320,18 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _trained_by(generations: Sequence[GenerationRecord], slot: int, step: int) -> int:
-    """The generation of ``slot`` whose training produced its checkpoint at ``step``: a generation
-    begun by a decision at ``step`` itself started after that checkpoint was taken."""
-    active = max(
-        (g for g in generations if g.slot == slot and (g.start_step < step or g.number == 0)), key=lambda g: g.number
+def _generation(generation_id: int, slot: int, new: NextGeneration) -> GenerationRecord:
+    """The generation record of what ``lineage.advance`` decided."""
+    return GenerationRecord(
+        generation_id, slot, new.number, new.start_step, dict(new.hparams), new.kind, new.parent_id, new.donor,
+        new.loaded_checkpoint_id, dict(new.operations), time.time(),
     )
-    return active.id
+
+
+def _advanced(member: MemberRecord, generation: GenerationRecord, new: NextGeneration) -> MemberRecord:
+    """``member`` in its new generation, holding what ``lineage.advance`` decided."""
+    return replace(
+        member, hparams=dict(new.hparams), generation_id=generation.id, generation=new.number,
+        resume_checkpoint_id=new.resume_checkpoint_id, ready_score=new.ready_score,
+        ready_hparams=None if new.ready_hparams is None else dict(new.ready_hparams),
+    )

@@ -17,11 +17,17 @@ from poptrain.errors import RunNotFoundError, StorageError
 from poptrain.storage import _schema as t
 from poptrain.storage._base import SCHEMA_VERSION
 
-HEAD_REVISION = "0003"  # the newest migration in migrations/versions (tests check)
+HEAD_REVISION = "0004"  # the newest migration in migrations/versions (tests check)
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 _LOCK_KEY = 74201  # PostgreSQL advisory lock: one process migrates, the others wait and re-read
 
 State = tuple["str | None", "str | None"]
+CURRENT: State = (HEAD_REVISION, str(SCHEMA_VERSION))  # the state of a database that needs no migration
+
+
+def empty_database(where: str) -> RunNotFoundError:
+    """The error of opening an empty database without ``create``."""
+    return RunNotFoundError(f"storage {where} is an empty database, with no poptrain runs; check the URL")
 
 
 def alembic_config(connection: Connection | None = None) -> Any:
@@ -43,21 +49,20 @@ def prepare(conn: Connection, where: str, *, create: bool = True) -> None:
     """Bring the database behind ``conn`` (in a transaction) to ``HEAD_REVISION``, or refuse it
     with a ``StorageError``; ``where`` names it in messages (no password). With ``create=False``
     an empty database is a ``RunNotFoundError`` and is left as it is."""
-    current = (HEAD_REVISION, str(SCHEMA_VERSION))
     state = schema_state(conn, where)
-    if state == current:
+    if state == CURRENT:
         return
     if state == (None, None) and not create:
-        raise RunNotFoundError(f"storage {where} is an empty database, with no poptrain runs; check the URL")
+        raise empty_database(where)
     from alembic import command  # imported before the lock below: the import is slow
 
     # One process creates or migrates; the others wait for it, then read its result.
     if conn.dialect.name == "postgresql":
         conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})"))
-    elif conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+    elif conn.dialect.name == "sqlite" and not getattr(conn.connection.dbapi_connection, "in_transaction", True):
         conn.exec_driver_sql("BEGIN IMMEDIATE")  # the DDL below then commits (or not) as a whole
     state = schema_state(conn, where)
-    if state == current:
+    if state == CURRENT:
         return
     _check(state, where)
     config = alembic_config(conn)
@@ -91,8 +96,9 @@ def _check(state: State, where: str, known: Callable[[], set[str]] = known_revis
     revision, version = state
     if revision is None and version is None:
         return
+    # an older schema version is migrated; a newer one (or an unknown revision) is another poptrain's
     if (revision is not None and revision not in known()) or version is None or not version.isdigit() \
-            or int(version) != SCHEMA_VERSION:
+            or int(version) > SCHEMA_VERSION:
         raise StorageError(
             f"storage {where} has schema version {version!r} (Alembic revision {revision!r}), "
             f"this poptrain reads version {SCHEMA_VERSION} (revision {HEAD_REVISION!r}); "

@@ -57,6 +57,7 @@ members = Table(
     Column("error", Text, nullable=True),
     Column("ready_hparams", JSON, nullable=True),
     Column("failures", Integer, nullable=False, default=0),
+    Column("lease", Integer, nullable=True),  # the token of the newest lease: +1 per acquisition
     UniqueConstraint("run_id", "slot", name="uq_members_run_slot"),
 )
 
@@ -90,6 +91,7 @@ scores = Table(
     Column("metrics", JSON, nullable=False),
     Column("wall_time", Float, nullable=False),
     Index("ix_scores_run", "run_id", "id"),
+    UniqueConstraint("run_id", "slot", "step", name="uq_scores_run_slot_step"),  # one score per member and step
 )
 
 leases = Table(

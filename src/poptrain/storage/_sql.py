@@ -5,16 +5,20 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
 
-from sqlalchemy import bindparam, create_engine, delete, event, insert, or_, select, update
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy import and_, bindparam, create_engine, delete, event, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine, RootTransaction, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
-from poptrain.errors import RunExistsError, RunNotFoundError, StorageError
+from poptrain.errors import RunExistsError, RunNotFoundError, StaleWriteError, StorageError, StrategyError
+from poptrain.lineage import advance, held_by
 from poptrain.records import (
     CheckpointRecord,
+    Decision,
     GenerationRecord,
     MemberRecord,
     ReadyPoint,
@@ -24,12 +28,15 @@ from poptrain.records import (
 from poptrain.space import HParams
 from poptrain.storage import _migrate
 from poptrain.storage import _schema as t
-from poptrain.storage._base import Storage
+from poptrain.storage._base import Storage, lost_lease, stale_score
 
 _SQLITE_WAIT_SECONDS = 30  # how long a connection waits for another process's lock
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, wal: bool = True) -> None:
+    # SQLAlchemy's recipe for pysqlite: the driver begins no transaction itself (it would begin
+    # one only before the first write, after the reads that decided it); _sqlite_begin does.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # The wait first: switching to WAL needs a lock that another process may hold while it
     # creates the schema, and the driver's own default wait is only 5 s.
@@ -45,13 +52,37 @@ def _sqlite_pragmas_as_found(dbapi_connection: Any, record: Any) -> None:
     _sqlite_pragmas(dbapi_connection, record, wal=False)
 
 
+_READ_ONLY = "poptrain_read_only"  # execution option of a connection whose transaction only reads
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Begin each SQLite transaction: ``BEGIN IMMEDIATE`` takes the write lock first, so the reads
+    that decide a write and the write are one snapshot no other writer changes in between; a
+    transaction that only reads begins deferred (and takes no lock that blocks writers)."""
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
+
+
 # Statements of the per-step and per-ready-point path, built once (building one costs more than
 # SQLite takes to run it); values are bound when executed.
 _M = t.members.c
 _READY_COLUMNS = ("step", "last_ready_step", "ready_score", "checkpoint_id", "resume_checkpoint_id",
                   "ready_hparams", "hparams", "generation_id", "generation", "failures")
-_MEMBERS_IN_SLOTS = select(t.members).where(
-    _M.run_id == bindparam("run_id"), _M.slot.in_(bindparam("slots", expanding=True))
+_HELD = t.checkpoints.alias("held")  # the checkpoint a member holds (resumes from)
+_L = t.leases.c
+# The members of some slots, with the checkpoint each holds and its lease, locked for the rest of
+# the transaction on PostgreSQL (SQLite's BEGIN IMMEDIATE locks the whole database), in slot order.
+_MEMBERS_IN_SLOTS = (
+    select(t.members, *[c.label(f"held_{c.name}") for c in _HELD.c], _L.expires_at.label("lease_expires_at"))
+    .select_from(
+        t.members.outerjoin(_HELD, _HELD.c.id == _M.resume_checkpoint_id)
+        .outerjoin(t.leases, and_(_L.run_id == _M.run_id, _L.slot == _M.slot))
+    )
+    .where(_M.run_id == bindparam("run_id"), _M.slot.in_(bindparam("slots", expanding=True)))
+    .order_by(_M.slot)
+    .with_for_update(of=t.members)
+)
+_GENERATIONS_OF_SLOT = select(t.generations).where(
+    t.generations.c.run_id == bindparam("run_id"), t.generations.c.slot == bindparam("slot")
 )
 _MEMBER_SCORED = (
     update(t.members)
@@ -63,6 +94,8 @@ _MEMBER_READY = (
     .where(_M.id == bindparam("p_id"))
     .values({c: bindparam(f"p_{c}", type_=_M[c].type) for c in _READY_COLUMNS})
 )
+_REPLACED_COLUMNS = ("state", "hparams", "generation_id", "generation", "resume_checkpoint_id", "ready_score",
+                     "ready_hparams")
 _INSERT_SCORES = insert(t.scores)
 _INSERT_CHECKPOINT = insert(t.checkpoints)
 _INSERT_GENERATION = insert(t.generations)
@@ -121,6 +154,21 @@ def _first_line(exc: BaseException) -> str:
     return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def _first_repeat(keys: Iterable[tuple[int, int]]) -> tuple[int, int] | None:
+    """The first key that appears a second time in ``keys``, if any."""
+    seen: set[tuple[int, int]] = set()
+    for key in keys:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
+def _new_id(result: Any) -> int:
+    """The primary key of the row an ``INSERT`` result made."""
+    return int(result.inserted_primary_key[0])
+
+
 def _nan_to_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -160,24 +208,39 @@ class SQLStorage(Storage):
             raise StorageError(f"no database driver for {parsed.drivername!r} ({_first_line(exc)}); {hint}") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas if create else _sqlite_pragmas_as_found)
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._prepare(create)
 
     def _prepare(self, create: bool) -> None:
+        """Check the schema in a transaction that only reads; create or migrate it (in a write
+        transaction) only when it is not the newest."""
+        where = self._safe_url()
         try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(**{_READ_ONLY: True})
+                with conn.begin():
+                    state = _migrate.schema_state(conn, where)
+            if state == _migrate.CURRENT:
+                return
+            if state == (None, None) and not create:
+                raise _migrate.empty_database(where)
             with self.engine.begin() as conn:
-                _migrate.prepare(conn, self._safe_url(), create=create)
+                _migrate.prepare(conn, where, create=create)
         except SQLAlchemyError as exc:
             hint = ("check that the path names a database file" if self.engine.dialect.name == "sqlite"
                     else "check the URL and that the database server is running and reachable")
-            raise StorageError(
-                f"cannot open storage {self._safe_url()}: {_first_line(exc)}; {hint}"
-            ) from None
+            raise StorageError(f"cannot open storage {where}: {_first_line(exc)}; {hint}") from None
 
     def _safe_url(self) -> str:
         return display_url(self.url)
 
-    def _begin(self) -> Any:
-        return _Transaction(self)
+    def _begin(self) -> _Transaction:
+        """A transaction that writes (or whose reads decide a write)."""
+        return _Transaction(self, write=True)
+
+    def _read(self) -> _Transaction:
+        """A transaction that only reads."""
+        return _Transaction(self, write=False)
 
     # --- runs -----------------------------------------------------------------
     @staticmethod
@@ -192,21 +255,21 @@ class SQLStorage(Storage):
                 result = conn.execute(
                     insert(t.runs).values(name=name, spec=spec, seed=seed, state="created", created_at=time.time())
                 )
-                run_id = result.inserted_primary_key[0]
+                run_id = _new_id(result)
                 self._add_members(conn, run_id, initial_hparams)
                 return self._run(conn.execute(select(t.runs).where(t.runs.c.id == run_id)).one())
         except IntegrityError:
             raise RunExistsError(f"a run named {name!r} exists already; pick another name or resume it") from None
 
     def get_run(self, name: str) -> RunRecord:
-        with self._begin() as conn:
+        with self._read() as conn:
             row = conn.execute(select(t.runs).where(t.runs.c.name == name)).first()
         if row is None:
             raise RunNotFoundError(f"no run named {name!r} in {self._safe_url()}")
         return self._run(row)
 
     def list_runs(self) -> list[RunRecord]:
-        with self._begin() as conn:
+        with self._read() as conn:
             return [self._run(r) for r in conn.execute(select(t.runs).order_by(t.runs.c.id))]
 
     def set_run_state(self, run_id: int, state: str) -> None:
@@ -221,6 +284,14 @@ class SQLStorage(Storage):
             if conn.execute(delete(t.runs).where(t.runs.c.id == run_id)).rowcount == 0:
                 raise KeyError(f"no run with id {run_id}")
 
+    @staticmethod
+    def _run_name(conn: Connection, run_id: int) -> str:
+        """The run's name, for messages (``KeyError`` if there is no such run)."""
+        name = conn.execute(select(t.runs.c.name).where(t.runs.c.id == run_id)).scalar()
+        if name is None:
+            raise KeyError(f"no run with id {run_id}")
+        return str(name)
+
     # --- members --------------------------------------------------------------
     @staticmethod
     def _member(row: Any, generation_number: int | None = None) -> MemberRecord:
@@ -228,7 +299,7 @@ class SQLStorage(Storage):
             row.id, row.slot, row.state, row.step, dict(row.hparams), row.generation_id,
             row.generation if generation_number is None else generation_number,
             row.last_ready_step, row.score, row.ready_score, row.checkpoint_id, row.resume_checkpoint_id, row.error,
-            None if row.ready_hparams is None else dict(row.ready_hparams), row.failures or 0,
+            None if row.ready_hparams is None else dict(row.ready_hparams), row.failures or 0, row.lease,
         )
 
     def add_members(self, run_id: int, initial_hparams: Sequence[HParams]) -> list[MemberRecord]:
@@ -244,12 +315,12 @@ class SQLStorage(Storage):
         now = time.time()
         for offset, hparams in enumerate(initial_hparams):
             slot = start + offset
-            gen_id = conn.execute(
+            gen_id = _new_id(conn.execute(
                 insert(t.generations).values(
                     run_id=run_id, slot=slot, number=0, start_step=0, hparams=dict(hparams), kind="init",
                     parent_id=None, donor=None, loaded_checkpoint_id=None, operations={}, created_at=now,
                 )
-            ).inserted_primary_key[0]
+            ))
             conn.execute(
                 insert(t.members).values(
                     run_id=run_id, slot=slot, state="pending", step=0, hparams=dict(hparams),
@@ -258,11 +329,39 @@ class SQLStorage(Storage):
             )
 
     def get_members(self, run_id: int) -> list[MemberRecord]:
-        with self._begin() as conn:
+        with self._read() as conn:
             if conn.execute(select(t.runs.c.id).where(t.runs.c.id == run_id)).first() is None:
                 raise KeyError(f"no run with id {run_id}")
             rows = conn.execute(select(t.members).where(t.members.c.run_id == run_id).order_by(t.members.c.slot))
             return [self._member(r) for r in rows]
+
+    def _lock_members(self, conn: Connection, run_id: int, slots: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The members in ``slots`` (those that exist) as dicts, locked for the transaction, each
+        with ``_held`` (the ``CheckpointRecord`` it holds, or ``None``) and its lease's expiry."""
+        rows = conn.execute(_MEMBERS_IN_SLOTS, {"run_id": run_id, "slots": sorted(set(slots))})
+        members = {}
+        for row in rows:
+            values = dict(row._mapping)
+            held = {name[len("held_"):]: values.pop(name) for name in list(values) if name.startswith("held_")}
+            values["_held"] = None if held["id"] is None else self._checkpoint(_Row(held))
+            members[values["slot"]] = values
+        return members
+
+    def _check_lease(
+        self, conn: Connection, run_id: int, members: dict[int, dict[str, Any]], slots: Iterable[int], lease: int | None
+    ) -> None:
+        """``StaleWriteError`` unless each member in ``slots`` (rows from ``_lock_members``) is
+        leased with token ``lease``; ``KeyError`` for a slot with no member."""
+        if lease is None:
+            return
+        now = time.time()
+        for slot in sorted(set(slots)):
+            if slot not in members:
+                raise KeyError(f"no member in slot {slot} of run {run_id}")
+            row = members[slot]
+            expires = row["lease_expires_at"]
+            if row["lease"] != lease or expires is None or expires <= now:
+                raise StaleWriteError(lost_lease(self._run_name(conn, run_id), slot, lease))
 
     def set_member_state(self, run_id: int, slot: int, state: str, error: str | None = None) -> None:
         with self._begin() as conn:
@@ -274,75 +373,98 @@ class SQLStorage(Storage):
             if result.rowcount == 0:
                 raise KeyError(f"no member in slot {slot} of run {run_id}")
 
-    def rewind_member(self, run_id: int, slot: int) -> MemberRecord:
+    def rewind_member(self, run_id: int, slot: int, *, lease: int | None = None) -> MemberRecord:
         with self._begin() as conn:
-            return self._rewind(conn, run_id, slot, {})
+            return self._rewind(conn, run_id, slot, {}, lease=lease)
 
-    def record_failure(self, run_id: int, slot: int, error: str) -> MemberRecord:
+    def record_failure(self, run_id: int, slot: int, error: str, *, lease: int | None = None) -> MemberRecord:
         with self._begin() as conn:
-            return self._rewind(
-                conn, run_id, slot, {"state": "failed", "error": error},
-                count_failure=True,
-            )
+            return self._rewind(conn, run_id, slot, {"state": "failed", "error": error}, count_failure=True, lease=lease)
 
     def _rewind(
-        self, conn: Connection, run_id: int, slot: int, changes: dict[str, Any], *, count_failure: bool = False
+        self, conn: Connection, run_id: int, slot: int, changes: dict[str, Any], *, count_failure: bool = False,
+        lease: int | None = None,
     ) -> MemberRecord:
         """Delete a member's scores past its newest ready point, set its step and score back
         to that point and apply ``changes`` (plus one more failure with ``count_failure``)."""
-        row = conn.execute(select(t.members).where(_M.run_id == run_id, _M.slot == slot)).first()
-        if row is None:
+        members = self._lock_members(conn, run_id, [slot])
+        if slot not in members:
             raise KeyError(f"no member in slot {slot} of run {run_id}")
-        keep = row.last_ready_step
+        self._check_lease(conn, run_id, members, [slot], lease)
+        row = members[slot]
+        keep = row["last_ready_step"]
         conn.execute(delete(t.scores).where(t.scores.c.run_id == run_id, t.scores.c.slot == slot, t.scores.c.step > keep))
-        update_values = {"step": keep, "score": row.ready_score if keep > 0 else None, **changes}
+        update_values = {"step": keep, "score": row["ready_score"] if keep > 0 else None, **changes}
         if count_failure:
-            update_values["failures"] = (row.failures or 0) + 1
-        conn.execute(update(t.members).where(_M.id == row.id).values(update_values))
-        return self._member(_Row({**dict(row._mapping), **update_values}))
+            update_values["failures"] = (row["failures"] or 0) + 1
+        conn.execute(update(t.members).where(_M.id == row["id"]).values(update_values))
+        return self._member(_Row({**row, **update_values}))
 
-    def record_replacement(self, run_id: int, decision: Any) -> MemberRecord:
+    def record_replacement(self, run_id: int, decision: Decision) -> MemberRecord:
+        if decision.kind != "exploit" or decision.donor is None:
+            raise StrategyError(f"a replacement of member {decision.slot} must copy a donor (an exploit decision)")
         with self._begin() as conn:
-            rows = {
-                r.slot: dict(r._mapping)
-                for r in conn.execute(_MEMBERS_IN_SLOTS, {"run_id": run_id, "slots": [decision.slot, decision.donor]})
-            }
-            if decision.slot not in rows or decision.donor not in rows:
-                raise KeyError(f"no member in slot {decision.slot} or {decision.donor} of run {run_id}")
-            member, donor = rows[decision.slot], rows[decision.donor]
-            parent_id = self._trained_by(conn, run_id, donor) if donor["checkpoint_id"] is not None else donor["generation_id"]
-            number = member["generation"] + 1
-            gen_id = conn.execute(
-                _INSERT_GENERATION,
-                {
-                    "run_id": run_id, "slot": decision.slot, "number": number, "start_step": member["step"],
-                    "hparams": dict(decision.hparams), "kind": "exploit", "parent_id": parent_id, "donor": decision.donor,
-                    "loaded_checkpoint_id": donor["checkpoint_id"], "operations": dict(decision.operations),
-                    "created_at": time.time(),
-                },
-            ).inserted_primary_key[0]
-            member.update(
-                state="pending", hparams=dict(decision.hparams), generation_id=gen_id, generation=number,
-                resume_checkpoint_id=donor["checkpoint_id"],
-            )
-            conn.execute(
-                update(t.members).where(_M.id == member["id"]).values(
-                    {k: member[k] for k in ("state", "hparams", "generation_id", "generation", "resume_checkpoint_id")}
-                )
-            )
+            rows = self._lock_members(conn, run_id, [decision.slot, decision.donor])
+            if decision.slot not in rows:
+                raise KeyError(f"no member in slot {decision.slot} of run {run_id}")
+            member = rows[decision.slot]
+            self._decide(conn, run_id, decision, member, member["step"], rows, time.time())
+            member["state"] = "pending"
+            conn.execute(update(t.members).where(_M.id == member["id"]).values({k: member[k] for k in _REPLACED_COLUMNS}))
             return self._member(_Row(member))
 
+    def _decide(
+        self, conn: Connection, run_id: int, decision: Decision, member: dict[str, Any], start_step: int,
+        donors: dict[int, dict[str, Any]], now: float,
+    ) -> None:
+        """Insert the generation ``decision`` starts (``lineage.advance``) and apply it to the
+        ``member`` row dict (not written here). ``donors``: rows from ``_lock_members``."""
+        donor: MemberRecord | None = None
+        loaded: CheckpointRecord | None = None
+        generations: list[GenerationRecord] = []
+        if decision.kind == "exploit":
+            if decision.donor not in donors:
+                raise KeyError(f"no member in slot {decision.donor} of run {run_id}")
+            donor_row = donors[decision.donor]
+            donor = self._member(_Row(donor_row))
+            held_by(donor, decision.donor, decision.slot)  # StrategyError if it holds none
+            loaded = donor_row["_held"]
+            if loaded is not None:
+                generations = [
+                    self._generation(r) for r in conn.execute(_GENERATIONS_OF_SLOT, {"run_id": run_id, "slot": loaded.slot})
+                ]
+        new = advance(decision, self._member(_Row(member)), start_step, donor=donor, loaded=loaded, generations=generations)
+        gen_id = _new_id(conn.execute(
+            _INSERT_GENERATION,
+            {
+                "run_id": run_id, "slot": decision.slot, "number": new.number, "start_step": new.start_step,
+                "hparams": dict(new.hparams), "kind": new.kind, "parent_id": new.parent_id, "donor": new.donor,
+                "loaded_checkpoint_id": new.loaded_checkpoint_id, "operations": dict(new.operations), "created_at": now,
+            },
+        ))
+        member.update(
+            hparams=dict(new.hparams), generation_id=gen_id, generation=new.number,
+            resume_checkpoint_id=new.resume_checkpoint_id, ready_score=new.ready_score,
+            ready_hparams=None if new.ready_hparams is None else dict(new.ready_hparams),
+        )
+        if loaded is not None:
+            member["_held"] = loaded
+
     # --- scores and ready points ------------------------------------------------
-    def record_scores(self, run_id: int, scores: Sequence[ScoreRecord]) -> None:
+    def record_scores(self, run_id: int, scores: Sequence[ScoreRecord], *, lease: int | None = None) -> None:
         if not scores:
             return
-        with self._begin() as conn:
+        slots = {s.slot for s in scores}
+        with self._stale_scores(run_id, scores), self._begin() as conn:
+            if lease is not None:
+                self._check_lease(conn, run_id, self._lock_members(conn, run_id, slots), slots, lease)
             self._insert_scores(conn, run_id, scores)
 
     @staticmethod
-    def _insert_scores(conn: Connection, run_id: int, scores: Sequence[ScoreRecord]) -> None:
+    def _insert_scores(conn: Connection, run_id: int, scores: Sequence[ScoreRecord]) -> dict[int, ScoreRecord]:
+        """Insert ``scores`` and set each member's step and score to its newest; return those."""
         if not scores:
-            return
+            return {}
         conn.execute(
             _INSERT_SCORES,
             [
@@ -358,21 +480,57 @@ class SQLStorage(Storage):
         newest: dict[int, ScoreRecord] = {}
         for s in scores:
             newest[s.slot] = s
-        for slot, s in newest.items():
+        for slot in sorted(newest):  # in slot order, as rows are locked everywhere (no deadlock)
+            s = newest[slot]
             result = conn.execute(
                 _MEMBER_SCORED, {"p_run_id": run_id, "p_slot": slot, "p_step": s.step, "p_score": _nan_to_none(s.value)}
             )
             if result.rowcount == 0:
                 raise KeyError(f"no member in slot {slot} of run {run_id}")
+        return newest
+
+    @contextmanager
+    def _stale_scores(self, run_id: int, scores: Sequence[ScoreRecord]) -> Iterator[None]:
+        """Turn the database's refusal of a second score for a member's step (the unique
+        constraint) into ``StaleWriteError``, once the failed transaction is rolled back."""
+        try:
+            yield
+        except IntegrityError as exc:
+            keys = [(s.slot, s.step) for s in scores]
+            seen = set(keys)
+            twice = _first_repeat(keys)
+            with self._read() as conn:
+                name = self._run_name(conn, run_id)
+                if twice is None and seen:
+                    sc = t.scores.c
+                    found = conn.execute(
+                        select(sc.slot, sc.step).where(
+                            sc.run_id == run_id, sc.slot.in_(sorted({k[0] for k in seen})),
+                            sc.step.in_(sorted({k[1] for k in seen})),
+                        )
+                    )
+                    existing = {(r.slot, r.step) for r in found}
+                    twice = next((k for k in keys if k in existing), None)
+            if twice is None:
+                raise StorageError(f"storage {self._safe_url()} refused the write: {_first_line(exc)}") from None
+            raise StaleWriteError(stale_score(name, *twice)) from None
 
     def record_ready(
-        self, run_id: int, points: Sequence[ReadyPoint], scores: Sequence[ScoreRecord] = (), *, in_turn: bool = False
+        self,
+        run_id: int,
+        points: Sequence[ReadyPoint],
+        scores: Sequence[ScoreRecord] = (),
+        *,
+        in_turn: bool = False,
+        lease: int | None = None,
     ) -> list[MemberRecord]:
-        with self._begin() as conn:
-            self._insert_scores(conn, run_id, scores)
-            slots = {p.slot for p in points} | {p.decision.donor for p in points if p.decision is not None and p.decision.donor is not None}
-            rows = conn.execute(_MEMBERS_IN_SLOTS, {"run_id": run_id, "slots": sorted(slots)})
-            members: dict[int, dict[str, Any]] = {r.slot: dict(r._mapping) for r in rows}
+        written = {p.slot for p in points} | {s.slot for s in scores}
+        donor_slots = {p.decision.donor for p in points if p.decision is not None and p.decision.donor is not None}
+        with self._stale_scores(run_id, scores), self._begin() as conn:
+            members = self._lock_members(conn, run_id, written | donor_slots)
+            self._check_lease(conn, run_id, members, written, lease)
+            for slot, s in self._insert_scores(conn, run_id, scores).items():
+                members[slot].update(step=s.step, score=_nan_to_none(s.value))
             now = time.time()
 
             def member(slot: int) -> dict[str, Any]:
@@ -382,131 +540,73 @@ class SQLStorage(Storage):
 
             def checkpoint(p: ReadyPoint) -> None:
                 row = member(p.slot)
-                ckpt_id = conn.execute(
-                    _INSERT_CHECKPOINT,
-                    {
-                        "run_id": run_id, "slot": p.slot, "step": p.step, "uri": p.checkpoint.uri,
-                        "sha256": p.checkpoint.sha256, "size_bytes": p.checkpoint.size_bytes, "score": _nan_to_none(p.score),
-                    },
-                ).inserted_primary_key[0]
+                values = {
+                    "run_id": run_id, "slot": p.slot, "step": p.step, "uri": p.checkpoint.uri,
+                    "sha256": p.checkpoint.sha256, "size_bytes": p.checkpoint.size_bytes, "score": _nan_to_none(p.score),
+                }
+                ckpt_id = _new_id(conn.execute(_INSERT_CHECKPOINT, values))
                 row.update(
                     step=max(row["step"], p.step), last_ready_step=p.step, ready_score=_nan_to_none(p.score),
                     checkpoint_id=ckpt_id, resume_checkpoint_id=ckpt_id, ready_hparams=dict(row["hparams"]), failures=0,
+                    _held=self._checkpoint(_Row({**values, "id": ckpt_id, "deleted": False})),
                 )
-                row["_checkpoint_step"] = p.step
 
-            def decide(p: ReadyPoint) -> None:
-                decision = p.decision
-                if decision is None:
-                    return
-                row = member(p.slot)
-                source = member(decision.donor) if decision.kind == "exploit" else row
-                parent_id = source["generation_id"]
-                if decision.kind == "exploit" and source["checkpoint_id"] is not None:
-                    parent_id = self._trained_by(conn, run_id, source)
-                number = row["generation"] + 1
-                gen_id = conn.execute(
-                    _INSERT_GENERATION,
-                    {
-                        "run_id": run_id, "slot": p.slot, "number": number, "start_step": p.step,
-                        "hparams": dict(decision.hparams), "kind": decision.kind, "parent_id": parent_id,
-                        "donor": decision.donor, "loaded_checkpoint_id": source["checkpoint_id"],
-                        "operations": dict(decision.operations), "created_at": now,
-                    },
-                ).inserted_primary_key[0]
-                row.update(
-                    hparams=dict(decision.hparams), generation_id=gen_id, generation=number,
-                    resume_checkpoint_id=source["checkpoint_id"],
-                )
+            def decide(p: ReadyPoint, donors: dict[int, dict[str, Any]]) -> None:
+                if p.decision is not None:
+                    self._decide(conn, run_id, p.decision, member(p.slot), p.step, donors, now)
 
             if in_turn:
                 for p in points:
                     checkpoint(p)
-                    decide(p)
+                    decide(p, members)
             else:
                 for p in points:
                     checkpoint(p)
+                snapshot = {slot: dict(row) for slot, row in members.items()}  # decisions see the checkpoints only
                 for p in points:
-                    decide(p)
+                    decide(p, snapshot)
             for slot in {p.slot for p in points}:
                 row = members[slot]
                 conn.execute(_MEMBER_READY, {"p_id": row["id"], **{f"p_{c}": row[c] for c in _READY_COLUMNS}})
             return [self._member(_Row(members[p.slot])) for p in points]
 
-    @staticmethod
-    def _trained_by(conn: Connection, run_id: int, donor: dict[str, Any]) -> int:
-        """The donor's generation whose training produced its newest checkpoint: one begun by a
-        decision at the checkpoint's own step started after the checkpoint was taken."""
-        step = donor.get("_checkpoint_step")
-        if step is None:
-            step = conn.execute(
-                select(t.checkpoints.c.step).where(t.checkpoints.c.id == donor["checkpoint_id"])
-            ).scalar_one()
-        return conn.execute(
-            select(t.generations.c.id)
-            .where(
-                t.generations.c.run_id == run_id, t.generations.c.slot == donor["slot"],
-                or_(t.generations.c.start_step < step, t.generations.c.number == 0),
-            )
-            .order_by(t.generations.c.number.desc())
-            .limit(1)
-        ).scalar_one()
-
     # --- leases -------------------------------------------------------------------
     def acquire_member(self, run_id: int, worker: str, *, total_steps: int, lease_seconds: float) -> MemberRecord | None:
         with self._begin() as conn:
-            rows = conn.execute(
-                select(t.members).where(_M.run_id == run_id).order_by(_M.last_ready_step, _M.slot)
-            ).all()
-            held = {r.slot: r for r in conn.execute(select(t.leases).where(t.leases.c.run_id == run_id))}
-        now = time.time()
-        for row in rows:
-            if row.state == "finished" and row.step >= total_steps:
-                continue
-            lease = held.get(row.slot)
-            if lease is not None and lease.expires_at > now and lease.worker != worker:
-                continue
-            if self._take_lease(run_id, row.slot, worker, now, lease_seconds, exists=lease is not None):
-                with self._begin() as conn:
-                    fresh = conn.execute(select(t.members).where(_M.id == row.id)).one()
-                if fresh.state == "finished" and fresh.step >= total_steps:  # finished meanwhile
-                    self.release_member(run_id, row.slot, worker)
+            # every member of the run locked (in slot order), so acquisitions happen one at a time
+            rows = conn.execute(select(t.members).where(_M.run_id == run_id).order_by(_M.slot).with_for_update()).all()
+            held = {r.slot: r for r in conn.execute(select(t.leases).where(_L.run_id == run_id))}
+            now = time.time()
+            for row in sorted(rows, key=lambda r: (r.last_ready_step, r.slot)):
+                if row.state == "finished" and row.step >= total_steps:
                     continue
-                return self._member(fresh)
+                lease = held.get(row.slot)
+                if lease is not None and lease.expires_at > now and lease.worker != worker:
+                    continue
+                values = {"worker": worker, "expires_at": now + lease_seconds}
+                if lease is None:
+                    conn.execute(insert(t.leases).values(run_id=run_id, slot=row.slot, **values))
+                elif conn.execute(
+                    update(t.leases).where(_L.id == lease.id, or_(_L.expires_at <= now, _L.worker == worker)).values(values)
+                ).rowcount != 1:
+                    continue  # its worker renewed it meanwhile
+                token = (row.lease or 0) + 1
+                conn.execute(update(t.members).where(_M.id == row.id).values(lease=token))
+                return self._member(_Row({**row._mapping, "lease": token}))
         return None
 
-    def _take_lease(self, run_id: int, slot: int, worker: str, now: float, seconds: float, *, exists: bool) -> bool:
-        """Compare-and-swap a lease in its own transaction: insert it, or take over one that
-        expired (or is ours already). ``False`` if another worker won the race."""
-        leases = t.leases.c
-        try:
-            with self._begin() as conn:
-                if not exists:
-                    conn.execute(insert(t.leases).values(run_id=run_id, slot=slot, worker=worker, expires_at=now + seconds))
-                    return True
-                result = conn.execute(
-                    update(t.leases)
-                    .where(leases.run_id == run_id, leases.slot == slot, or_(leases.expires_at <= now, leases.worker == worker))
-                    .values(worker=worker, expires_at=now + seconds)
-                )
-                return result.rowcount == 1
-        except IntegrityError:
-            return False
-
     def renew_lease(self, run_id: int, slot: int, worker: str, lease_seconds: float) -> bool:
-        leases = t.leases.c
         with self._begin() as conn:
             result = conn.execute(
                 update(t.leases)
-                .where(leases.run_id == run_id, leases.slot == slot, leases.worker == worker)
+                .where(_L.run_id == run_id, _L.slot == slot, _L.worker == worker)
                 .values(expires_at=time.time() + lease_seconds)
             )
             return result.rowcount == 1
 
     def release_member(self, run_id: int, slot: int, worker: str) -> None:
-        leases = t.leases.c
         with self._begin() as conn:
-            conn.execute(delete(t.leases).where(leases.run_id == run_id, leases.slot == slot, leases.worker == worker))
+            conn.execute(delete(t.leases).where(_L.run_id == run_id, _L.slot == slot, _L.worker == worker))
 
     def mark_checkpoints_deleted(self, run_id: int, checkpoint_ids: Sequence[int]) -> None:
         if not checkpoint_ids:
@@ -520,19 +620,20 @@ class SQLStorage(Storage):
                 raise KeyError(f"some of checkpoints {sorted(checkpoint_ids)} are not in run {run_id}")
 
     # --- reads ------------------------------------------------------------------
+    @staticmethod
+    def _generation(r: Any) -> GenerationRecord:
+        return GenerationRecord(
+            r.id, r.slot, r.number, r.start_step, dict(r.hparams), r.kind, r.parent_id, r.donor,
+            r.loaded_checkpoint_id, dict(r.operations), r.created_at,
+        )
+
     def get_generations(self, run_id: int) -> list[GenerationRecord]:
-        with self._begin() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(t.generations).where(t.generations.c.run_id == run_id).order_by(t.generations.c.id))
-            return [
-                GenerationRecord(
-                    r.id, r.slot, r.number, r.start_step, dict(r.hparams), r.kind, r.parent_id, r.donor,
-                    r.loaded_checkpoint_id, dict(r.operations), r.created_at,
-                )
-                for r in rows
-            ]
+            return [self._generation(r) for r in rows]
 
     def get_scores(self, run_id: int) -> list[ScoreRecord]:
-        with self._begin() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(t.scores).where(t.scores.c.run_id == run_id).order_by(t.scores.c.id))
             return [
                 ScoreRecord(
@@ -547,14 +648,14 @@ class SQLStorage(Storage):
         return CheckpointRecord(r.id, r.slot, r.step, r.uri, r.sha256, r.size_bytes, r.score, bool(r.deleted))
 
     def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord:
-        with self._begin() as conn:
+        with self._read() as conn:
             row = conn.execute(select(t.checkpoints).where(t.checkpoints.c.id == checkpoint_id)).first()
         if row is None:
             raise KeyError(f"no checkpoint with id {checkpoint_id}")
         return self._checkpoint(row)
 
     def get_checkpoints(self, run_id: int) -> list[CheckpointRecord]:
-        with self._begin() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(t.checkpoints).where(t.checkpoints.c.run_id == run_id).order_by(t.checkpoints.c.id))
             return [self._checkpoint(r) for r in rows]
 
@@ -570,31 +671,49 @@ class _Row:
 
 
 class _Transaction:
-    """``with`` block: one transaction, driver errors turned into ``StorageError``."""
+    """``with`` block: one transaction (``write=False``: one that only reads), driver errors
+    turned into ``StorageError``."""
 
-    def __init__(self, storage: SQLStorage) -> None:
+    def __init__(self, storage: SQLStorage, *, write: bool) -> None:
         self._storage = storage
-        self._context: Any = None
+        self._write = write
+        self._open: tuple[Connection, RootTransaction]
+
+    def _unreachable(self, exc: SQLAlchemyError) -> StorageError:
+        return StorageError(
+            f"cannot reach storage {self._storage._safe_url()}: {_first_line(exc)}; check that the database is reachable"
+        )
+
+    def _failed(self, exc: BaseException) -> StorageError:
+        return StorageError(f"storage {self._storage._safe_url()} failed: {_first_line(exc)}")
 
     def __enter__(self) -> Connection:
         try:
-            self._context = self._storage.engine.begin()
-            return self._context.__enter__()
+            conn = self._storage.engine.connect()
         except SQLAlchemyError as exc:
-            raise StorageError(
-                f"cannot reach storage {self._storage._safe_url()}: {str(getattr(exc, 'orig', exc)).splitlines()[0]}; "
-                "check that the database is reachable"
-            ) from None
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+            raise self._unreachable(exc) from None
         try:
-            self._context.__exit__(exc_type, exc, tb)
+            if not self._write:
+                conn = conn.execution_options(**{_READ_ONLY: True})
+            self._open = (conn, conn.begin())
+        except SQLAlchemyError as exc:
+            conn.close()
+            raise self._unreachable(exc) from None
+        return conn
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        conn, transaction = self._open
+        try:
+            try:
+                if exc is None:
+                    transaction.commit()
+                else:
+                    transaction.rollback()
+            finally:
+                conn.close()
         except SQLAlchemyError as error:
-            raise StorageError(
-                f"storage {self._storage._safe_url()} failed: {str(getattr(error, 'orig', error)).splitlines()[0]}"
-            ) from None
+            raise self._failed(error) from None
         if exc is not None and isinstance(exc, SQLAlchemyError) and not isinstance(exc, IntegrityError):
-            raise StorageError(
-                f"storage {self._storage._safe_url()} failed: {str(getattr(exc, 'orig', exc)).splitlines()[0]}"
-            ) from exc
-        return False
+            raise self._failed(exc) from exc

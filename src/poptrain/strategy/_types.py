@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from poptrain.records import Decision  # defined next to the records it is stored with
 from poptrain.space import HParams, SearchSpace
+
+__all__ = ["Decision", "ExploitFn", "ExploreFn", "Explored", "MemberSnapshot", "ReadyFn"]
 
 
 @dataclass(frozen=True)
@@ -40,23 +43,6 @@ class Explored:
 
     hparams: HParams
     operations: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What a ready member does next, as data.
-
-    ``kind`` is ``"exploit"`` (weights copied from ``donor``, then explored) or ``"explore"``
-    (own weights kept, hyperparameters explored). ``operations`` maps each changed
-    hyperparameter to a readable description such as ``"* 0.8"``.
-    """
-
-    slot: int
-    step: int
-    kind: Literal["exploit", "explore"]
-    hparams: HParams
-    donor: int | None = None
-    operations: Mapping[str, str] = field(default_factory=dict)
 
 
 class ReadyFn(Protocol):

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from poptrain.lineage import trained_at
 from poptrain.records import CheckpointRecord, GenerationRecord, ScoreRecord
 from poptrain.space import HParams
 
@@ -51,12 +52,6 @@ def _fitness(score: float | None, mode: str) -> float | None:
     return float(score) if mode == "max" else -float(score)
 
 
-def _active(generations: Sequence[GenerationRecord], step: int) -> GenerationRecord | None:
-    """The generation (of one slot, ordered by number) that trained the member up to ``step``."""
-    trained = [g for g in generations if g.start_step < step or g.number == 0]
-    return trained[-1] if trained else None
-
-
 def build_history(
     generations: Sequence[GenerationRecord],
     checkpoints: Sequence[CheckpointRecord],
@@ -82,8 +77,8 @@ def build_history(
         points[(slot, at)] = score
     scores_by_id = {c.id: c.score for c in checkpoints}
     by_slot: dict[int, list[GenerationRecord]] = {}
-    for generation in sorted(generations, key=lambda g: (g.slot, g.number)):
-        by_slot.setdefault(generation.slot, []).append(generation)
+    for gen in sorted(generations, key=lambda g: (g.slot, g.number)):
+        by_slot.setdefault(gen.slot, []).append(gen)
     steps_by_slot: dict[int, list[int]] = {}
     for slot, at in sorted(points):
         steps_by_slot.setdefault(slot, []).append(at)
@@ -93,7 +88,7 @@ def build_history(
         lineage = by_slot.get(slot, [])
         previous: tuple[int, GenerationRecord | None] = (0, None)
         for at in steps:
-            generation = _active(lineage, at)
+            generation = trained_at(lineage, slot, at)
             if generation is None:
                 continue
             last_step, last_generation = previous

@@ -26,10 +26,18 @@ from typing import Any
 import pytest
 
 from poptrain.checkpoints import CheckpointStore, sha256
-from poptrain.errors import CheckpointError, RunExistsError, RunNotFoundError, StorageError
-from poptrain.records import CheckpointRecord, MemberRecord, NewCheckpoint, ReadyPoint, RunRecord, ScoreRecord
+from poptrain.errors import CheckpointError, RunExistsError, RunNotFoundError, StaleWriteError, StorageError
+from poptrain.records import (
+    CheckpointRecord,
+    Decision,
+    GenerationRecord,
+    MemberRecord,
+    NewCheckpoint,
+    ReadyPoint,
+    RunRecord,
+    ScoreRecord,
+)
 from poptrain.storage import Storage
-from poptrain.strategy import Decision
 
 __all__ = ["CheckpointStoreContract", "StorageContract"]
 
@@ -86,8 +94,21 @@ class StorageContract:
         return {m.slot: m for m in storage.get_members(run_id)}[slot]
 
     @staticmethod
-    def generation(storage: Storage, run_id: int, generation_id: int) -> Any:
+    def generation(storage: Storage, run_id: int, generation_id: int) -> GenerationRecord:
         return {g.id: g for g in storage.get_generations(run_id)}[generation_id]
+
+    @staticmethod
+    def checkpoint(storage: Storage, checkpoint_id: int | None) -> CheckpointRecord:
+        """The checkpoint of an id a record holds (failing the test if it holds none)."""
+        if checkpoint_id is None:
+            pytest.fail("expected a checkpoint id, got None")
+        return storage.get_checkpoint(checkpoint_id)
+
+    @staticmethod
+    def everything(storage: Storage, run_id: int) -> tuple[Any, ...]:
+        """All that is stored for a run: what a refused write must leave as it was."""
+        return (storage.get_members(run_id), storage.get_generations(run_id), storage.get_scores(run_id),
+                storage.get_checkpoints(run_id))
 
     # --- rewinding a member to its newest ready point ----------------------------------
     def test_rewind_member_drops_what_came_after_the_ready_point(self, storage: Storage) -> None:
@@ -108,10 +129,10 @@ class StorageContract:
     def test_mark_checkpoints_deleted_keeps_the_rows(self, storage: Storage) -> None:
         run, _ = self.new_run(storage)
         [member] = storage.record_ready(run.id, [ReadyPoint(0, 2, _ckpt("old"), 0.1)])
-        old = member.checkpoint_id
+        old = self.checkpoint(storage, member.checkpoint_id).id
         [member] = storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("new"), 0.2)])
         storage.mark_checkpoints_deleted(run.id, [old])
-        assert storage.get_checkpoint(old).deleted and not storage.get_checkpoint(member.checkpoint_id).deleted
+        assert storage.get_checkpoint(old).deleted and not self.checkpoint(storage, member.checkpoint_id).deleted
         assert [c.deleted for c in storage.get_checkpoints(run.id)] == [True, False]
         with pytest.raises(KeyError):
             storage.mark_checkpoints_deleted(run.id, [old, 99999])
@@ -156,7 +177,7 @@ class StorageContract:
         assert len(storage.get_scores(run.id)) == 2 and self.member(storage, run.id, 0).step == 2
 
     def test_ready_hparams_are_those_that_trained_the_checkpoint(self, storage: Storage) -> None:
-        run, (m0, _) = self.new_run(storage)
+        run, _ = self.new_run(storage)
         new = {**_hparams(0), "lr": 0.5}
         [member] = storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("x"), 0.4, _explore(0, 4, new))])
         assert member.hparams == new
@@ -316,7 +337,7 @@ class StorageContract:
         assert member.step == 1 and member.score is None  # non-finite scores are None on members
         [member] = storage.record_ready(run.id, [ReadyPoint(0, 1, _ckpt("nan"), nan)])
         assert member.last_ready_step == 1 and member.ready_score is None
-        assert storage.get_checkpoint(member.checkpoint_id).score is None
+        assert self.checkpoint(storage, member.checkpoint_id).score is None
 
     # --- ready points -----------------------------------------------------------------
     def test_record_ready_without_decision(self, storage: Storage) -> None:
@@ -327,7 +348,7 @@ class StorageContract:
         assert (member.step, member.last_ready_step, member.ready_score, member.score) == (4, 4, 0.9, 0.9)
         assert member.checkpoint_id is not None and member.resume_checkpoint_id == member.checkpoint_id
         assert (member.generation_id, member.generation, member.hparams) == (m0.generation_id, 0, m0.hparams)
-        ckpt = storage.get_checkpoint(member.checkpoint_id)
+        ckpt = self.checkpoint(storage, member.checkpoint_id)
         new = _ckpt("0-4")
         assert ckpt == CheckpointRecord(member.checkpoint_id, 0, 4, new.uri, new.sha256, new.size_bytes, 0.9)
         assert storage.get_checkpoints(run.id) == [ckpt]
@@ -348,7 +369,7 @@ class StorageContract:
         assert (gen.slot, gen.number, gen.start_step, gen.kind) == (0, 1, 4, "explore")
         assert (gen.parent_id, gen.donor, gen.hparams, gen.operations) == (m0.generation_id, None, first, {"lr": "* 0.8"})
         assert gen.loaded_checkpoint_id == member.checkpoint_id == member.resume_checkpoint_id
-        assert storage.get_checkpoint(member.checkpoint_id).step == 4
+        assert self.checkpoint(storage, member.checkpoint_id).step == 4
         assert (member.hparams, member.generation) == (first, 1)
 
         second = {**m0.hparams, "lr": 0.0064}
@@ -370,10 +391,11 @@ class StorageContract:
         assert (gen.slot, gen.number, gen.start_step, gen.kind, gen.donor) == (1, 1, 4, "exploit", 0)
         assert gen.parent_id == donor.generation_id
         assert gen.loaded_checkpoint_id == donor.checkpoint_id
-        assert storage.get_checkpoint(gen.loaded_checkpoint_id).uri == _ckpt("0-8").uri
+        assert self.checkpoint(storage, gen.loaded_checkpoint_id).uri == _ckpt("0-8").uri
         assert (gen.hparams, gen.operations) == (copied, {"lr": "* 1.2"})
         assert (member.hparams, member.generation, member.resume_checkpoint_id) == (copied, 1, donor.checkpoint_id)
-        own = storage.get_checkpoint(member.checkpoint_id)
+        assert (member.ready_score, member.ready_hparams) == (0.9, donor.ready_hparams)  # the copied model's
+        own = self.checkpoint(storage, member.checkpoint_id)
         assert (own.slot, own.step, own.uri) == (1, 4, _ckpt("1-4").uri)
         assert self.member(storage, run.id, 1) == member
         assert self.member(storage, run.id, 0) == donor  # the donor is not changed by being copied
@@ -389,7 +411,7 @@ class StorageContract:
         [member] = storage.record_ready(run.id, [ReadyPoint(1, 8, _ckpt("1-8"), 0.1, _exploit(1, 8, 0, donor.hparams))])
         gen = self.generation(storage, run.id, member.generation_id)
         assert gen.loaded_checkpoint_id == donor.checkpoint_id == member.resume_checkpoint_id
-        assert storage.get_checkpoint(gen.loaded_checkpoint_id).uri == _ckpt("0-8").uri
+        assert self.checkpoint(storage, gen.loaded_checkpoint_id).uri == _ckpt("0-8").uri
         assert gen.parent_id == m0.generation_id
 
     def test_synchronous_batch_uses_donor_checkpoint_of_the_same_call(self, storage: Storage) -> None:
@@ -402,7 +424,7 @@ class StorageContract:
         ])
         member, donor = updated
         assert (member.slot, donor.slot) == (1, 0)
-        assert storage.get_checkpoint(donor.checkpoint_id).uri == _ckpt("0-8").uri
+        assert self.checkpoint(storage, donor.checkpoint_id).uri == _ckpt("0-8").uri
         assert member.resume_checkpoint_id == donor.checkpoint_id
         gen = self.generation(storage, run.id, member.generation_id)
         assert (gen.loaded_checkpoint_id, gen.parent_id, gen.start_step) == (donor.checkpoint_id, m0.generation_id, 8)
@@ -427,12 +449,13 @@ class StorageContract:
         assert gen1.parent_id == members[2].generation_id
         assert gen0.parent_id == members[1].generation_id
         assert gen0.loaded_checkpoint_id == updated[1].checkpoint_id
-        assert storage.get_checkpoint(gen0.loaded_checkpoint_id).uri == _ckpt("1-4").uri
+        assert self.checkpoint(storage, gen0.loaded_checkpoint_id).uri == _ckpt("1-4").uri
         assert gen1.loaded_checkpoint_id == updated[2].checkpoint_id
 
     def test_in_turn_batch_copies_donor_checkpoints_as_of_each_turn(self, storage: Storage) -> None:
         # asynchronous PBT in one call: slot 0 decides before slot 2 reaches its new point, so it
-        # copies slot 2's older checkpoint; slot 1 decides after slot 0's point and copies that one
+        # copies slot 2's older checkpoint; slot 1 decides after slot 0's turn and copies the model
+        # slot 0 holds then: the one slot 0 copied, not slot 0's own discarded checkpoint
         run, members = self.new_run(storage, n=3)
         first = {m.slot: m for m in storage.record_ready(run.id, [ReadyPoint(s, 4, _ckpt(f"{s}-4"), 0.1 * s) for s in range(3)])}
         updated = {m.slot: m for m in storage.record_ready(run.id, [
@@ -443,13 +466,170 @@ class StorageContract:
         gen0 = self.generation(storage, run.id, updated[0].generation_id)
         gen1 = self.generation(storage, run.id, updated[1].generation_id)
         assert gen0.loaded_checkpoint_id == first[2].checkpoint_id == updated[0].resume_checkpoint_id
-        assert gen1.loaded_checkpoint_id == updated[0].checkpoint_id
-        assert storage.get_checkpoint(gen1.loaded_checkpoint_id).uri == _ckpt("0-8").uri
-        assert (gen0.parent_id, gen1.parent_id) == (members[2].generation_id, members[0].generation_id)
+        assert gen1.loaded_checkpoint_id == first[2].checkpoint_id == updated[1].resume_checkpoint_id
+        assert self.checkpoint(storage, gen1.loaded_checkpoint_id).uri == _ckpt("2-4").uri
+        assert (gen0.parent_id, gen1.parent_id) == (members[2].generation_id, members[2].generation_id)
+        for slot in (0, 1):  # both rank by the model they copied, with the hyperparameters that trained it
+            assert (updated[slot].ready_score, updated[slot].ready_hparams) == (0.2, _hparams(2))
+        assert self.checkpoint(storage, updated[0].checkpoint_id).uri == _ckpt("0-8").uri  # its own, kept
+
+    def test_in_turn_batch_copies_a_donor_that_explored_in_its_turn(self, storage: Storage) -> None:
+        run, members = self.new_run(storage, n=2)
+        storage.record_ready(run.id, [ReadyPoint(s, 4, _ckpt(f"{s}-4"), 0.1 * s) for s in range(2)])
+        explored = {**members[0].hparams, "lr": 0.5}
+        updated = storage.record_ready(run.id, [
+            ReadyPoint(0, 8, _ckpt("0-8"), 0.6, _explore(0, 8, explored)),
+            ReadyPoint(1, 8, _ckpt("1-8"), 0.1, _exploit(1, 8, 0, explored)),
+        ], in_turn=True)
+        donor, member = updated
+        gen1 = self.generation(storage, run.id, member.generation_id)
+        assert gen1.loaded_checkpoint_id == donor.checkpoint_id == donor.resume_checkpoint_id
+        assert gen1.parent_id == members[0].generation_id  # 0-8 was trained before slot 0 explored
+        assert (member.ready_score, member.ready_hparams) == (0.6, members[0].hparams)
+
+    # --- what an exploiter holds, and ranks by ------------------------------------------------
+    def test_exploiter_holds_and_ranks_by_the_copied_model(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage)
+        storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("0-4"), 0.9)])
+        [member] = storage.record_ready(run.id, [ReadyPoint(1, 4, _ckpt("1-4"), 0.1, _exploit(1, 4, 0, {"lr": 0.5}))])
+        donor = self.member(storage, run.id, 0)
+        assert member.resume_checkpoint_id == donor.checkpoint_id
+        assert member.ready_score == 0.9  # the copied model's evaluation, not its own discarded 0.1
+        assert member.ready_hparams == m0.hparams  # what trained the copied model
+        assert member.hparams == {"lr": 0.5} and member.last_ready_step == 4
+        own = self.checkpoint(storage, member.checkpoint_id)
+        assert (own.slot, own.step, own.score) == (1, 4, 0.1)  # its own newest checkpoint stays
+        assert self.member(storage, run.id, 1) == member
+
+    def test_exploit_of_a_donor_that_exploited_copies_what_it_holds(self, storage: Storage) -> None:
+        # slot 1 copied slot 2 and has not reached a ready point since: it holds slot 2's model,
+        # so slot 0 copying slot 1 gets slot 2's checkpoint, descends from slot 2's generation
+        # and inherits that model's score and the hyperparameters that trained it
+        run, members = self.new_run(storage, n=3)
+        first = {m.slot: m for m in storage.record_ready(run.id, [ReadyPoint(s, 4, _ckpt(f"{s}-4"), 0.1 * s) for s in (1, 2)])}
+        storage.record_ready(run.id, [ReadyPoint(1, 8, _ckpt("1-8"), 0.05, _exploit(1, 8, 2, {"lr": 0.7}))])
+        [member] = storage.record_ready(run.id, [ReadyPoint(0, 8, _ckpt("0-8"), 0.0, _exploit(0, 8, 1, {"lr": 0.8}))])
+        gen = self.generation(storage, run.id, member.generation_id)
+        assert gen.loaded_checkpoint_id == first[2].checkpoint_id == member.resume_checkpoint_id
+        assert (gen.donor, gen.parent_id) == (1, members[2].generation_id)
+        assert (member.ready_score, member.ready_hparams) == (0.2, _hparams(2))
+
+    def test_copying_a_member_that_holds_no_checkpoint_is_refused(self, storage: Storage) -> None:
+        run, _ = self.new_run(storage, n=3)
+        storage.record_ready(run.id, [ReadyPoint(2, 4, _ckpt("2-4"), 0.5)])
+        before = self.everything(storage, run.id)
+        with pytest.raises(ValueError, match=r"member 0 .*member 1") as info:
+            storage.record_ready(run.id, [
+                ReadyPoint(2, 8, _ckpt("2-8"), 0.6), ReadyPoint(0, 4, _ckpt("0-4"), 0.1, _exploit(0, 4, 1, {"lr": 0.5})),
+            ])
+        assert "checkpoint" in str(info.value)
+        with pytest.raises(ValueError, match=r"member 0 .*member 1"):
+            storage.record_replacement(run.id, _exploit(0, 0, 1, {"lr": 0.5}))
+        assert self.everything(storage, run.id) == before
+
+    def test_replacement_copies_what_the_donor_holds(self, storage: Storage) -> None:
+        run, members = self.new_run(storage, n=3)
+        storage.record_ready(run.id, [ReadyPoint(s, 4, _ckpt(f"{s}-4"), 0.1 * s) for s in range(3)])
+        storage.record_ready(run.id, [ReadyPoint(1, 8, _ckpt("1-8"), 0.05, _exploit(1, 8, 2, {"lr": 0.7}))])
+        storage.record_scores(run.id, [_score(0, 5, 0.3, members[0].generation_id)])
+        failed = storage.record_failure(run.id, 0, "boom")
+        assert (failed.state, failed.failures, failed.step) == ("failed", 1, 4)
+        replaced = storage.record_replacement(run.id, _exploit(0, 4, 1, {"lr": 0.9}))
+        gen = self.generation(storage, run.id, replaced.generation_id)
+        two = self.member(storage, run.id, 2)
+        assert (gen.kind, gen.number, gen.start_step, gen.donor) == ("exploit", 1, 4, 1)
+        assert gen.loaded_checkpoint_id == two.checkpoint_id == replaced.resume_checkpoint_id
+        assert gen.parent_id == members[2].generation_id
+        assert (replaced.state, replaced.failures, replaced.hparams) == ("pending", 1, {"lr": 0.9})
+        assert (replaced.ready_score, replaced.ready_hparams) == (0.2, _hparams(2))
+        assert self.checkpoint(storage, replaced.checkpoint_id).uri == _ckpt("0-4").uri
+        assert self.member(storage, run.id, 0) == replaced
+
+    # --- one score per member and step ----------------------------------------------------------
+    def test_a_second_score_for_a_step_is_a_stale_write(self, storage: Storage) -> None:
+        run, (m0, m1) = self.new_run(storage)
+        storage.record_scores(run.id, [_score(0, 1, 0.1, m0.generation_id), _score(0, 2, 0.2, m0.generation_id)])
+        before = self.everything(storage, run.id)
+        with pytest.raises(StaleWriteError, match=r"member 0 of run 'run' already has a score at step 2") as info:
+            storage.record_scores(run.id, [_score(1, 1, 0.5, m1.generation_id), _score(0, 2, 0.3, m0.generation_id)])
+        assert isinstance(info.value, StorageError)
+        with pytest.raises(StaleWriteError, match="member 1 .* at step 3"):  # twice in one call
+            storage.record_scores(run.id, [_score(1, 3, 0.5, m1.generation_id), _score(1, 3, 0.6, m1.generation_id)])
+        with pytest.raises(StaleWriteError, match="at step 1"):
+            storage.record_ready(run.id, [ReadyPoint(0, 3, _ckpt("0-3"), 0.3)], [
+                _score(0, 3, 0.3, m0.generation_id), _score(0, 1, 0.3, m0.generation_id),
+            ])
+        assert self.everything(storage, run.id) == before
+
+    def test_steps_after_a_rewind_may_be_scored_again(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage)
+        storage.record_ready(run.id, [ReadyPoint(0, 2, _ckpt("0-2"), 0.2)], [_score(0, s, 0.1 * s, m0.generation_id) for s in (1, 2)])
+        storage.record_scores(run.id, [_score(0, 3, 0.3, m0.generation_id)])
+        storage.rewind_member(run.id, 0)
+        storage.record_scores(run.id, [_score(0, 3, 0.35, m0.generation_id)])
+        storage.record_failure(run.id, 0, "boom")
+        storage.record_scores(run.id, [_score(0, 3, 0.4, m0.generation_id)])
+        assert [(s.step, s.value) for s in storage.get_scores(run.id)] == [(1, 0.1), (2, 0.2), (3, 0.4)]
+        with pytest.raises(StaleWriteError):
+            storage.record_scores(run.id, [_score(0, 2, 0.9, m0.generation_id)])  # before the ready point: kept
+
+    # --- fenced leases ------------------------------------------------------------------------
+    def test_each_acquisition_gives_a_new_lease_token(self, storage: Storage) -> None:
+        run, members = self.new_run(storage, n=2)
+        assert [m.lease for m in members] == [None, None]
+        first = storage.acquire_member(run.id, "w1", total_steps=8, lease_seconds=60)
+        assert first is not None and (first.slot, first.lease) == (0, 1)
+        assert self.member(storage, run.id, 0).lease == 1
+        storage.release_member(run.id, 0, "w1")
+        again = storage.acquire_member(run.id, "w2", total_steps=8, lease_seconds=60)
+        assert again is not None and (again.slot, again.lease) == (0, 2)
+        other = storage.acquire_member(run.id, "w1", total_steps=8, lease_seconds=60)
+        assert other is not None and (other.slot, other.lease) == (1, 1)
+
+    def test_a_worker_whose_lease_was_taken_over_writes_nothing(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage, n=2)
+        dead = storage.acquire_member(run.id, "dead", total_steps=8, lease_seconds=-1.0)  # expired at once
+        assert dead is not None and dead.slot == 0 and dead.lease is not None
+        alive = storage.acquire_member(run.id, "alive", total_steps=8, lease_seconds=60)
+        assert alive is not None and alive.slot == 0 and alive.lease == dead.lease + 1
+        before = self.everything(storage, run.id)
+        score = _score(0, 1, 0.5, m0.generation_id)
+        with pytest.raises(StaleWriteError, match=rf"member 0 of run 'run' is no longer leased with token {dead.lease}"):
+            storage.record_scores(run.id, [score], lease=dead.lease)
+        with pytest.raises(StaleWriteError):
+            storage.record_ready(run.id, [ReadyPoint(0, 1, _ckpt("0-1"), 0.5)], [score], lease=dead.lease)
+        with pytest.raises(StaleWriteError):
+            storage.rewind_member(run.id, 0, lease=dead.lease)
+        with pytest.raises(StaleWriteError):
+            storage.record_failure(run.id, 0, "boom", lease=dead.lease)
+        assert not storage.renew_lease(run.id, 0, "dead", 60)
+        assert self.everything(storage, run.id)[1:] == before[1:]
+        assert self.member(storage, run.id, 0) == before[0][0]
+        # the worker holding the lease writes
+        storage.record_scores(run.id, [score], lease=alive.lease)
+        [member] = storage.record_ready(run.id, [ReadyPoint(0, 2, _ckpt("0-2"), 0.6)], [_score(0, 2, 0.6, m0.generation_id)],
+                                        lease=alive.lease)
+        assert (member.step, member.last_ready_step) == (2, 2)
+        assert storage.rewind_member(run.id, 0, lease=alive.lease).step == 2
+
+    def test_an_expired_or_released_lease_writes_nothing(self, storage: Storage) -> None:
+        run, (m0, _) = self.new_run(storage, n=2)
+        expired = storage.acquire_member(run.id, "slow", total_steps=8, lease_seconds=-1.0)
+        assert expired is not None
+        with pytest.raises(StaleWriteError):
+            storage.record_scores(run.id, [_score(0, 1, 0.5, m0.generation_id)], lease=expired.lease)
+        held = storage.acquire_member(run.id, "slow", total_steps=8, lease_seconds=60)  # its own lease, again
+        assert held is not None and held.slot == 0 and held.lease == (expired.lease or 0) + 1
+        with pytest.raises(StaleWriteError):  # the older token is stale even for the same worker
+            storage.record_scores(run.id, [_score(0, 1, 0.5, m0.generation_id)], lease=expired.lease)
+        storage.release_member(run.id, 0, "slow")
+        with pytest.raises(StaleWriteError):
+            storage.record_scores(run.id, [_score(0, 1, 0.5, m0.generation_id)], lease=held.lease)
+        assert storage.get_scores(run.id) == []
 
     # --- records are values -----------------------------------------------------------------
     def test_records_are_frozen_copies(self, storage: Storage) -> None:
-        spec = {"metric": "acc", "nested": {"a": [1, 2]}}
+        spec: dict[str, Any] = {"metric": "acc", "nested": {"a": [1, 2]}}
         run = storage.create_run("alpha", spec=spec, seed=0)
         spec["nested"]["a"].append(3)
         hparams = [_hparams(0)]
