@@ -68,7 +68,8 @@ def make_run(name="tracer", *, population_size=6, seed=0, storage="memory", tmp_
 
 
 def lineage_signature(run):
-    """The lineage and scores of a run without storage ids or wall-clock times, comparable across backends."""
+    """The lineage and scores (by step, then member) of a run without storage ids or wall-clock
+    times, comparable across backends and executors."""
     generations = run.lineage()
     checkpoints = {c.id: (c.slot, c.step) for c in run.storage.get_checkpoints(run.record.id)}
     name = {g.id: (g.slot, g.number) for g in generations}
@@ -78,7 +79,7 @@ def lineage_signature(run):
         for g in generations
     ]
     scores = [(s.slot, s.step, _comparable(s.value), name[s.generation_id], _comparable(s.metrics)) for s in run.scores()]
-    return lineage, scores
+    return lineage, sorted(scores, key=lambda s: (s[1], s[0]))  # workers report in any order
 
 
 def _comparable(value):

@@ -134,6 +134,7 @@ class Scheduler:
         self._openings: dict[int, tuple[int, float | None]] = {}
         self._scores: dict[int, dict[int, float | None]] = {}  # slot -> step -> value, for fair comparisons
         self.stats = SchedulerStats()
+        self._worker_kind = "worker"
         self.lease: int | None = None  # a fenced lease's token when a worker writes for the member it leased
 
     # --- views ------------------------------------------------------------------
@@ -343,6 +344,7 @@ class Scheduler:
         if not todo:
             return
         members = {m.slot: _Member(m) for m in todo}
+        self._worker_kind = transport.worker_kind
         transport.start(self, len(members))
         try:
             while members:
@@ -392,7 +394,7 @@ class Scheduler:
                     member.holder = None
             if slot is None or slot not in members:
                 return
-            message = f"member {slot}: the worker training it was lost; it trains again from its newest checkpoint"
+            message = f"member {slot}: the {self._worker_kind} training it died; it trains again from its newest checkpoint"
             result = SegmentResult(slot, error=(message, None, True))
             worker_kept = None
         else:

@@ -34,6 +34,8 @@ class Executor(ABC):
 class Transport(Executor):
     """An executor that carries segments to member runners: ``run`` is the scheduler's loop."""
 
+    worker_kind = "worker"  # how messages name one of its workers
+
     def run(self, scheduler: Scheduler) -> None:
         scheduler.drive(self)
 

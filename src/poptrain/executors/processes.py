@@ -110,6 +110,8 @@ class _Worker:
 class ProcessesExecutor(Transport):
     """PBT with ``workers`` warm processes on this machine (or one per entry of ``devices``)."""
 
+    worker_kind = "worker process"
+
     def __init__(
         self, workers: int = 2, *, torch_threads: int | None = 1, devices: list[str] | None = None,
         max_live: int | None = None, poll_seconds: float = 0.25,

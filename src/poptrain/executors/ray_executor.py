@@ -121,6 +121,8 @@ class RayExecutor(Transport):
     cluster) stops with an error instead of waiting forever.
     """
 
+    worker_kind = "Ray actor"
+
     def __init__(
         self,
         address: str | None = None,
