@@ -357,16 +357,19 @@ class Scheduler:
         self.collect_checkpoints(force=True)
 
     def _dispatch(self, transport: Transport, members: dict[int, _Member]) -> None:
-        """Send segments to idle workers: least-trained waiting member first, each preferably to
-        the worker that holds its live trainable."""
+        """Send segments to idle workers, least-trained members first; among the members at the
+        lowest step, an idle worker takes one whose trainable it holds live (no rebuild), else one
+        nobody holds, else the first. The order members train in changes no decision: each
+        draws from its own random state, and ready points are decided in rounds."""
         idle = transport.idle()
         waiting = sorted((m for m in members.values() if m.running_on is None and m.result is None), key=lambda m: turn_order(m.record))
-        for member in waiting:
-            if not idle:
-                return
-            held_elsewhere = {m.holder for m in waiting if m is not member}
-            worker = member.holder if member.holder in idle else next((i for i in idle if i not in held_elsewhere), idle[0])
+        while idle and waiting:
+            level = [m for m in waiting if m.record.step == waiting[0].record.step]
+            worker, member = next(((w, m) for w in idle for m in level if m.holder == w), (idle[0], None))
+            if member is None:
+                member = next((m for m in level if m.holder is None or m.holder not in idle), level[0])
             idle.remove(worker)
+            waiting.remove(member)
             member.running_on = worker
             transport.submit(worker, self._task(member, fresh=member.holder != worker))
 

@@ -105,6 +105,7 @@ class _Worker:
     process: Any
     conn: Connection
     slot: int | None = None  # the member whose segment is in flight
+    served: bool = False  # it has sent a result back (so it started)
 
 
 class ProcessesExecutor(Transport):
@@ -129,6 +130,7 @@ class ProcessesExecutor(Transport):
         self.poll_seconds = poll_seconds
         self.lost = 0  # workers that died during the last run
         self._pool: list[_Worker] = []
+        self._start_failures = 0
         self._spec_bytes = b""
         self._modules: list[tuple[str, str]] = []
 
@@ -149,7 +151,7 @@ class ProcessesExecutor(Transport):
             ) from None
         self._modules = _modules_to_preload(scheduler.trainable_factory)
         self._pool = [self._spawn(i) for i in range(self.workers)]
-        self.lost = 0
+        self.lost = self._start_failures = 0
 
     def _spawn(self, index: int) -> _Worker:
         context = multiprocessing.get_context("spawn")
@@ -184,9 +186,17 @@ class ProcessesExecutor(Transport):
                     result = None
                 if result is not None:
                     arrived.append((index, worker.slot, result))
-                    worker.slot = None
+                    worker.slot, worker.served = None, True
                     continue
             if not worker.process.is_alive():
+                if not worker.served:
+                    self._start_failures += 1
+                    if self._start_failures > self.workers + 2:
+                        raise ConfigError(
+                            f"the worker processes cannot start (exit code {worker.process.exitcode}); a script that "
+                            "trains with executor='processes' must start its run under `if __name__ == \"__main__\":` "
+                            "(each worker imports the script), and its trainable must be importable"
+                        )
                 arrived.append((index, worker.slot, None))
                 self.lost += 1
                 worker.conn.close()
