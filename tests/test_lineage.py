@@ -70,7 +70,7 @@ def test_an_exploit_loads_what_the_donor_holds() -> None:
     loaded = _ckpt(11, 0, 4, score=0.9)
     new = advance(Decision(2, 8, "exploit", {"lr": 0.11}, 1), member, 8, donor=donor, loaded=loaded,
                   generations=GENERATIONS)
-    assert (new.number, new.start_step, new.kind, new.donor) == (4, 8, "exploit", 1)
+    assert (new.number, new.start_step, new.kind, new.donor) == (4, 4, "exploit", 1)  # one clock: the copy's step
     assert (new.parent_id, new.loaded_checkpoint_id, new.resume_checkpoint_id) == (1, 11, 11)
     assert (new.ready_score, new.ready_hparams, new.hparams) == (0.9, {"lr": 0.1}, {"lr": 0.11})
 

@@ -131,7 +131,7 @@ def test_report_refuses_a_synchronous_run_before_recording_anything():
 def test_report_continues_until_ready():
     run = ask_tell_run()
     action = run.report(0, 1, 0.5)
-    assert action == poptrain.Action("continue")
+    assert action == poptrain.Action("continue", step=1)
     assert (action.hparams, action.donor, action.checkpoint) == ({}, None, None)
     member = run.members()[0]
     assert (member.step, member.score, member.checkpoint_id) == (1, 0.5, None)
@@ -156,7 +156,9 @@ def test_report_exploit_for_a_bottom_member():
     member = run.members()[3]
     assert (member.hparams, member.generation, member.resume_checkpoint_id) == (action.hparams, 1, action.checkpoint.id)
     gen = run.lineage()[-1]
-    assert (gen.slot, gen.kind, gen.donor, gen.start_step, gen.loaded_checkpoint_id) == (3, "exploit", 0, 4, action.checkpoint.id)
+    # one clock: the member is now at the copied model's step, and the action says so
+    assert (gen.slot, gen.kind, gen.donor, gen.start_step, gen.loaded_checkpoint_id) == (3, "exploit", 0, 2, action.checkpoint.id)
+    assert action.step == member.step == 2
     own = run.storage.get_checkpoint(member.checkpoint_id)
     assert torch.equal(run.load_state(own)["w"], weights(3, 4)["w"])
 
@@ -225,15 +227,15 @@ class Diverges(Tracer):
 def test_nan_member_ranks_last_and_is_replaced(storage, mode, tmp_path):
     run = make_run(f"nan-{mode}", population_size=4, storage=storage, tmp_path=tmp_path, mode=mode,
                    exploit=poptrain.truncation(0.25)).optimize(Diverges, steps=9)
-    # slot 0 fails at step 1 (NaN), is retried twice, waits for the others' first checkpoints
-    # and is then replaced by a copy of the best of them
+    # slot 0 scores NaN at step 1 (not retried: it would again), waits for the others' first
+    # checkpoints and is then replaced by a copy of the best of them, at that copy's step
     first_decision = next(g for g in run.lineage() if g.slot == 0 and g.number == 1)
-    assert (first_decision.kind, first_decision.start_step) == ("exploit", 0)
+    assert (first_decision.kind, first_decision.start_step) == ("exploit", 3)
     assert "replaced" in first_decision.operations
     best_at_3 = max((m for m in run.lineage() if m.slot != 0 and m.number == 0), key=lambda g: 0)  # any
     assert first_decision.donor in {1, 2, 3} and best_at_3 is not None
     values = [s.value for s in run.scores() if s.slot == 0]
-    assert len(values) == 9 and all(math.isfinite(v) for v in values)
+    assert [s.step for s in run.scores() if s.slot == 0] == list(range(4, 10)) and all(math.isfinite(v) for v in values)
     assert math.isfinite(run.best().score)
 
 

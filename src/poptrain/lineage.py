@@ -78,7 +78,8 @@ def advance(
     loaded: CheckpointRecord | None = None,
     generations: Iterable[GenerationRecord] = (),
 ) -> NextGeneration:
-    """The generation ``decision`` starts for ``member`` at ``start_step``.
+    """The generation ``decision`` starts for ``member`` at ``start_step`` (an exploit: at the
+    loaded checkpoint's step, since a member's step counts the steps its model has trained).
 
     An explore continues from the member's own newest checkpoint and descends from its current
     generation. An exploit loads the model ``donor`` holds (its ``resume_checkpoint_id``; pass
@@ -101,7 +102,9 @@ def advance(
     if parent is None:
         raise ValueError(f"no generation of member {loaded.slot} trained checkpoint {loaded.id}; pass its generations")
     hparams = donor.ready_hparams if donor is not None and donor.ready_hparams is not None else parent.hparams
+    # one clock: a member's step is how many steps its model has trained, so after a copy it is
+    # the copied checkpoint's step (the same step in a fair round; a replacement may move it)
     return NextGeneration(
-        number, start_step, "exploit", dict(decision.hparams), parent.id, decision.donor, loaded.id, operations,
+        number, loaded.step, "exploit", dict(decision.hparams), parent.id, decision.donor, loaded.id, operations,
         loaded.score, dict(hparams),
     )

@@ -48,6 +48,8 @@ class Action:
 
     ``kind`` is ``"continue"`` (nothing changes), ``"explore"`` (set ``hparams``) or
     ``"exploit"`` (load ``load_state()``, the donor's checkpoint, then set ``hparams``).
+    ``step`` is the member's step after the action: after an exploit, the copied model's
+    (a member's step counts the steps its model has trained); report the next step after it.
     """
 
     kind: str
@@ -55,6 +57,7 @@ class Action:
     donor: int | None = None
     operations: Mapping[str, str] = field(default_factory=dict)
     checkpoint: CheckpointRecord | None = None
+    step: int | None = None
     _loader: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     def load_state(self) -> Any:
@@ -218,18 +221,18 @@ class Run:
             raise ConfigError(f"member {slot} is ready at step {step}: pass state= (its state_dict) to report()")
         if not ready:
             self.storage.record_scores(self.record.id, [scored])
-            return Action("continue")
+            return Action("continue", step=step)
         ckpt = self.checkpoints.save(slot, step, state() if callable(state) else state)
         scheduler.members()
         scheduler.learn(self.storage.get_scores(self.record.id), pending=[scored])  # for a fair comparison at this step
         [(record, decision)] = scheduler.commit([(member, ckpt, True)])
         if decision is None:
-            return Action("continue")
+            return Action("continue", step=record.step)
         if decision.kind == "explore":
-            return Action("explore", dict(decision.hparams), None, dict(decision.operations))
+            return Action("explore", dict(decision.hparams), None, dict(decision.operations), step=record.step)
         loaded = self.storage.get_checkpoint(record.resume_checkpoint_id)  # type: ignore[arg-type]
         return Action(
-            "exploit", dict(decision.hparams), decision.donor, dict(decision.operations), loaded,
+            "exploit", dict(decision.hparams), decision.donor, dict(decision.operations), loaded, record.step,
             lambda: self.checkpoints.load_member(loaded),
         )
 

@@ -22,7 +22,10 @@ Rules:
   the member's ``resume_checkpoint_id`` becomes that checkpoint, its ``ready_score`` that
   checkpoint's score (the copied model is what it is ranked by, never its discarded score)
   and its ``ready_hparams`` the donor's ``ready_hparams``; its ``checkpoint_id`` stays its
-  own newest checkpoint. In both, the member's hyperparameters become the decision's.
+  own newest checkpoint. One clock: a member's ``step`` counts the steps its model has
+  trained, so after an exploit the member (and its new generation's ``start_step``) is at the
+  loaded checkpoint's step, and its scores past that step, if any, are deleted (trained again).
+  In both, the member's hyperparameters become the decision's.
   An exploit (or replacement) whose donor holds no checkpoint raises ``StrategyError`` (a
   ``ValueError``) naming the member and the donor, and writes nothing.
 - Scores are appended; a member's ``step`` and ``score`` follow its newest score. A member

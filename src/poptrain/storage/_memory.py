@@ -132,11 +132,14 @@ class InMemoryStorage(Storage):
             self._check_lease(run_id, [slot], lease)
             member = self._member(run_id, slot)
             keep = member.last_ready_step
-            self._scores[run_id] = [s for s in self._scores[run_id] if s.slot != slot or s.step <= keep]
-            self._score_keys[run_id] = {k for k in self._score_keys[run_id] if k[0] != slot or k[1] <= keep}
+            self._drop_scores_after(run_id, slot, keep)
             rewound = replace(member, step=keep, score=member.ready_score if keep > 0 else None)
             self._members[run_id][slot] = rewound
             return copy.deepcopy(rewound)
+
+    def _drop_scores_after(self, run_id: int, slot: int, step: int) -> None:
+        self._scores[run_id] = [s for s in self._scores[run_id] if s.slot != slot or s.step <= step]
+        self._score_keys[run_id] = {k for k in self._score_keys[run_id] if k[0] != slot or k[1] <= step}
 
     def record_failure(self, run_id: int, slot: int, error: str, *, lease: int | None = None) -> MemberRecord:
         with self._lock:
@@ -158,6 +161,7 @@ class InMemoryStorage(Storage):
             self._generations[run_id].append(generation)
             replaced = replace(_advanced(member, generation, new), state="pending")
             self._members[run_id][member.slot] = replaced
+            self._drop_scores_after(run_id, member.slot, replaced.step)
             return copy.deepcopy(replaced)
 
     def set_member_state(self, run_id: int, slot: int, state: str, error: str | None = None) -> None:
@@ -250,6 +254,8 @@ class InMemoryStorage(Storage):
             self._generations[run_id] = generations
             self._scores[run_id] = all_scores
             self._score_keys[run_id] |= new_keys
+            for point in points:  # one clock: a member moved back to a copied model's step trains those steps again
+                self._drop_scores_after(run_id, point.slot, members[point.slot].step)
             for ckpt in checkpoints.values():
                 self._checkpoints[ckpt.id] = ckpt
                 self._checkpoint_run[ckpt.id] = run_id
@@ -329,9 +335,13 @@ def _generation(generation_id: int, slot: int, new: NextGeneration) -> Generatio
 
 
 def _advanced(member: MemberRecord, generation: GenerationRecord, new: NextGeneration) -> MemberRecord:
-    """``member`` in its new generation, holding what ``lineage.advance`` decided."""
-    return replace(
+    """``member`` in its new generation, holding what ``lineage.advance`` decided (after a copy,
+    at the copied model's step: one clock)."""
+    advanced = replace(
         member, hparams=dict(new.hparams), generation_id=generation.id, generation=new.number,
         resume_checkpoint_id=new.resume_checkpoint_id, ready_score=new.ready_score,
         ready_hparams=None if new.ready_hparams is None else dict(new.ready_hparams),
     )
+    if new.kind == "exploit" and new.start_step != member.step:
+        advanced = replace(advanced, step=new.start_step, last_ready_step=new.start_step, score=new.ready_score)
+    return advanced

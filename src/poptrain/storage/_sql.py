@@ -65,7 +65,7 @@ def _sqlite_begin(conn: Connection) -> None:
 # Statements of the per-step and per-ready-point path, built once (building one costs more than
 # SQLite takes to run it); values are bound when executed.
 _M = t.members.c
-_READY_COLUMNS = ("step", "last_ready_step", "ready_score", "checkpoint_id", "resume_checkpoint_id",
+_READY_COLUMNS = ("step", "score", "last_ready_step", "ready_score", "checkpoint_id", "resume_checkpoint_id",
                   "ready_hparams", "hparams", "generation_id", "generation", "failures")
 _HELD = t.checkpoints.alias("held")  # the checkpoint a member holds (resumes from)
 _L = t.leases.c
@@ -95,7 +95,7 @@ _MEMBER_READY = (
     .values({c: bindparam(f"p_{c}", type_=_M[c].type) for c in _READY_COLUMNS})
 )
 _REPLACED_COLUMNS = ("state", "hparams", "generation_id", "generation", "resume_checkpoint_id", "ready_score",
-                     "ready_hparams")
+                     "ready_hparams", "step", "last_ready_step", "score")
 _INSERT_SCORES = insert(t.scores)
 _INSERT_CHECKPOINT = insert(t.checkpoints)
 _INSERT_GENERATION = insert(t.generations)
@@ -449,6 +449,11 @@ class SQLStorage(Storage):
         )
         if loaded is not None:
             member["_held"] = loaded
+            if new.start_step != member["step"]:  # one clock: the member continues from the copied model's step
+                conn.execute(delete(t.scores).where(
+                    t.scores.c.run_id == run_id, t.scores.c.slot == decision.slot, t.scores.c.step > new.start_step,
+                ))
+                member.update(step=new.start_step, last_ready_step=new.start_step, score=loaded.score)
 
     # --- scores and ready points ------------------------------------------------
     def record_scores(self, run_id: int, scores: Sequence[ScoreRecord], *, lease: int | None = None) -> None:

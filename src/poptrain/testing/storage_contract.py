@@ -388,7 +388,9 @@ class StorageContract:
         copied = {**donor.hparams, "lr": 0.0096}
         [member] = storage.record_ready(run.id, [ReadyPoint(1, 4, _ckpt("1-4"), 0.1, _exploit(1, 4, 0, copied))])
         gen = self.generation(storage, run.id, member.generation_id)
-        assert (gen.slot, gen.number, gen.start_step, gen.kind, gen.donor) == (1, 1, 4, "exploit", 0)
+        # one clock: the member continues from the copied model's step (8), not its own (4)
+        assert (gen.slot, gen.number, gen.start_step, gen.kind, gen.donor) == (1, 1, 8, "exploit", 0)
+        assert (member.step, member.last_ready_step, member.score) == (8, 8, 0.9)
         assert gen.parent_id == donor.generation_id
         assert gen.loaded_checkpoint_id == donor.checkpoint_id
         assert self.checkpoint(storage, gen.loaded_checkpoint_id).uri == _ckpt("0-8").uri
