@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench bench-vectorized toy clean
+.PHONY: run test lint bench bench-vectorized toy clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ run: $(STAMP)  ## PBT on the digits MLP (SQLite under runs/digits), the best mem
 
 test: $(STAMP)  ## the whole test suite, slow tests included
 	$(BIN)/pytest
+
+lint: $(STAMP)  ## ruff (lint and format) and mypy (strict on the pure packages): zero findings
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src/poptrain
 
 bench: $(STAMP)  ## framework overhead against a plain training loop
 	$(BIN)/python benchmarks/overhead.py

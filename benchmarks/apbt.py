@@ -67,8 +67,13 @@ def main() -> None:
         run.close()
     estimate = loop * members * epochs
     result = {
-        "members": members, "epochs": epochs, "vectorized_seconds": seconds, "per_member_loop_seconds_estimate": estimate,
-        "per_member_epoch_microseconds": loop * 1e6, "speedup": estimate / seconds, "goal_seconds": GOAL_SECONDS,
+        "members": members,
+        "epochs": epochs,
+        "vectorized_seconds": seconds,
+        "per_member_loop_seconds_estimate": estimate,
+        "per_member_epoch_microseconds": loop * 1e6,
+        "speedup": estimate / seconds,
+        "goal_seconds": GOAL_SECONDS,
         "fittest": best,
     }
     print(

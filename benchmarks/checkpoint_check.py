@@ -52,9 +52,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"{'state':<28} {'tensors':>7} {'MB':>6} {'torch.save':>11} {'check':>9} {'check share':>11} {'serialize':>10} {'ratio':>6}")
-    for label, layers, width in (("small MLP (16 x 128)", 16, 128), ("wide MLP (33 x 256)", 33, 256),
-                                 ("large MLP (33 x 512)", 33, 512)):
+    print(
+        f"{'state':<28} {'tensors':>7} {'MB':>6} {'torch.save':>11} {'check':>9} {'check share':>11} {'serialize':>10} {'ratio':>6}"
+    )
+    for label, layers, width in (
+        ("small MLP (16 x 128)", 16, 128),
+        ("wide MLP (33 x 256)", 33, 256),
+        ("large MLP (33 x 512)", 33, 512),
+    ):
         s = state(layers, width)
         tensors = sum(1 for _ in s["model"].values()) + sum(len(v) for v in s["optimizer"]["state"].values()) + 1
         size = len(serialize(s)) / 2**20
@@ -65,8 +70,10 @@ def main() -> None:
             check.append(timed(check_loadable, s, rounds))
             full.append(timed(serialize, s, rounds))
         p, c, f = (statistics.median(x) for x in (plain, check, full))
-        print(f"{label:<28} {tensors:>7} {size:>6.1f} {p * 1e3:>9.2f}ms {c * 1e6:>7.0f}µs {c / p:>10.2%} {f * 1e3:>8.2f}ms "
-              f"{f / p:>6.3f}")
+        print(
+            f"{label:<28} {tensors:>7} {size:>6.1f} {p * 1e3:>9.2f}ms {c * 1e6:>7.0f}µs {c / p:>10.2%} {f * 1e3:>8.2f}ms "
+            f"{f / p:>6.3f}"
+        )
     print("check share: the walk's time against torch.save's; ratio: serialize (walk + torch.save + copy out of the")
     print("buffer) against torch.save alone; medians of interleaved repeats")
 

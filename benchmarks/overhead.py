@@ -80,7 +80,9 @@ def baseline(population: int, steps: int, *, seed: int = 0, copy_every: int | No
             torch.manual_seed(member)
             model = digits.build_model(float(hparams["dropout"]))
         optimizer = torch.optim.SGD(
-            model.parameters(), lr=float(hparams["lr"]), momentum=float(hparams["momentum"]),
+            model.parameters(),
+            lr=float(hparams["lr"]),
+            momentum=float(hparams["momentum"]),
             weight_decay=float(hparams["weight_decay"]),
         )
         best, curve, kept = -math.inf, [], None
@@ -101,8 +103,16 @@ def poptrain_run(population: int, steps: int, ready: int, folder: str, *, seed: 
     """The digits experiment through poptrain: default SQLite storage and local checkpoints in ``folder``."""
     settings = digits.experiment()
     run = poptrain.create_run(
-        name="digits", space=settings["space"], population_size=population, metric="val_acc", mode="max",
-        ready=poptrain.every(ready), exploit=settings["exploit"], explore=settings["explore"], seed=seed, root=folder,
+        name="digits",
+        space=settings["space"],
+        population_size=population,
+        metric="val_acc",
+        mode="max",
+        ready=poptrain.every(ready),
+        exploit=settings["exploit"],
+        explore=settings["explore"],
+        seed=seed,
+        root=folder,
     )
     return run.optimize(digits.DigitsMLP, steps=steps, executor="sequential")
 
@@ -123,7 +133,9 @@ def timed_poptrain(population: int, steps: int, ready: int, parent: str | None) 
     return elapsed, cpu, outcome
 
 
-def timed_baseline(population: int, steps: int, copy_every: int | None = None) -> tuple[float, float, dict[int, list[float]]]:
+def timed_baseline(
+    population: int, steps: int, copy_every: int | None = None
+) -> tuple[float, float, dict[int, list[float]]]:
     """Wall and CPU seconds of the plain loop, and its validation curves."""
     gc.collect()
     cpu, start = time.process_time(), time.perf_counter()
@@ -141,7 +153,8 @@ def same_work(curves: dict[int, list[float]], outcome: dict[str, Any], ready: in
     changed = {g.slot for g in outcome["lineage"] if g.kind != "init"}
     first_ok = all(
         by_slot[slot].get(step) == curve[step - 1]
-        for slot, curve in curves.items() for step in range(1, min(ready, len(curve)) + 1)
+        for slot, curve in curves.items()
+        for step in range(1, min(ready, len(curve)) + 1)
     )
     untouched = [slot for slot in curves if slot not in changed]
     untouched_ok = all(
@@ -183,18 +196,26 @@ class Timers:
 
 # (category, group shown in the summary, [(object, attribute name), ...])
 def _probes() -> list[tuple[str, str, list[tuple[Any, str]]]]:
+    from poptrain.controller import Controller
+
     from poptrain import controller as controller_module
     from poptrain.checkpoints import _base as ckpt_base
     from poptrain.checkpoints import _local as ckpt_local
-    from poptrain.controller import Controller
     from poptrain.storage import _sql
 
     sql = _sql.SQLStorage
     return [
         ("user step()+evaluate()", "user code", [(digits.DigitsMLP, "step"), (digits.DigitsMLP, "evaluate")]),
         ("user setup()", "user code", [(digits.DigitsMLP, "setup")]),
-        ("user state_dict()/load_state_dict()/set_hparams()", "checkpoints",
-         [(digits.DigitsMLP, "state_dict"), (digits.DigitsMLP, "load_state_dict"), (digits.DigitsMLP, "set_hparams")]),
+        (
+            "user state_dict()/load_state_dict()/set_hparams()",
+            "checkpoints",
+            [
+                (digits.DigitsMLP, "state_dict"),
+                (digits.DigitsMLP, "load_state_dict"),
+                (digits.DigitsMLP, "set_hparams"),
+            ],
+        ),
         ("checkpoint serialize (torch.save)", "checkpoints", [(ckpt_base, "serialize")]),
         ("checkpoint sha256", "checkpoints", [(ckpt_base, "sha256")]),
         ("checkpoint file write (atomic)", "checkpoints", [(ckpt_local.LocalCheckpointStore, "write")]),
@@ -203,12 +224,21 @@ def _probes() -> list[tuple[str, str, list[tuple[Any, str]]]]:
         ("storage record_scores", "storage", [(sql, "record_scores")]),
         ("storage record_ready", "storage", [(sql, "record_ready")]),
         ("storage other writes (member/run state)", "storage", [(sql, "set_member_state"), (sql, "set_run_state")]),
-        ("storage reads (members, checkpoints, run)", "storage",
-         [(sql, "get_members"), (sql, "get_checkpoint"), (sql, "get_run")]),
-        ("storage open + create run + members", "storage",
-         [(sql, "__init__"), (sql, "create_run"), (sql, "add_members"), (sql, "close")]),
-        ("strategy (ready checks, snapshots, planning)", "strategy",
-         [(Controller, "is_ready"), (Controller, "snapshot"), (controller_module, "plan_generation")]),
+        (
+            "storage reads (members, checkpoints, run)",
+            "storage",
+            [(sql, "get_members"), (sql, "get_checkpoint"), (sql, "get_run")],
+        ),
+        (
+            "storage open + create run + members",
+            "storage",
+            [(sql, "__init__"), (sql, "create_run"), (sql, "add_members"), (sql, "close")],
+        ),
+        (
+            "strategy (ready checks, snapshots, planning)",
+            "strategy",
+            [(Controller, "is_ready"), (Controller, "snapshot"), (controller_module, "plan_generation")],
+        ),
     ]
 
 
@@ -238,12 +268,17 @@ def breakdown(population: int, steps: int, ready: int, parent: str | None) -> di
     for category, _group, _ in _probes():
         seconds = timers.seconds.get(category, 0.0)
         rows[category] = {
-            "group": groups[category], "ms": round(seconds * 1e3, 1), "pct": round(100 * seconds / total, 2),
+            "group": groups[category],
+            "ms": round(seconds * 1e3, 1),
+            "pct": round(100 * seconds / total, 2),
             "calls": timers.calls.get(category, 0),
         }
     rest = total - sum(timers.seconds.values())
     rows["rest (executor, controller, progress, Python glue)"] = {
-        "group": "rest", "ms": round(rest * 1e3, 1), "pct": round(100 * rest / total, 2), "calls": None,
+        "group": "rest",
+        "ms": round(rest * 1e3, 1),
+        "pct": round(100 * rest / total, 2),
+        "calls": None,
     }
     totals: dict[str, float] = defaultdict(float)
     for row in rows.values():
@@ -302,10 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="population 4, 8 epochs, 1 repeat unless --repeats")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3; 1 with --quick)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for all variants (default: leave torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for all variants (default: leave torch's default)",
+    )
     parser.add_argument("--no-copies", action="store_true", help="skip the baseline+copies variant")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the instrumented run")
-    parser.add_argument("--tmp", default=None, help="parent folder of the temporary run folders (default: the system's)")
+    parser.add_argument(
+        "--tmp", default=None, help="parent folder of the temporary run folders (default: the system's)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
     args = parser.parse_args(argv)
 
@@ -322,11 +364,17 @@ def main(argv: list[str] | None = None) -> int:
     tmp_parent = args.tmp or tempfile.gettempdir()
     print("poptrain overhead benchmark: digits MLP, plain loop vs poptrain (SQLite + local checkpoints, sequential)")
     print(f"machine: nproc={facts['nproc']} usable_cpus={facts['usable_cpus']} cpu={facts['cpu'] or '?'}")
-    print(f"software: python {facts['python']}, torch {facts['torch']} (torch.get_num_threads()={facts['torch_threads']}), "
-          f"sqlite {facts['sqlite']}, sqlalchemy {facts['sqlalchemy']}, poptrain {facts['poptrain']}")
-    print(f"platform: {facts['platform']}; load average at start: {facts['loadavg_start']}; run folders under {tmp_parent}")
-    print(f"work: population {population}, {steps} epochs each, ready every {ready}, truncation(0.2), "
-          f"perturb(0.8, 1.2, resample 0.25); {repeats} interleaved repeat(s)")
+    print(
+        f"software: python {facts['python']}, torch {facts['torch']} (torch.get_num_threads()={facts['torch_threads']}), "
+        f"sqlite {facts['sqlite']}, sqlalchemy {facts['sqlalchemy']}, poptrain {facts['poptrain']}"
+    )
+    print(
+        f"platform: {facts['platform']}; load average at start: {facts['loadavg_start']}; run folders under {tmp_parent}"
+    )
+    print(
+        f"work: population {population}, {steps} epochs each, ready every {ready}, truncation(0.2), "
+        f"perturb(0.8, 1.2, resample 0.25); {repeats} interleaved repeat(s)"
+    )
 
     # warm-up: imports, lazy torch initialisation (the first optimizer imports torch._dynamo), SQLAlchemy
     start = time.perf_counter()
@@ -352,7 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         times["poptrain"].append(elapsed_pt)
         cpu["poptrain"].append(cpu_s)
         checks.append(same_work(curves, outcome, ready))
-        best = {"baseline": max(max(c) for c in curves.values()), "poptrain": outcome["best"].score if outcome["best"] else float("nan")}
+        best = {
+            "baseline": max(max(c) for c in curves.values()),
+            "poptrain": outcome["best"].score if outcome["best"] else float("nan"),
+        }
         print(f"{line}, poptrain {elapsed_pt:.3f} s, ratio {elapsed_pt / times['baseline'][-1]:.3f}", flush=True)
 
     medians = {name: _median(values) for name, values in times.items() if values}
@@ -363,44 +414,71 @@ def main(argv: list[str] | None = None) -> int:
     ratio_min = min(times["poptrain"]) / min(times["baseline"])  # the fastest run of each: the least disturbed
     per_repeat = [p / b for p, b in zip(times["poptrain"], times["baseline"])]
     print()
-    print(f"baseline (plain loop)     median {medians['baseline']:.3f} s  (runs: {', '.join(f'{t:.3f}' for t in times['baseline'])})")
+    print(
+        f"baseline (plain loop)     median {medians['baseline']:.3f} s  (runs: {', '.join(f'{t:.3f}' for t in times['baseline'])})"
+    )
     if "baseline+copies" in medians:
-        print(f"baseline + state copies   median {medians['baseline+copies']:.3f} s  "
-              f"(runs: {', '.join(f'{t:.3f}' for t in times['baseline+copies'])})")
-    print(f"poptrain                  median {medians['poptrain']:.3f} s  (runs: {', '.join(f'{t:.3f}' for t in times['poptrain'])})")
-    print(f"ratio poptrain/baseline   {ratio:.3f}  (goal <= {GOAL}: {'met' if ratio <= GOAL else 'NOT met'}; "
-          f"per repeat: {', '.join(f'{r:.3f}' for r in per_repeat)})")
+        print(
+            f"baseline + state copies   median {medians['baseline+copies']:.3f} s  "
+            f"(runs: {', '.join(f'{t:.3f}' for t in times['baseline+copies'])})"
+        )
+    print(
+        f"poptrain                  median {medians['poptrain']:.3f} s  (runs: {', '.join(f'{t:.3f}' for t in times['poptrain'])})"
+    )
+    print(
+        f"ratio poptrain/baseline   {ratio:.3f}  (goal <= {GOAL}: {'met' if ratio <= GOAL else 'NOT met'}; "
+        f"per repeat: {', '.join(f'{r:.3f}' for r in per_repeat)})"
+    )
     if "baseline+copies" in medians:
         print(f"ratio poptrain/(baseline + state copies)  {medians['poptrain'] / medians['baseline+copies']:.3f}")
-    print(f"CPU time (process_time, all threads): baseline median {cpu_medians['baseline']:.3f} s, "
-          f"poptrain median {cpu_medians['poptrain']:.3f} s, ratio {ratio_cpu:.3f}")
+    print(
+        f"CPU time (process_time, all threads): baseline median {cpu_medians['baseline']:.3f} s, "
+        f"poptrain median {cpu_medians['poptrain']:.3f} s, ratio {ratio_cpu:.3f}"
+    )
     print(f"ratio of the fastest runs (least disturbed by the machine)  {ratio_min:.3f}")
-    print(f"noise: the baseline's own runs differ by {100 * spread:.1f} % (slowest/fastest - 1); "
-          f"load average now {_loadavg()}")
+    print(
+        f"noise: the baseline's own runs differ by {100 * spread:.1f} % (slowest/fastest - 1); "
+        f"load average now {_loadavg()}"
+    )
     check = checks[-1]
-    print(f"same work: scores before the first ready point identical: {check['scores_before_first_ready_point_identical']}; "
-          f"{check['members_never_changed_by_pbt']} member(s) never changed by PBT, full curves identical: "
-          f"{check['their_full_curves_identical']}")
-    print(f"best validation accuracy: baseline (best member, best epoch) {best['baseline']:.4f}, "
-          f"poptrain run.best() {best['poptrain']:.4f}")
+    print(
+        f"same work: scores before the first ready point identical: {check['scores_before_first_ready_point_identical']}; "
+        f"{check['members_never_changed_by_pbt']} member(s) never changed by PBT, full curves identical: "
+        f"{check['their_full_curves_identical']}"
+    )
+    print(
+        f"best validation accuracy: baseline (best member, best epoch) {best['baseline']:.4f}, "
+        f"poptrain run.best() {best['poptrain']:.4f}"
+    )
 
     split = None
     if not args.no_breakdown:
         split = breakdown(population, steps, ready, args.tmp)
         print()
-        print(f"where poptrain's time goes (one extra instrumented run, {split['total_ms'] / 1e3:.3f} s in all; exclusive times):")
+        print(
+            f"where poptrain's time goes (one extra instrumented run, {split['total_ms'] / 1e3:.3f} s in all; exclusive times):"
+        )
         for category, row in split["categories"].items():
             calls = f"  [{row['calls']} calls]" if row["calls"] else ""
             print(f"  {category:<52} {row['ms']:>9.1f} ms  {row['pct']:>6.2f} %{calls}")
-        print("  by group: " + "; ".join(f"{g} {v['ms']:.1f} ms ({v['pct']:.2f} %)" for g, v in split["groups"].items()))
+        print(
+            "  by group: " + "; ".join(f"{g} {v['ms']:.1f} ms ({v['pct']:.2f} %)" for g, v in split["groups"].items())
+        )
 
     result = {
         "benchmark": "poptrain overhead, digits MLP",
         "command": " ".join([_executable(), *sys.argv]) if argv is None else None,
         "machine": {**facts, "loadavg_end": _loadavg()},
-        "work": {"population": population, "steps": steps, "ready_every": ready, "exploit": "truncation(0.2)",
-                 "explore": "perturb((0.8, 1.2), resample_probability=0.25)", "executor": "sequential",
-                 "storage": "sqlite (default)", "checkpoints": "local files"},
+        "work": {
+            "population": population,
+            "steps": steps,
+            "ready_every": ready,
+            "exploit": "truncation(0.2)",
+            "explore": "perturb((0.8, 1.2), resample_probability=0.25)",
+            "executor": "sequential",
+            "storage": "sqlite (default)",
+            "checkpoints": "local files",
+        },
         "repeats": repeats,
         "seconds": {name: [round(t, 4) for t in values] for name, values in times.items() if values},
         "median_s": {name: round(value, 4) for name, value in medians.items()},
@@ -414,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_of_minimums": round(ratio_min, 4),
         "baseline_spread": round(spread, 4),
         "ratio_vs_baseline_with_copies": round(medians["poptrain"] / medians["baseline+copies"], 4)
-        if "baseline+copies" in medians else None,
+        if "baseline+copies" in medians
+        else None,
         "goal": GOAL,
         "goal_met": ratio <= GOAL,
         "same_work": check,

@@ -28,8 +28,15 @@ from poptrain.storage._sql import SQLStorage
 def make_run(root: str, steps: int) -> poptrain.Run:
     settings = digits.experiment()
     return poptrain.create_run(
-        name="digits", space=settings["space"], population_size=settings["population_size"], metric="val_acc",
-        ready=settings["ready"], exploit=settings["exploit"], explore=settings["explore"], seed=0, root=root,
+        name="digits",
+        space=settings["space"],
+        population_size=settings["population_size"],
+        metric="val_acc",
+        ready=settings["ready"],
+        exploit=settings["exploit"],
+        explore=settings["explore"],
+        seed=0,
+        root=root,
         meta={"steps": steps},
     )
 
@@ -65,8 +72,12 @@ def database_share(steps: int, workers: int) -> dict[str, float]:
     finally:
         for name, original in originals.items():
             setattr(SQLStorage, name, original)
-    return {"run_s": round(total, 3), "database_s": round(spent["db"], 3), "database_calls": spent["calls"],
-            "database_pct": round(100 * spent["db"] / total, 2)}
+    return {
+        "run_s": round(total, 3),
+        "database_s": round(spent["db"], 3),
+        "database_calls": spent["calls"],
+        "database_pct": round(100 * spent["db"] / total, 2),
+    }
 
 
 class Clock(poptrain.ProgressListener):
@@ -105,7 +116,7 @@ def hardware_ceiling(epochs: int = 60) -> float:
     alone against two processes training at once (each one torch thread), as a speed-up."""
     import subprocess
 
-    def one() -> "subprocess.Popen[str]":
+    def one() -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-c", _ALONE, str(epochs)], stdout=subprocess.PIPE, text=True)
 
     alone = float(one().communicate()[0])
@@ -130,42 +141,60 @@ def main() -> None:
     args = parser.parse_args()
     threads = torch.get_num_threads()
     print(f"parallel benchmark: digits MLP, population 16, {args.steps} epochs, ready every 4")
-    print(f"machine: nproc={os.cpu_count()}, torch {torch.__version__} ({threads} threads in the sequential run, "
-          f"1 per worker process), python {sys.version.split()[0]}")
+    print(
+        f"machine: nproc={os.cpu_count()}, torch {torch.__version__} ({threads} threads in the sequential run, "
+        f"1 per worker process), python {sys.version.split()[0]}"
+    )
     digits.load_split()
     runs: dict[str, list[tuple[float, float]]] = {"sequential": [], "sequential-1-thread": [], "processes": []}
     for repeat in range(args.repeats):
-        for label in runs:
+        for label, done in runs.items():
             with tempfile.TemporaryDirectory() as root:
                 if label == "processes":
-                    runs[label].append(trained(root, args.steps, executor="processes", workers=args.workers))
+                    done.append(trained(root, args.steps, executor="processes", workers=args.workers))
                 else:
                     torch.set_num_threads(1 if label.endswith("1-thread") else threads)
-                    runs[label].append(trained(root, args.steps))
+                    done.append(trained(root, args.steps))
                     torch.set_num_threads(threads)
-        print(f"repeat {repeat + 1}/{args.repeats}: " + ", ".join(
-            f"{label} {r[-1][0]:.2f} s ({r[-1][1]:.0f} member-epochs/s once going)" for label, r in runs.items()))
+        print(
+            f"repeat {repeat + 1}/{args.repeats}: "
+            + ", ".join(
+                f"{label} {r[-1][0]:.2f} s ({r[-1][1]:.0f} member-epochs/s once going)" for label, r in runs.items()
+            )
+        )
     wall = {label: statistics.median(w for w, _ in r) for label, r in runs.items()}
     rate = {label: statistics.median(t for _, t in r) for label, r in runs.items()}
     share = database_share(args.steps, args.workers)
     ceiling = hardware_ceiling()
     result = {
-        "benchmark": "processes executor vs sequential, digits", "workers": args.workers, "steps": args.steps,
+        "benchmark": "processes executor vs sequential, digits",
+        "workers": args.workers,
+        "steps": args.steps,
         "wall_s": {k: round(v, 3) for k, v in wall.items()},
         "member_epochs_per_s_once_going": {k: round(v, 1) for k, v in rate.items()},
         "speedup_wall": round(wall["sequential"] / wall["processes"], 3),
         "speedup_throughput": round(rate["processes"] / rate["sequential"], 3),
         "speedup_throughput_vs_1_thread": round(rate["processes"] / rate["sequential-1-thread"], 3),
-        "goal": 1.8, "hardware_ceiling_two_processes": round(ceiling, 3), "driver_database_share": share,
+        "goal": 1.8,
+        "hardware_ceiling_two_processes": round(ceiling, 3),
+        "driver_database_share": share,
     }
-    print(f"median wall: sequential {wall['sequential']:.2f} s, sequential 1 thread {wall['sequential-1-thread']:.2f} s, "
-          f"processes x{args.workers} {wall['processes']:.2f} s: speed-up {result['speedup_wall']:.2f} (start-up included)")
-    print(f"median throughput once going: speed-up {result['speedup_throughput']:.2f} against the sequential executor "
-          f"({threads} threads), {result['speedup_throughput_vs_1_thread']:.2f} against it with 1 thread (goal >= 1.8)")
-    print(f"this machine's ceiling for 2 processes (the MLP trained by two processes at once against one alone): "
-          f"{ceiling:.2f}x; processes reach {result['speedup_throughput_vs_1_thread'] / ceiling:.0%} of it")
-    print(f"database time in the driver of a processes run: {share['database_s']} s of {share['run_s']} s "
-          f"({share['database_pct']} %, {share['database_calls']} calls); workers make no database call")
+    print(
+        f"median wall: sequential {wall['sequential']:.2f} s, sequential 1 thread {wall['sequential-1-thread']:.2f} s, "
+        f"processes x{args.workers} {wall['processes']:.2f} s: speed-up {result['speedup_wall']:.2f} (start-up included)"
+    )
+    print(
+        f"median throughput once going: speed-up {result['speedup_throughput']:.2f} against the sequential executor "
+        f"({threads} threads), {result['speedup_throughput_vs_1_thread']:.2f} against it with 1 thread (goal >= 1.8)"
+    )
+    print(
+        f"this machine's ceiling for 2 processes (the MLP trained by two processes at once against one alone): "
+        f"{ceiling:.2f}x; processes reach {result['speedup_throughput_vs_1_thread'] / ceiling:.0%} of it"
+    )
+    print(
+        f"database time in the driver of a processes run: {share['database_s']} s of {share['run_s']} s "
+        f"({share['database_pct']} %, {share['database_calls']} calls); workers make no database call"
+    )
     print(json.dumps(result))
     out = Path(__file__).resolve().parent / "results" / "parallel.json"
     out.parent.mkdir(exist_ok=True)

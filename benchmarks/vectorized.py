@@ -66,8 +66,14 @@ def poptrain_run(executor: Any, population: int, epochs: int, device: str = "cpu
     with tempfile.TemporaryDirectory() as root:
         started = time.perf_counter()
         run = poptrain.create_run(
-            name="bench", space=settings["space"], population_size=population, metric="val_acc", root=root,
-            ready=settings["ready"], exploit=settings["exploit"], explore=settings["explore"],
+            name="bench",
+            space=settings["space"],
+            population_size=population,
+            metric="val_acc",
+            root=root,
+            ready=settings["ready"],
+            exploit=settings["exploit"],
+            explore=settings["explore"],
         )
         run.optimize(spec, steps=epochs, executor=executor)
         best = run.best()
@@ -86,7 +92,9 @@ def plain_loop(population: int, epochs: int) -> float:
         hp = space.sample(initial_rng(0, slot))
         torch.manual_seed(member_seed(0, slot))
         model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(hp["dropout"]), nn.Linear(128, 10))
-        optimizer = torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
+        )
         generator = torch.Generator().manual_seed(slot)
         for _ in range(epochs):
             model.train()
@@ -119,8 +127,12 @@ def part1(population: int, epochs: int, repeats: int) -> dict[str, Any]:
     median = {k: statistics.median(v) for k, v in times.items()}
     samples = len(digits.load_split()["y_train"]) * epochs * population
     return {
-        "population": population, "epochs": epochs, "seconds": median, "runs": times,
-        "best_val_acc": scores, "memory_plan_chunks": executor.memory.chunks if executor.memory else None,
+        "population": population,
+        "epochs": epochs,
+        "seconds": median,
+        "runs": times,
+        "best_val_acc": scores,
+        "memory_plan_chunks": executor.memory.chunks if executor.memory else None,
         "path": executor.path,
         "speedup_vs_sequential": median["sequential"] / median["vectorized"],
         "speedup_vs_plain_loop": median["plain loop"] / median["vectorized"],
@@ -153,12 +165,18 @@ def one_population(population: int, epochs: int, device: str) -> dict[str, Any]:
     per_epoch = max(seconds - short, 1e-9) / epochs
     plan = executor.memory
     result = {
-        "population": population, "epochs": 1 + epochs, "seconds": seconds, "seconds_per_epoch": per_epoch,
-        "member_epochs_per_second": population / per_epoch, "peak_rss_mib": peak / 2**20,
-        "rss_before_mib": before / 2**20, "rss_growth_mib": max(peak - before, 0) / 2**20,
+        "population": population,
+        "epochs": 1 + epochs,
+        "seconds": seconds,
+        "seconds_per_epoch": per_epoch,
+        "member_epochs_per_second": population / per_epoch,
+        "peak_rss_mib": peak / 2**20,
+        "rss_before_mib": before / 2**20,
+        "rss_growth_mib": max(peak - before, 0) / 2**20,
         "plan_state_mib": plan.state_bytes / 2**20 if plan else None,
         "plan_activation_kib_per_member": plan.activation_bytes_per_member / 2**10 if plan else None,
-        "chunks": plan.chunks if plan else None, "device": device,
+        "chunks": plan.chunks if plan else None,
+        "device": device,
     }
     if device == "cuda":
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -203,7 +221,8 @@ def main() -> None:
     print(f"Part 1: digits MLP, population {population}, {epochs} epochs, {repeats} repeat(s)", flush=True)
     headline = part1(population, epochs, repeats)
     print(
-        "  medians: " + ", ".join(f"{k} {v:.2f} s" for k, v in headline["seconds"].items())
+        "  medians: "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in headline["seconds"].items())
         + f"\n  vectorized is {headline['speedup_vs_sequential']:.1f}x faster than the sequential executor "
         f"(goal >= {GOAL:.0f}x: {'met' if headline['speedup_vs_sequential'] >= GOAL else 'NOT met'}) and "
         f"{headline['speedup_vs_plain_loop']:.1f}x faster than a plain loop with no framework; "
@@ -216,8 +235,15 @@ def main() -> None:
     if torch.cuda.is_available():
         print(f"Part 2 on the GPU ({torch.cuda.get_device_name()})", flush=True)
         gpu = part2(populations, 4, "cuda")
-    result = {"goal_speedup": GOAL, "headline": headline, "scaling_cpu": scaling, "scaling_gpu": gpu,
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick}
+    result = {
+        "goal_speedup": GOAL,
+        "headline": headline,
+        "scaling_cpu": scaling,
+        "scaling_gpu": gpu,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "quick": args.quick,
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     print(json.dumps(result))

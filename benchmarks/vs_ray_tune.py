@@ -180,7 +180,9 @@ def make_tune_trainable() -> type:
             torch.set_num_threads(1)  # two trials run at once on the 2 CPUs
             slot, run_seed = int(config["slot"]), int(config["run_seed"])
             self.member = digits.DigitsMLP()
-            context = poptrain.TrainContext(run_name="tune", slot=slot, seed=member_seed(run_seed, slot), run_seed=run_seed)
+            context = poptrain.TrainContext(
+                run_name="tune", slot=slot, seed=member_seed(run_seed, slot), run_seed=run_seed
+            )
             self.member.setup(self._hparams(config), context)
             self.count_file = config.get("count_file")
 
@@ -220,8 +222,12 @@ def ray_start() -> float:
 
     started = time.perf_counter()
     ray.init(
-        address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-        log_to_driver=False, logging_level=logging.ERROR,  # quiet: trial failures are raised below
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        logging_level=logging.ERROR,  # quiet: trial failures are raised below
     )
     seconds = time.perf_counter() - started
     for name in ("ray", "ray.tune"):
@@ -250,7 +256,9 @@ def tune_run(seed: int, population: int, epochs: int, memory: bool) -> dict[str,
     with tempfile.TemporaryDirectory() as root, PeakMemory(memory) as peak:
         count_file = os.path.join(root, "steps")
         param_space: dict[str, Any] = {
-            "slot": tune.grid_search(list(range(population))), "run_seed": seed, "count_file": count_file,
+            "slot": tune.grid_search(list(range(population))),
+            "run_seed": seed,
+            "count_file": count_file,
         }
         for name in digits.SPACE:
             param_space[name] = tune.sample_from(lambda config, name=name: first[config["slot"]][name])
@@ -259,18 +267,26 @@ def tune_run(seed: int, population: int, epochs: int, memory: bool) -> dict[str,
             random.seed(seed)  # Tune's PBT decisions use the driver's `random`
             started = time.perf_counter()
             scheduler = tune.schedulers.PopulationBasedTraining(
-                time_attr="training_iteration", metric="val_acc", mode="max",
-                perturbation_interval=READY_EVERY, hyperparam_mutations=mutations,
-                quantile_fraction=TRUNCATION, resample_probability=RESAMPLE,
-                perturbation_factors=tuple(sorted(FACTORS, reverse=True)), custom_explore_fn=clip_to_space,
+                time_attr="training_iteration",
+                metric="val_acc",
+                mode="max",
+                perturbation_interval=READY_EVERY,
+                hyperparam_mutations=mutations,
+                quantile_fraction=TRUNCATION,
+                resample_probability=RESAMPLE,
+                perturbation_factors=tuple(sorted(FACTORS, reverse=True)),
+                custom_explore_fn=clip_to_space,
             )
             tuner = tune.Tuner(
                 tune.with_resources(make_tune_trainable(), {"cpu": 1}),
                 param_space=param_space,
                 tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=True),
                 run_config=tune.RunConfig(
-                    name="digits", storage_path=os.path.join(root, "tune"), stop={"training_iteration": epochs},
-                    verbose=0, checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
+                    name="digits",
+                    storage_path=os.path.join(root, "tune"),
+                    stop={"training_iteration": epochs},
+                    verbose=0,
+                    checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
                 ),
             )
             grid = tuner.fit()
@@ -305,8 +321,16 @@ def poptrain_run(executor: str, seed: int, population: int, epochs: int, memory:
     with tempfile.TemporaryDirectory() as root, PeakMemory(memory) as peak:
         started = time.perf_counter()
         run = poptrain.create_run(
-            name="digits", space=SETTINGS["space"], population_size=population, metric="val_acc", mode="max",
-            ready=SETTINGS["ready"], exploit=SETTINGS["exploit"], explore=SETTINGS["explore"], seed=seed, root=root,
+            name="digits",
+            space=SETTINGS["space"],
+            population_size=population,
+            metric="val_acc",
+            mode="max",
+            ready=SETTINGS["ready"],
+            exploit=SETTINGS["exploit"],
+            explore=SETTINGS["explore"],
+            seed=seed,
+            root=root,
         )
         try:
             run.optimize(trainable, steps=epochs, **kwargs)
@@ -315,8 +339,12 @@ def poptrain_run(executor: str, seed: int, population: int, epochs: int, memory:
             summary = digits.summarize(run)
         finally:
             run.close()
-    return {"seconds": seconds, "best_val_acc": float(best.score) if best else float("nan"),
-            "test_acc": summary.get("test_acc", float("nan")), "peak_pss_mib": peak.mib}
+    return {
+        "seconds": seconds,
+        "best_val_acc": float(best.score) if best else float("nan"),
+        "test_acc": summary.get("test_acc", float("nan")),
+        "peak_pss_mib": peak.mib,
+    }
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -331,8 +359,12 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, population 4, 8 epochs")
     parser.add_argument("--no-memory", action="store_true", help="do not sample peak memory")
-    parser.add_argument("--threads", type=int, default=MAIN_THREADS,
-                        help=f"torch threads for the sequential and vectorized runs (default {MAIN_THREADS})")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=MAIN_THREADS,
+        help=f"torch threads for the sequential and vectorized runs (default {MAIN_THREADS})",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON output (default {RESULTS})")
     args = parser.parse_args()
     if args.quick:
@@ -343,12 +375,18 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     digits.load_split()
-    threads = (f"torch threads: sequential and vectorized {args.threads} (this process); "
-               "Ray Tune trials and processes workers 1 each, 2 at a time")
-    print(f"digits MLP, population {args.population}, {args.epochs} epochs, seeds 0..{args.seeds - 1}; "
-          f"ready every {READY_EVERY}, truncation {TRUNCATION}, factors {FACTORS}, resample {RESAMPLE}")
-    print(f"machine: {os.cpu_count()} CPUs, {platform.machine()}, python {sys.version.split()[0]}, "
-          f"torch {torch.__version__}, ray {ray.__version__}, poptrain {getattr(poptrain, '__version__', '?')}")
+    threads = (
+        f"torch threads: sequential and vectorized {args.threads} (this process); "
+        "Ray Tune trials and processes workers 1 each, 2 at a time"
+    )
+    print(
+        f"digits MLP, population {args.population}, {args.epochs} epochs, seeds 0..{args.seeds - 1}; "
+        f"ready every {READY_EVERY}, truncation {TRUNCATION}, factors {FACTORS}, resample {RESAMPLE}"
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs, {platform.machine()}, python {sys.version.split()[0]}, "
+        f"torch {torch.__version__}, ray {ray.__version__}, poptrain {getattr(poptrain, '__version__', '?')}"
+    )
     print(threads, flush=True)
 
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in EXECUTORS}
@@ -362,49 +400,76 @@ def main() -> None:
             torch.set_num_threads(args.threads)
             row["seed"], row["load_before"] = seed, load
             runs[name].append(row)
-            extra = (f" (ray start {row['ray_start_s']:.2f} s, stop {row['ray_stop_s']:.2f} s, "
-                     f"{row['member_epochs_trained']} member-epochs for {args.population * args.epochs} planned)"
-                     if name == "ray tune" else "")
+            extra = (
+                f" (ray start {row['ray_start_s']:.2f} s, stop {row['ray_stop_s']:.2f} s, "
+                f"{row['member_epochs_trained']} member-epochs for {args.population * args.epochs} planned)"
+                if name == "ray tune"
+                else ""
+            )
             memory_note = f", peak PSS {row['peak_pss_mib']:.0f} MiB" if row["peak_pss_mib"] else ""
-            print(f"  seed {seed} {name:>10}: {row['seconds']:6.2f} s, best val {row['best_val_acc']:.3f}, "
-                  f"test {row['test_acc']:.3f}{memory_note}{extra}; load before {load}", flush=True)
+            print(
+                f"  seed {seed} {name:>10}: {row['seconds']:6.2f} s, best val {row['best_val_acc']:.3f}, "
+                f"test {row['test_acc']:.3f}{memory_note}{extra}; load before {load}",
+                flush=True,
+            )
 
     tune_median = statistics.median(r["seconds"] for r in runs["ray tune"])
     summary: dict[str, Any] = {}
     print()
-    print("| executor | wall time (median s) | ratio to Ray Tune | best member test acc (median [min–max]) "
-          "| best val acc (median) | peak PSS (median MiB) |")
+    print(
+        "| executor | wall time (median s) | ratio to Ray Tune | best member test acc (median [min–max]) "
+        "| best val acc (median) | peak PSS (median MiB) |"
+    )
     print("|---|---|---|---|---|---|")
     for name in EXECUTORS:
         rows = runs[name]
         seconds = statistics.median(r["seconds"] for r in rows)
         pss = [r["peak_pss_mib"] for r in rows if r["peak_pss_mib"] is not None]
         summary[name] = {
-            "seconds_median": seconds, "seconds": [r["seconds"] for r in rows],
-            "time_ratio_to_ray_tune": seconds / tune_median, "speedup_vs_ray_tune": tune_median / seconds,
+            "seconds_median": seconds,
+            "seconds": [r["seconds"] for r in rows],
+            "time_ratio_to_ray_tune": seconds / tune_median,
+            "speedup_vs_ray_tune": tune_median / seconds,
             "test_acc_median": statistics.median(r["test_acc"] for r in rows),
             "test_acc": [r["test_acc"] for r in rows],
             "best_val_acc_median": statistics.median(r["best_val_acc"] for r in rows),
             "peak_pss_mib_median": statistics.median(pss) if pss else None,
         }
-        ratio = "1.00 (baseline)" if name == "ray tune" else f"{seconds / tune_median:.2f} ({tune_median / seconds:.1f}x faster)"
-        print(f"| {name} | {seconds:.2f} | {ratio} | "
-              f"{spread([r['test_acc'] for r in rows])} | {summary[name]['best_val_acc_median']:.3f} | "
-              f"{summary[name]['peak_pss_mib_median'] or float('nan'):.0f} |")
+        ratio = (
+            "1.00 (baseline)"
+            if name == "ray tune"
+            else f"{seconds / tune_median:.2f} ({tune_median / seconds:.1f}x faster)"
+        )
+        print(
+            f"| {name} | {seconds:.2f} | {ratio} | "
+            f"{spread([r['test_acc'] for r in rows])} | {summary[name]['best_val_acc_median']:.3f} | "
+            f"{summary[name]['peak_pss_mib_median'] or float('nan'):.0f} |"
+        )
     starts = [r["ray_start_s"] for r in runs["ray tune"]]
     stops = [r["ray_stop_s"] for r in runs["ray tune"]]
     trained = [r["member_epochs_trained"] for r in runs["ray tune"]]
-    print(f"\nRay start (ray.init, excluded from Tune's time): median {statistics.median(starts):.2f} s; "
-          f"ray.shutdown {statistics.median(stops):.2f} s. Tune trained median {statistics.median(trained):.0f} "
-          f"member-epochs for {args.population * args.epochs} planned.")
+    print(
+        f"\nRay start (ray.init, excluded from Tune's time): median {statistics.median(starts):.2f} s; "
+        f"ray.shutdown {statistics.median(stops):.2f} s. Tune trained median {statistics.median(trained):.0f} "
+        f"member-epochs for {args.population * args.epochs} planned."
+    )
     print(threads)
 
     result = {
         "benchmark": "poptrain executors vs Ray Tune PopulationBasedTraining, digits MLP",
-        "population": args.population, "epochs": args.epochs, "seeds": args.seeds, "quick": args.quick,
-        "ready_every": READY_EVERY, "truncation": TRUNCATION, "perturbation_factors": FACTORS,
-        "resample_probability": RESAMPLE, "threads": threads, "summary": summary, "runs": runs,
-        "ray_start_s_median": statistics.median(starts), "ray_stop_s_median": statistics.median(stops),
+        "population": args.population,
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "quick": args.quick,
+        "ready_every": READY_EVERY,
+        "truncation": TRUNCATION,
+        "perturbation_factors": FACTORS,
+        "resample_probability": RESAMPLE,
+        "threads": threads,
+        "summary": summary,
+        "runs": runs,
+        "ray_start_s_median": statistics.median(starts),
+        "ray_stop_s_median": statistics.median(stops),
         "ray_member_epochs_trained_median": statistics.median(trained),
         "planned_member_epochs": args.population * args.epochs,
         "versions": {"torch": torch.__version__, "ray": ray.__version__, "python": sys.version.split()[0]},

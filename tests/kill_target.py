@@ -1,6 +1,6 @@
 """A run that a test kills with SIGKILL at random points and resumes (run as a script).
 
-    python kill_target.py ROOT SYNCHRONOUS
+python kill_target.py ROOT SYNCHRONOUS
 """
 
 from __future__ import annotations
@@ -28,9 +28,17 @@ def open_run(root: str, synchronous: bool, storage: str | None = None) -> poptra
         return poptrain.load_run("killed", root=root, storage=storage)
     except poptrain.RunNotFoundError:
         return poptrain.create_run(
-            name="killed", space=SPACE, population_size=POPULATION, metric="Q", ready=poptrain.every(4),
-            exploit=poptrain.tournament(), explore=poptrain.perturb((0.8, 1.2), resample_probability=0.3),
-            synchronous=synchronous, seed=11, root=root, storage=storage,
+            name="killed",
+            space=SPACE,
+            population_size=POPULATION,
+            metric="Q",
+            ready=poptrain.every(4),
+            exploit=poptrain.tournament(),
+            explore=poptrain.perturb((0.8, 1.2), resample_probability=0.3),
+            synchronous=synchronous,
+            seed=11,
+            root=root,
+            storage=storage,
         )
 
 

@@ -62,8 +62,14 @@ def make_run(name="tracer", *, population_size=6, seed=0, storage="memory", tmp_
         storage = f"sqlite:///{tmp_path}/{name}/poptrain.db"
     options.setdefault("ready", poptrain.every(3))
     return poptrain.create_run(
-        name=name, space=SPACE, population_size=population_size, metric="score", seed=seed,
-        storage=storage, root=str(tmp_path) if tmp_path else "runs", **options,
+        name=name,
+        space=SPACE,
+        population_size=population_size,
+        metric="score",
+        seed=seed,
+        storage=storage,
+        root=str(tmp_path) if tmp_path else "runs",
+        **options,
     )
 
 
@@ -74,11 +80,22 @@ def lineage_signature(run):
     checkpoints = {c.id: (c.slot, c.step) for c in run.storage.get_checkpoints(run.record.id)}
     name = {g.id: (g.slot, g.number) for g in generations}
     lineage = [
-        (g.slot, g.number, g.start_step, g.kind, g.donor, name.get(g.parent_id), checkpoints.get(g.loaded_checkpoint_id),
-         g.hparams, g.operations)
+        (
+            g.slot,
+            g.number,
+            g.start_step,
+            g.kind,
+            g.donor,
+            name.get(g.parent_id),
+            checkpoints.get(g.loaded_checkpoint_id),
+            g.hparams,
+            g.operations,
+        )
         for g in generations
     ]
-    scores = [(s.slot, s.step, _comparable(s.value), name[s.generation_id], _comparable(s.metrics)) for s in run.scores()]
+    scores = [
+        (s.slot, s.step, _comparable(s.value), name[s.generation_id], _comparable(s.metrics)) for s in run.scores()
+    ]
     return lineage, sorted(scores, key=lambda s: (s[1], s[0]))  # workers report in any order
 
 

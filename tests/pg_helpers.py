@@ -23,7 +23,9 @@ _names = itertools.count()
 
 def find_bin() -> str | None:
     """The newest ``/usr/lib/postgresql/*/bin`` holding ``initdb`` and ``pg_ctl``, or ``PATH``'s."""
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]) if p.split("/")[-2].isdigit() else 0)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]) if p.split("/")[-2].isdigit() else 0
+    )
     for folder in reversed(candidates):
         if os.access(os.path.join(folder, "initdb"), os.X_OK) and os.access(os.path.join(folder, "pg_ctl"), os.X_OK):
             return folder
@@ -76,14 +78,29 @@ def postgres_server(timeout: float = 60) -> Iterator[str]:
             f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off "
             "-c full_page_writes=off -c max_connections=200"
         )
-        run(os.path.join(folder, "pg_ctl"), "-D", data, "-o", options, "-l", os.path.join(root, "log"),
-            "-w", "-t", str(int(timeout)), "start")
+        run(
+            os.path.join(folder, "pg_ctl"),
+            "-D",
+            data,
+            "-o",
+            options,
+            "-l",
+            os.path.join(root, "log"),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+        )
         started = True
         yield f"postgresql+psycopg://{USER}@127.0.0.1:{port}"
     finally:
         if started:
-            subprocess.run([*prefix, os.path.join(folder, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "-t", "30", "stop"],
-                           capture_output=True, timeout=60, check=False)
+            subprocess.run(
+                [*prefix, os.path.join(folder, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "-t", "30", "stop"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
         shutil.rmtree(root, ignore_errors=True)
 
 

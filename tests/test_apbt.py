@@ -40,8 +40,11 @@ def test_widths_sample_perturb_resample_and_round_trip() -> None:
 
 @pytest.mark.parametrize(
     ("definition", "message"),
-    [(poptrain.Widths(0, 10), "Widths low must be at least 1"), (poptrain.Widths(1, 10, layers=0), "Widths layers must be"),
-     (poptrain.Widths(5, 2), "low \\(5\\) must be below high")],
+    [
+        (poptrain.Widths(0, 10), "Widths low must be at least 1"),
+        (poptrain.Widths(1, 10, layers=0), "Widths layers must be"),
+        (poptrain.Widths(5, 2), "low \\(5\\) must be below high"),
+    ],
 )
 def test_bad_widths_name_the_problem(definition: poptrain.Widths, message: str) -> None:
     with pytest.raises(SearchSpaceError, match=message):
@@ -82,7 +85,9 @@ def test_shrink_removes_the_unit_that_changes_the_output_least() -> None:
     with torch.no_grad():
         model[0].weight.zero_()
         model[0].bias.zero_()  # every hidden unit outputs sigmoid(0) = 0.5 whatever the input
-        model[3].weight.copy_(torch.tensor([[3.0, -1.0, 0.2, 2.0, -0.5, 1.5]] * 3) * torch.tensor([[1.0], [0.5], [-1.0]]))
+        model[3].weight.copy_(
+            torch.tensor([[3.0, -1.0, 0.2, 2.0, -0.5, 1.5]] * 3) * torch.tensor([[1.0], [0.5], [-1.0]])
+        )
     params, buffers = stacked(model)
     topology = Topology(model)
     x = torch.randn(8, 4)
@@ -106,13 +111,27 @@ def test_shrink_removes_the_unit_that_changes_the_output_least() -> None:
 def test_mutations_resize_optimizer_state_and_pruned_units_stay_exactly_zero() -> None:
     x = torch.eye(8)
     spec = VectorizedTrainable(
-        lambda: masked_mlp(8, 8, 10), (x, x), F.binary_cross_entropy_with_logits,
+        lambda: masked_mlp(8, 8, 10),
+        (x, x),
+        F.binary_cross_entropy_with_logits,
         lambda predict: {"loss": ((torch.sigmoid(predict(x)) - x) ** 2).mean((1, 2))},
-        optimizer=SGD(momentum=0.9, weight_decay=1e-3), batch_size=8, batches_per_step=10, device="cpu",
+        optimizer=SGD(momentum=0.9, weight_decay=1e-3),
+        batch_size=8,
+        batches_per_step=10,
+        device="cpu",
     )
     space = {"lr": poptrain.Float(0.1, 2.0, log=True), "widths": poptrain.Widths(1, 10)}
-    run = poptrain.create_run(name="apbt", space=space, population_size=12, metric="loss", mode="min", storage="memory",
-                              ready=poptrain.every(2), exploit=poptrain.truncation(0.25), explore=poptrain.perturb())
+    run = poptrain.create_run(
+        name="apbt",
+        space=space,
+        population_size=12,
+        metric="loss",
+        mode="min",
+        storage="memory",
+        ready=poptrain.every(2),
+        exploit=poptrain.truncation(0.25),
+        explore=poptrain.perturb(),
+    )
     run.optimize(spec, steps=10, executor="vectorized")
     mutated = [g for g in run.lineage() if "->" in g.operations.get("widths", "")]
     assert mutated  # some members grew or shrank along the way
@@ -125,10 +144,21 @@ def test_mutations_resize_optimizer_state_and_pruned_units_stay_exactly_zero() -
         assert state["model"]["0.weight"][off].abs().sum() == 0 and state["model"]["0.bias"][off].abs().sum() == 0
         assert state["model"]["3.weight"][:, off].abs().sum() == 0
         momentum = state["optimizer"]["state"]
-        assert momentum[0]["momentum_buffer"][off].abs().sum() == 0 and momentum[2]["momentum_buffer"][:, off].abs().sum() == 0
+        assert (
+            momentum[0]["momentum_buffer"][off].abs().sum() == 0
+            and momentum[2]["momentum_buffer"][:, off].abs().sum() == 0
+        )
     # the sequential executor applies the same widths to a member trained alone
-    sequential = poptrain.create_run(name="apbt-seq", space=space, population_size=4, metric="loss", mode="min", storage="memory",
-                                     ready=poptrain.every(2), explore=poptrain.perturb())
+    sequential = poptrain.create_run(
+        name="apbt-seq",
+        space=space,
+        population_size=4,
+        metric="loss",
+        mode="min",
+        storage="memory",
+        ready=poptrain.every(2),
+        explore=poptrain.perturb(),
+    )
     sequential.optimize(spec, steps=6, executor="sequential")
     for member in sequential.members():
         state = sequential.load_state(sequential.storage.get_checkpoint(member.checkpoint_id))
@@ -143,9 +173,11 @@ def test_size_fitness_is_the_papers_ratio() -> None:
     view = model_view(model, buffers, 1)
     assert view.weights.tolist() == [42.0] and view.biases.tolist() == [9.0] and view.widths.tolist() == [[6]]
     fitness = size_fitness("acc")({"acc": torch.tensor([0.95])}, view)["fitness"]
-    assert float(fitness) == pytest.approx(1.09 ** 95 / 1.02 ** 42)
-    with_biases = size_fitness("acc", size="parameters", acc_base=1.1, size_base=1.05, name="f")({"acc": torch.tensor([0.5])}, view)
-    assert float(with_biases["f"]) == pytest.approx(1.1 ** 50 / 1.05 ** 51)
+    assert float(fitness) == pytest.approx(1.09**95 / 1.02**42)
+    with_biases = size_fitness("acc", size="parameters", acc_base=1.1, size_base=1.05, name="f")(
+        {"acc": torch.tensor([0.5])}, view
+    )
+    assert float(with_biases["f"]) == pytest.approx(1.1**50 / 1.05**51)
     with pytest.raises(MetricError, match="size_fitness needs the metric 'acc'"):
         size_fitness("acc")({"val_acc": torch.tensor([1.0])}, view)
     with pytest.raises(ConfigError, match="size must be 'weights' or 'parameters'"):
@@ -171,7 +203,11 @@ def test_data_of_the_three_problems() -> None:
     assert (tennis.x_train.shape, tennis.x_test.shape) == ((10, 10), (4, 10))
     assert tennis.x_train.sum(1).tolist() == [4.0] * 10  # one value per attribute
     assert torch.equal(identity.x_train, torch.eye(8))
-    assert (iris.population, iris.ready_steps * iris.epochs_per_step, iris.steps * iris.epochs_per_step) == (80, 220, 3000)
+    assert (iris.population, iris.ready_steps * iris.epochs_per_step, iris.steps * iris.epochs_per_step) == (
+        80,
+        220,
+        3000,
+    )
     assert (identity.population, identity.ready_steps * identity.epochs_per_step, identity.epochs) == (600, 400, 8000)
     with pytest.raises(ConfigError, match="unknown APBT problem 'mnist'"):
         apbt.problem("mnist")
@@ -180,7 +216,19 @@ def test_data_of_the_three_problems() -> None:
 def test_iris_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from poptrain.cli.main import main
 
-    code = main(["run", "poptrain.experiments.apbt_iris", "--root", str(tmp_path), "--population", "16", "--steps", "33", "--quiet"])
+    code = main(
+        [
+            "run",
+            "poptrain.experiments.apbt_iris",
+            "--root",
+            str(tmp_path),
+            "--population",
+            "16",
+            "--steps",
+            "33",
+            "--quiet",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "Best member" in out and "test_acc" in out and "widths" in out

@@ -18,12 +18,19 @@ def files(root: Path) -> set[str]:
 
 
 def test_collectable_keeps_what_members_and_the_best_lineage_need() -> None:
-    ckpts = [CheckpointRecord(i, slot, step, f"m{slot}/{step}", "0" * 64, 1)
-             for i, (slot, step) in enumerate([(0, 2), (0, 4), (0, 6), (1, 2), (1, 4), (1, 6)], start=1)]
-    gens = [GenerationRecord(10, 0, 0, 0, {}), GenerationRecord(11, 1, 0, 0, {}),
-            GenerationRecord(12, 1, 1, 4, {}, "exploit", 10, 0, 1)]  # member 1 copied member 0's step-2 checkpoint
-    members = [MemberRecord(20, 0, "running", 6, {}, 10, 0, 6, checkpoint_id=3, resume_checkpoint_id=3),
-               MemberRecord(21, 1, "running", 6, {}, 12, 1, 6, checkpoint_id=6, resume_checkpoint_id=2)]
+    ckpts = [
+        CheckpointRecord(i, slot, step, f"m{slot}/{step}", "0" * 64, 1)
+        for i, (slot, step) in enumerate([(0, 2), (0, 4), (0, 6), (1, 2), (1, 4), (1, 6)], start=1)
+    ]
+    gens = [
+        GenerationRecord(10, 0, 0, 0, {}),
+        GenerationRecord(11, 1, 0, 0, {}),
+        GenerationRecord(12, 1, 1, 4, {}, "exploit", 10, 0, 1),
+    ]  # member 1 copied member 0's step-2 checkpoint
+    members = [
+        MemberRecord(20, 0, "running", 6, {}, 10, 0, 6, checkpoint_id=3, resume_checkpoint_id=3),
+        MemberRecord(21, 1, "running", 6, {}, 12, 1, 6, checkpoint_id=6, resume_checkpoint_id=2),
+    ]
     doomed = {c.id for c in collectable(ckpts, members, gens, keep=1, best_slot=1)}
     # kept: newest of each (3, 6), member 1's pending resume (2), best lineage's loaded (1)
     assert doomed == {4, 5}
@@ -34,19 +41,31 @@ def test_collectable_keeps_what_members_and_the_best_lineage_need() -> None:
 
 def test_a_population_file_goes_only_when_no_record_sharing_it_is_needed() -> None:
     # rounds at steps 2 and 4 each wrote one file for both members; member 1 still resumes from step 2
-    ckpts = [CheckpointRecord(i, slot, step, f"population/{step}", "0" * 64, 1)
-             for i, (slot, step) in enumerate([(0, 2), (1, 2), (0, 4), (1, 4)], start=1)]
+    ckpts = [
+        CheckpointRecord(i, slot, step, f"population/{step}", "0" * 64, 1)
+        for i, (slot, step) in enumerate([(0, 2), (1, 2), (0, 4), (1, 4)], start=1)
+    ]
     gens = [GenerationRecord(10, 0, 0, 0, {}), GenerationRecord(11, 1, 0, 0, {})]
-    members = [MemberRecord(20, 0, "running", 4, {}, 10, 0, 4, checkpoint_id=3, resume_checkpoint_id=3),
-               MemberRecord(21, 1, "running", 4, {}, 11, 0, 4, checkpoint_id=4, resume_checkpoint_id=2)]
+    members = [
+        MemberRecord(20, 0, "running", 4, {}, 10, 0, 4, checkpoint_id=3, resume_checkpoint_id=3),
+        MemberRecord(21, 1, "running", 4, {}, 11, 0, 4, checkpoint_id=4, resume_checkpoint_id=2),
+    ]
     assert collectable(ckpts, members, gens, keep=1, best_slot=0) == []  # record 1 is free, its file is not
     members[1] = MemberRecord(21, 1, "running", 4, {}, 11, 0, 4, checkpoint_id=4, resume_checkpoint_id=4)
     assert {c.id for c in collectable(ckpts, members, gens, keep=1, best_slot=0)} == {1, 2}
 
 
 def test_run_keeps_disk_bounded_and_needed_checkpoints(tmp_path: Path) -> None:
-    run = poptrain.create_run(name="gc", space=SPACE, population_size=6, metric="score", root=tmp_path,
-                              ready=poptrain.every(2), exploit=poptrain.truncation(0.34), seed=1)
+    run = poptrain.create_run(
+        name="gc",
+        space=SPACE,
+        population_size=6,
+        metric="score",
+        root=tmp_path,
+        ready=poptrain.every(2),
+        exploit=poptrain.truncation(0.34),
+        seed=1,
+    )
     run.optimize(Tracer, steps=30, keep_checkpoints=1)
     folder = tmp_path / "gc" / "checkpoints"
     on_disk = files(folder)
@@ -65,8 +84,9 @@ def test_run_keeps_disk_bounded_and_needed_checkpoints(tmp_path: Path) -> None:
 
 
 def test_corrupt_checkpoint_falls_back_to_a_donor(tmp_path: Path) -> None:
-    run = poptrain.create_run(name="c", space=SPACE, population_size=4, metric="score", root=tmp_path,
-                              ready=poptrain.every(2), seed=2)
+    run = poptrain.create_run(
+        name="c", space=SPACE, population_size=4, metric="score", root=tmp_path, ready=poptrain.every(2), seed=2
+    )
     run.optimize(Tracer, steps=6)
     victim = run.members()[3]
     ckpt = run.storage.get_checkpoint(victim.resume_checkpoint_id)
@@ -83,8 +103,17 @@ def test_corrupt_checkpoint_falls_back_to_a_donor(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("keep", [0, 2])
 def test_keep_policy_is_respected(tmp_path: Path, keep: int) -> None:
-    run = poptrain.create_run(name="k", space=SPACE, population_size=3, metric="score", root=tmp_path,
-                              ready=poptrain.every(1), exploit=None, explore=None, seed=0)
+    run = poptrain.create_run(
+        name="k",
+        space=SPACE,
+        population_size=3,
+        metric="score",
+        root=tmp_path,
+        ready=poptrain.every(1),
+        exploit=None,
+        explore=None,
+        seed=0,
+    )
     run.optimize(Tracer, steps=12, keep_checkpoints=keep)
     on_disk = files(tmp_path / "k" / "checkpoints")
     # with no exploits, each member needs only its newest: keep more, and more stay

@@ -88,8 +88,17 @@ READY = 3
 
 
 def make_run(tmp_path: Path, **options: Any) -> poptrain.Run:
-    return poptrain.create_run(name="np", space=SPACE, population_size=3, metric="loss", mode="min",
-                               ready=poptrain.every(READY), seed=0, root=tmp_path, **options)
+    return poptrain.create_run(
+        name="np",
+        space=SPACE,
+        population_size=3,
+        metric="loss",
+        mode="min",
+        ready=poptrain.every(READY),
+        seed=0,
+        root=tmp_path,
+        **options,
+    )
 
 
 # --- a whole run --------------------------------------------------------------------------
@@ -178,7 +187,10 @@ def _tensor_with(**attributes: Any) -> torch.Tensor:
     [
         ({"rng": {"state": np.zeros(3)}}, "state_dict()['rng']['state'] holds a numpy.ndarray"),
         ({"best": np.float64(1.0)}, "state_dict()['best'] holds a numpy.float64"),
-        ({"pcg": {"state": {"state": np.uint64(7), "inc": 1}}}, "state_dict()['pcg']['state']['state'] holds a numpy.uint64"),
+        (
+            {"pcg": {"state": {"state": np.uint64(7), "inc": 1}}},
+            "state_dict()['pcg']['state']['state'] holds a numpy.uint64",
+        ),
         ({"numpy_global": np.random.get_state()}, "state_dict()['numpy_global'][1] holds a numpy.ndarray"),
         ({"counts": {np.int64(3): 1}}, "state_dict()['counts'] has a key np.int64(3) of type numpy.int64"),
         ({"t": _tensor_with(meta=np.ones(1))}, "state_dict()['t'].meta holds a numpy.ndarray"),
@@ -203,12 +215,17 @@ def test_numpy_values_are_named_with_their_key_path(state: Any, where: str) -> N
     ],
 )
 def test_other_refused_types_are_named(value: Any, type_name: str) -> None:
-    with pytest.raises(CheckpointError, match=rf"^state_dict\(\)\['x'\] holds a {re.escape(type_name)}, {re.escape(WEIGHTS_ONLY)}; store tensors"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^state_dict\(\)\['x'\] holds a {re.escape(type_name)}, {re.escape(WEIGHTS_ONLY)}; store tensors",
+    ):
         serialize({"x": value})
 
 
 def test_an_unpicklable_value_is_named_and_cannot_be_saved() -> None:
-    with pytest.raises(CheckpointError, match=r"^cannot save the trainable's state: state_dict\(\)\['fn'\] holds a function "):
+    with pytest.raises(
+        CheckpointError, match=r"^cannot save the trainable's state: state_dict\(\)\['fn'\] holds a function "
+    ):
         serialize({"fn": lambda: 1})
 
 
@@ -218,8 +235,14 @@ def test_the_first_refused_part_in_order_is_named() -> None:
 
 
 SAFE_VALUES = {
-    "tensors": {"w": torch.ones(2, 3), "p": torch.nn.Parameter(torch.zeros(2)), "view": torch.arange(6)[2:4],
-                "sparse": torch.eye(2).to_sparse(), "bf16": torch.ones(2, dtype=torch.bfloat16), "attr": _tensor_with(tag=3)},
+    "tensors": {
+        "w": torch.ones(2, 3),
+        "p": torch.nn.Parameter(torch.zeros(2)),
+        "view": torch.arange(6)[2:4],
+        "sparse": torch.eye(2).to_sparse(),
+        "bf16": torch.ones(2, dtype=torch.bfloat16),
+        "attr": _tensor_with(tag=3),
+    },
     "numbers": [1, 2.5, float("nan"), True, None, 2**100, "s"],
     "torch types": (torch.Size([2, 3]), torch.float16, torch.device("cpu")),
     "ordered": collections.OrderedDict(a=1),
@@ -243,10 +266,30 @@ def test_a_shared_or_cyclic_structure_is_walked_once() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [np.zeros(2), np.float64(1), np.int32(1), np.str_("a"), np.dtype("float32"), collections.Counter("ab"),
-     collections.deque([1]), Point(1, 2), Settings(), Color.RED, frozenset({1}), slice(1, 2), range(3), ...,
-     {1, np.int64(2)}, torch.Generator(), torch.nn.Linear(1, 1), torch.float32, int, _tensor_with(m=np.ones(1)),
-     torch.nn.Parameter(torch.ones(1)), torch.ones(2, 2).to_sparse()],
+    [
+        np.zeros(2),
+        np.float64(1),
+        np.int32(1),
+        np.str_("a"),
+        np.dtype("float32"),
+        collections.Counter("ab"),
+        collections.deque([1]),
+        Point(1, 2),
+        Settings(),
+        Color.RED,
+        frozenset({1}),
+        slice(1, 2),
+        range(3),
+        ...,
+        {1, np.int64(2)},
+        torch.Generator(),
+        torch.nn.Linear(1, 1),
+        torch.float32,
+        int,
+        _tensor_with(m=np.ones(1)),
+        torch.nn.Parameter(torch.ones(1)),
+        torch.ones(2, 2).to_sparse(),
+    ],
     ids=lambda value: type(value).__name__,
 )
 def test_saved_means_loadable(value: Any) -> None:
@@ -285,7 +328,10 @@ def test_a_numpy_checkpoint_is_refused_not_called_corrupt() -> None:
     message = str(info.value)
     assert "corrupt" not in message and "\n" not in message
     assert message.startswith("checkpoint member-0000/step-00000001.pt holds numpy.")
-    assert "_reconstruct, which safe loading (torch.load(weights_only=True)) refuses; it was written by code that" in message
+    assert (
+        "_reconstruct, which safe loading (torch.load(weights_only=True)) refuses; it was written by code that"
+        in message
+    )
 
 
 class Evil:

@@ -42,8 +42,15 @@ def test_run_with_checkpoint_url_resumes_from_it(tmp_path):
     from pbt_helpers import SPACE, Tracer
 
     url = f"file://{tmp_path}/bucket/run"
-    run = poptrain.create_run(name="u", space=SPACE, population_size=3, metric="score", root=tmp_path / "runs",
-                              checkpoints=url, ready=poptrain.every(2))
+    run = poptrain.create_run(
+        name="u",
+        space=SPACE,
+        population_size=3,
+        metric="score",
+        root=tmp_path / "runs",
+        checkpoints=url,
+        ready=poptrain.every(2),
+    )
     run.optimize(Tracer, steps=4)
     assert any((tmp_path / "bucket" / "run").rglob("*.pt"))
     assert not (tmp_path / "runs" / "u" / "checkpoints").exists()
@@ -114,10 +121,15 @@ def test_a_state_safe_loading_refuses_is_not_written(tmp_path, kind):
     """The save refuses it (naming where it is) before writing anything, in every store."""
     import numpy as np
 
-    store = {"memory": InMemoryCheckpointStore, "local": lambda: LocalCheckpointStore(tmp_path / "c"),
-             "fsspec": lambda: FsspecCheckpointStore(f"file://{tmp_path}/c")}[kind]()
+    store = {
+        "memory": InMemoryCheckpointStore,
+        "local": lambda: LocalCheckpointStore(tmp_path / "c"),
+        "fsspec": lambda: FsspecCheckpointStore(f"file://{tmp_path}/c"),
+    }[kind]()
     with pytest.raises(CheckpointError, match=r"^state_dict\(\)\['opt'\]\['lr'\] holds a numpy.float32, "):
-        store.save(0, 1, {"model": {"w": CheckpointStoreContract.state()["model"]["w"]}, "opt": {"lr": np.float32(0.1)}})
+        store.save(
+            0, 1, {"model": {"w": CheckpointStoreContract.state()["model"]["w"]}, "opt": {"lr": np.float32(0.1)}}
+        )
     with pytest.raises(CheckpointError, match=r"^the population's state\['slots'\]\[1\] holds a numpy.int64, "):
         store.save_population(1, {"slots": [0, np.int64(1)]})
     assert not (tmp_path / "c").exists()

@@ -75,7 +75,9 @@ def one_line_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return lines[0]
 
 
-def test_bad_yaml_search_space_names_parameter_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_yaml_search_space_names_parameter_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(
         "trainable: poptrain.experiments.toy:ToyQuadratic\npopulation_size: 2\nsteps: 4\n"
@@ -92,13 +94,23 @@ def test_bad_yaml_search_space_names_parameter_and_writes_nothing(tmp_path: Path
         ("trainable: x:Y\npopulation_size: 0\nsteps: 4\nspace: {}\n", "population_size"),
         ("trainable: x:Y\npopulation_size: 2\nsteps: 4\nspace: {}\nbogus: 1\n", "bogus"),
         ("population_size: 2\nsteps: 4\nspace: {}\n", "trainable"),
-        ("trainable: nosuchmodule:Thing\npopulation_size: 2\nsteps: 4\nspace: {a: {type: int, low: 1, high: 3}}\n", "cannot import"),
+        (
+            "trainable: nosuchmodule:Thing\npopulation_size: 2\nsteps: 4\nspace: {a: {type: int, low: 1, high: 3}}\n",
+            "cannot import",
+        ),
         ("trainable: [unclosed\n", "not valid YAML"),
-        ("trainable: poptrain.experiments.toy:ToyQuadratic\npopulation_size: 2\nsteps: 4\n"
-         "space: {a: {type: weird, low: 1, high: 3}}\n", "unknown type 'weird'"),
+        (
+            (
+                "trainable: poptrain.experiments.toy:ToyQuadratic\npopulation_size: 2\nsteps: 4\n"
+                "space: {a: {type: weird, low: 1, high: 3}}\n"
+            ),
+            "unknown type 'weird'",
+        ),
     ],
 )
-def test_bad_config_gets_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, expected: str) -> None:
+def test_bad_config_gets_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, expected: str
+) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(content)
     assert expected in one_line_error(capsys, "run", str(config), "--root", str(tmp_path / "runs"))
@@ -116,16 +128,24 @@ def test_existing_run_name_is_refused_unless_overwritten(tmp_path: Path, capsys:
     root = str(tmp_path)
     assert run_cli(capsys, "run", "poptrain.experiments.toy", "--root", root, "--steps", "8", "--quiet")[0] == 0
     assert "exists already" in one_line_error(capsys, "run", "poptrain.experiments.toy", "--root", root, "--steps", "8")
-    assert run_cli(capsys, "run", "poptrain.experiments.toy", "--root", root, "--steps", "8", "--quiet", "--overwrite")[0] == 0
+    assert (
+        run_cli(capsys, "run", "poptrain.experiments.toy", "--root", root, "--steps", "8", "--quiet", "--overwrite")[0]
+        == 0
+    )
 
 
 def test_installed_command_exits_2_on_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "poptrain", "status", "ghost", "--root", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == f"poptrain: error: no run named 'ghost': {tmp_path / 'ghost' / 'poptrain.db'} does not exist; check the name and --root"
+    assert (
+        result.stderr.strip()
+        == f"poptrain: error: no run named 'ghost': {tmp_path / 'ghost' / 'poptrain.db'} does not exist; check the name and --root"
+    )
 
 
 def test_broken_experiment_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -161,11 +181,17 @@ def test_experiment_module_file_with_summary(tmp_path: Path, capsys: pytest.Capt
     assert "members_seen = 4" in out
 
 
-def test_bad_executor_settings_are_refused_before_anything_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_executor_settings_are_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = str(tmp_path / "runs")
-    line = one_line_error(capsys, "run", "poptrain.experiments.toy", "--root", root, "--executor", "processes", "--workers", "0")
+    line = one_line_error(
+        capsys, "run", "poptrain.experiments.toy", "--root", root, "--executor", "processes", "--workers", "0"
+    )
     assert "--workers must be a whole number from 1 to 1024, got 0" in line
-    assert "--workers is for --executor processes or ray" in one_line_error(capsys, "run", "poptrain.experiments.toy", "--root", root, "--workers", "3")
+    assert "--workers is for --executor processes or ray" in one_line_error(
+        capsys, "run", "poptrain.experiments.toy", "--root", root, "--workers", "3"
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -182,8 +208,18 @@ def test_resume_and_worker_need_a_run_started_by_the_cli(tmp_path: Path, capsys:
 def test_vectorized_experiment_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = str(tmp_path)
     code, out, err = run_cli(
-        capsys, "run", "poptrain.experiments.digits_vectorized", "--root", root, "--population", "8", "--steps", "4",
-        "--quiet", "--device", "cpu",
+        capsys,
+        "run",
+        "poptrain.experiments.digits_vectorized",
+        "--root",
+        root,
+        "--population",
+        "8",
+        "--steps",
+        "4",
+        "--quiet",
+        "--device",
+        "cpu",
     )
     assert code == 0, err
     assert "Best member" in out and "test_acc" in out
@@ -192,9 +228,13 @@ def test_vectorized_experiment_from_the_command_line(tmp_path: Path, capsys: pyt
 
 
 def test_vectorized_executor_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(capsys, "run", "poptrain.experiments.toy", "--root", str(tmp_path), "--executor", "vectorized", "--quiet")
+    code, _, err = run_cli(
+        capsys, "run", "poptrain.experiments.toy", "--root", str(tmp_path), "--executor", "vectorized", "--quiet"
+    )
     assert code == 2
     assert err.strip().count("\n") == 0 and "executor 'vectorized' trains a poptrain.VectorizedTrainable" in err
     assert not (tmp_path / "toy").exists()  # refused before the run was created
-    code, _, err = run_cli(capsys, "run", "poptrain.experiments.toy", "--root", str(tmp_path), "--device", "cuda", "--quiet")
+    code, _, err = run_cli(
+        capsys, "run", "poptrain.experiments.toy", "--root", str(tmp_path), "--device", "cuda", "--quiet"
+    )
     assert code == 2 and "--device is for --executor vectorized" in err

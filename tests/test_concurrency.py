@@ -43,8 +43,15 @@ def check_consistent(run: poptrain.Run) -> None:
 
 def concurrent_run(tmp_path: Path, storage: str | None) -> poptrain.Run:
     run = poptrain.create_run(
-        name="many", space=SPACE, population_size=POPULATION, metric="Q", ready=poptrain.every(2),
-        exploit=poptrain.truncation(0.3), seed=3, storage=storage, root=tmp_path,
+        name="many",
+        space=SPACE,
+        population_size=POPULATION,
+        metric="Q",
+        ready=poptrain.every(2),
+        exploit=poptrain.truncation(0.3),
+        seed=3,
+        storage=storage,
+        root=tmp_path,
     )
     return run.optimize(SlowToy, steps=STEPS, executor="processes", workers=WORKERS, flush_seconds=0.0)
 

@@ -17,8 +17,16 @@ LR_SPACE = {"lr": poptrain.Float(0.001, 0.2, log=True)}
 
 def lr_run(root: Path, name: str = "conf", *, synchronous: bool = False) -> poptrain.Run:
     return poptrain.create_run(
-        name=name, space=LR_SPACE, population_size=4, metric="loss", mode="min", ready=poptrain.every(3),
-        exploit=poptrain.truncation(0.25), explore=poptrain.perturb((0.5, 2.0)), seed=7, root=root,
+        name=name,
+        space=LR_SPACE,
+        population_size=4,
+        metric="loss",
+        mode="min",
+        ready=poptrain.every(3),
+        exploit=poptrain.truncation(0.25),
+        explore=poptrain.perturb((0.5, 2.0)),
+        seed=7,
+        root=root,
         synchronous=synchronous,
     )
 
@@ -26,8 +34,11 @@ def lr_run(root: Path, name: str = "conf", *, synchronous: bool = False) -> popt
 def mismatches(run: poptrain.Run) -> list[tuple[int, int, float, float]]:
     """(slot, step, lr used, lr recorded) of every step trained with another lr than the lineage records."""
     recorded = {g.id: g.hparams["lr"] for g in run.lineage()}
-    return [(s.slot, s.step, s.metrics["lr_used"], recorded[s.generation_id]) for s in run.scores()
-            if s.metrics["lr_used"] != pytest.approx(recorded[s.generation_id], rel=1e-12)]
+    return [
+        (s.slot, s.step, s.metrics["lr_used"], recorded[s.generation_id])
+        for s in run.scores()
+        if s.metrics["lr_used"] != pytest.approx(recorded[s.generation_id], rel=1e-12)
+    ]
 
 
 def signature(run: poptrain.Run) -> tuple:
@@ -50,7 +61,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple:
 
 
 @pytest.mark.parametrize("make_executor", executors())
-def test_every_step_trains_with_the_recorded_hyperparameters_and_matches_sequential(tmp_path: Path, make_executor, reference) -> None:
+def test_every_step_trains_with_the_recorded_hyperparameters_and_matches_sequential(
+    tmp_path: Path, make_executor, reference
+) -> None:
     run = lr_run(tmp_path).optimize(LrProbe, steps=12, executor=make_executor())
     assert mismatches(run) == []
     assert any(g.kind == "exploit" for g in run.lineage())
@@ -77,15 +90,26 @@ def test_kill_and_resume_gives_the_uninterrupted_run(tmp_path: Path, reference) 
 def rising_run(root: Path, *, synchronous: bool, population: int = 4, fraction: float = 0.25) -> poptrain.Run:
     hs = [round(0.9 * i / (population - 1), 6) for i in range(population)]
     return poptrain.create_run(
-        name="rising", space={"h": poptrain.Float(0.0, 1.0)}, population_size=population, metric="score", mode="max",
-        ready=poptrain.every(4), exploit=poptrain.truncation(fraction), explore=None, seed=0, root=root,
-        initial_hparams=[{"h": h} for h in hs], synchronous=synchronous,
+        name="rising",
+        space={"h": poptrain.Float(0.0, 1.0)},
+        population_size=population,
+        metric="score",
+        mode="max",
+        ready=poptrain.every(4),
+        exploit=poptrain.truncation(fraction),
+        explore=None,
+        seed=0,
+        root=root,
+        initial_hparams=[{"h": h} for h in hs],
+        synchronous=synchronous,
     )
 
 
 @pytest.mark.parametrize("synchronous", [False, True], ids=["asynchronous", "synchronous"])
 @pytest.mark.parametrize("executor", ["sequential", "processes"])
-def test_worst_member_on_a_rising_curve_is_replaced_at_its_first_ready_point(tmp_path: Path, synchronous: bool, executor: str) -> None:
+def test_worst_member_on_a_rising_curve_is_replaced_at_its_first_ready_point(
+    tmp_path: Path, synchronous: bool, executor: str
+) -> None:
     run = rising_run(tmp_path, synchronous=synchronous).optimize(RisingCurve, steps=20, executor=executor)
     first = [g for g in run.lineage() if g.slot == 0 and g.number == 1]
     assert first and first[0].kind == "exploit" and first[0].start_step == 4 and first[0].donor == 3

@@ -14,9 +14,15 @@ from poptrain.experiments import digits
 def make_run(tmp_path: Path, population: int, ready: int) -> poptrain.Run:
     settings = digits.experiment()
     return poptrain.create_run(
-        name="digits", space=settings["space"], population_size=population, metric="val_acc",
-        ready=poptrain.every(ready), exploit=poptrain.truncation(0.25), explore=settings["explore"],
-        seed=0, root=tmp_path,
+        name="digits",
+        space=settings["space"],
+        population_size=population,
+        metric="val_acc",
+        ready=poptrain.every(ready),
+        exploit=poptrain.truncation(0.25),
+        explore=settings["explore"],
+        seed=0,
+        root=tmp_path,
     )
 
 
@@ -53,8 +59,14 @@ def test_set_hparams_keeps_optimizer_state() -> None:
 def test_full_digits_experiment(tmp_path: Path) -> None:
     settings = digits.experiment()
     run = poptrain.create_run(
-        name="digits", space=settings["space"], population_size=settings["population_size"], metric="val_acc",
-        ready=settings["ready"], exploit=settings["exploit"], explore=settings["explore"], root=tmp_path,
+        name="digits",
+        space=settings["space"],
+        population_size=settings["population_size"],
+        metric="val_acc",
+        ready=settings["ready"],
+        exploit=settings["exploit"],
+        explore=settings["explore"],
+        root=tmp_path,
     ).optimize(digits.DigitsMLP, steps=settings["steps"])
     best = run.best()
     assert best is not None and best.score >= 0.96

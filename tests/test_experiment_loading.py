@@ -127,12 +127,16 @@ def test_processes_executor_workers_import_the_trainable_from_beside_the_target(
         )
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    code, _, err = cli(capsys, "run", str(target), "--root", str(tmp_path / "runs"), "--quiet", "--executor", "processes")
+    code, _, err = cli(
+        capsys, "run", str(target), "--root", str(tmp_path / "runs"), "--quiet", "--executor", "processes"
+    )
     assert code == 0, err
     assert "finished" in cli(capsys, "status", "procs", "--root", str(tmp_path / "runs"))[1]
 
 
-def test_resume_from_another_folder_imports_the_module_beside_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_from_another_folder_imports_the_module_beside_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     module = sibling_module(tmp_path / "configs")
     config = tmp_path / "configs" / "again.yaml"
     config.write_text(f"trainable: {module}:MyTrainable\nmetric: Q\npopulation_size: 2\nsteps: 4\n{SPACE_YAML}")
@@ -141,7 +145,11 @@ def test_resume_from_another_folder_imports_the_module_beside_the_config(tmp_pat
     (tmp_path / "elsewhere").mkdir()
     result = subprocess.run(  # a fresh interpreter: nothing imported yet
         [sys.executable, "-m", "poptrain", "resume", "again", "--root", str(root), "--steps", "8", "--quiet"],
-        check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path / "elsewhere",
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path / "elsewhere",
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -197,7 +205,9 @@ def test_unknown_setting_lists_the_valid_ones(tmp_path: Path) -> None:
 
 def test_unknown_yaml_key_lists_the_valid_ones(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text(f"trainable: poptrain.experiments.toy:ToyQuadratic\npopulation_size: 2\nsteps: 4\n{SPACE_YAML}epochs: 3\n")
+    config.write_text(
+        f"trainable: poptrain.experiments.toy:ToyQuadratic\npopulation_size: 2\nsteps: 4\n{SPACE_YAML}epochs: 3\n"
+    )
     message = error_of(config)
     assert message.startswith(f"{config}: unknown key 'epochs'; valid keys are ")
     assert all(s.name in message for s in YAML_SETTINGS)
@@ -286,7 +296,11 @@ YAML_VALUES = [
     ("strategy", "{synchronous: 'yes please'}", "strategy: synchronous must be true or false"),
     ("strategy", "{inherit_hparams: 1}", "strategy: inherit_hparams must be true or false"),
     ("strategy", "{exploit: {type: nope}}", "strategy.exploit: unknown strategy type 'nope'"),
-    ("strategy", "{exploit: {type: truncation, fraction: 2}}", "strategy.exploit: truncation(fraction=...) must be in (0, 0.5]"),
+    (
+        "strategy",
+        "{exploit: {type: truncation, fraction: 2}}",
+        "strategy.exploit: truncation(fraction=...) must be in (0, 0.5]",
+    ),
     ("strategy", "{ready: {type: every, steps: 0}}", "strategy.ready: every(steps=...) needs a whole number >= 1"),
     ("strategy", "{explore: {type: perturb, factors: abc}}", "strategy.explore: perturb(factors=...)"),
     ("strategy", "{exploit: {type: truncation, share: 2}}", "strategy.exploit: bad arguments for truncation"),
@@ -294,9 +308,14 @@ YAML_VALUES = [
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), YAML_VALUES)
-def test_each_yaml_key_is_checked(key: str, value: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_each_yaml_key_is_checked(
+    key: str, value: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = {
-        "trainable": "poptrain.experiments.toy:ToyQuadratic", "metric": "Q", "population_size": "2", "steps": "4",
+        "trainable": "poptrain.experiments.toy:ToyQuadratic",
+        "metric": "Q",
+        "population_size": "2",
+        "steps": "4",
         "space": "{h0: {type: float, low: 0.0, high: 1.0}}",
     }
     settings[key] = value
@@ -310,8 +329,11 @@ def test_each_yaml_key_is_checked(key: str, value: str, expected: str, tmp_path:
 
 @pytest.mark.parametrize(
     ("returned", "expected"),
-    [("[1, 2]", "experiment() returned list, not a dict of settings"), ("None", "experiment() returned NoneType"),
-     ("'toy'", "experiment() returned str")],
+    [
+        ("[1, 2]", "experiment() returned list, not a dict of settings"),
+        ("None", "experiment() returned NoneType"),
+        ("'toy'", "experiment() returned str"),
+    ],
 )
 def test_experiment_returning_something_else_is_one_line(returned: str, expected: str, tmp_path: Path) -> None:
     path = write_experiment(tmp_path, f"def experiment():\n    return {returned}\n")
@@ -328,8 +350,12 @@ def test_user_code_failures_name_the_file_and_line(tmp_path: Path) -> None:
     path = write_experiment(tmp_path, "def experiment():\n    return {}['x']\n")
     assert f"{path}: experiment() raised: KeyError: 'x' (line 7)" == error_of(path)
     path = write_experiment(tmp_path, "def experiment(name):\n    return SETTINGS\n")
-    assert "experiment() raised: TypeError: experiment() missing 1 required positional argument: 'name'" in error_of(path)
-    path = write_experiment(tmp_path, "import argparse\nargparse.ArgumentParser().parse_args([])\nimport sys\nsys.exit(3)\n")
+    assert "experiment() raised: TypeError: experiment() missing 1 required positional argument: 'name'" in error_of(
+        path
+    )
+    path = write_experiment(
+        tmp_path, "import argparse\nargparse.ArgumentParser().parse_args([])\nimport sys\nsys.exit(3)\n"
+    )
     assert "it called sys.exit(3); keep command-line parsing under if __name__ == '__main__':" in error_of(path)
     path = write_experiment(tmp_path, "experiment = 3\n")
     assert f"{path}: no experiment() function" in error_of(path)
@@ -370,7 +396,9 @@ def test_a_file_of_another_kind_is_refused(tmp_path: Path) -> None:
 def test_loaded_settings_and_defaults(tmp_path: Path) -> None:
     spec = load_experiment("poptrain.experiments.toy")
     assert spec.metric == "Q" and spec.strategy.synchronous and spec.initial_hparams is not None
-    path = write_experiment(tmp_path, "def experiment():\n    return {**SETTINGS, 'summarize': len, 'executor': 'processes'}\n")
+    path = write_experiment(
+        tmp_path, "def experiment():\n    return {**SETTINGS, 'summarize': len, 'executor': 'processes'}\n"
+    )
     spec = load_experiment(str(path))
     assert spec.summarize is len and spec.executor == "processes" and spec.mode == "max" and spec.seed == 0
     defaults: dict[str, Any] = {s.name: s.default for s in MODULE_SETTINGS}
@@ -384,7 +412,8 @@ def test_resume_from_another_folder_of_a_run_with_a_custom_strategy_in_its_file(
     folder.mkdir()
     path = folder / f"{unique('custom')}.py"
     path.write_text(
-        TOY_SETTINGS + "import poptrain\n\n\ndef keep(hparams, space, rng):\n    return poptrain.Explored(dict(hparams), {})\n\n\n"
+        TOY_SETTINGS
+        + "import poptrain\n\n\ndef keep(hparams, space, rng):\n    return poptrain.Explored(dict(hparams), {})\n\n\n"
         "def experiment():\n    return {**SETTINGS, 'explore': keep, 'name': 'custom'}\n"
     )
     root = tmp_path / "runs"
@@ -393,6 +422,10 @@ def test_resume_from_another_folder_of_a_run_with_a_custom_strategy_in_its_file(
     for args in (["status", "custom"], ["resume", "custom", "--steps", "8", "--quiet"]):
         result = subprocess.run(  # a fresh interpreter: the experiment's module is not imported yet
             [sys.executable, "-m", "poptrain", *args, "--root", str(root)],
-            check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path / "elsewhere",
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path / "elsewhere",
         )
         assert result.returncode == 0, result.stderr

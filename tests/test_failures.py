@@ -58,8 +58,9 @@ class FlakyNaN(FlakyOnce):
 
 
 def toy_run(tmp_path: Path, name: str = "t", **kwargs: object) -> poptrain.Run:
-    return poptrain.create_run(name=name, space=SPACE, population_size=2, metric="Q", root=tmp_path,
-                               initial_hparams=INITIAL_H, **kwargs)  # type: ignore[arg-type]
+    return poptrain.create_run(
+        name=name, space=SPACE, population_size=2, metric="Q", root=tmp_path, initial_hparams=INITIAL_H, **kwargs
+    )  # type: ignore[arg-type]
 
 
 def test_missing_metric_is_named(tmp_path: Path) -> None:
@@ -81,14 +82,18 @@ def test_run_where_every_member_fails_stops_with_a_clear_error(tmp_path: Path) -
 
 def test_a_failed_step_is_retried_from_the_checkpoint_and_changes_nothing(tmp_path: Path) -> None:
     FLAKED.clear()
-    clean = toy_run(tmp_path, "clean", synchronous=True, exploit=poptrain.truncation(0.5)).optimize(FlakyOnce.__base__, steps=16)
+    clean = toy_run(tmp_path, "clean", synchronous=True, exploit=poptrain.truncation(0.5)).optimize(
+        FlakyOnce.__base__, steps=16
+    )
     FLAKED.clear()
-    retried = toy_run(tmp_path, "flaky", synchronous=True, exploit=poptrain.truncation(0.5)).optimize(FlakyOnce, steps=16)
+    retried = toy_run(tmp_path, "flaky", synchronous=True, exploit=poptrain.truncation(0.5)).optimize(
+        FlakyOnce, steps=16
+    )
     assert FLAKED == {(0, 6)}
     member0 = retried.members()[0]
     assert member0.state == "finished" and member0.failures == 0  # a ready point since
     assert "step 6" in (member0.error or "")  # the last failure stays visible
-    key = lambda r: sorted((s.slot, s.step, s.value) for s in r.scores())  # noqa: E731
+    key = lambda r: sorted((s.slot, s.step, s.value) for s in r.scores())
     assert key(retried) == key(clean)
     assert [(g.slot, g.number, g.kind, g.donor, g.start_step) for g in retried.lineage()] == [
         (g.slot, g.number, g.kind, g.donor, g.start_step) for g in clean.lineage()
@@ -102,7 +107,9 @@ def test_a_non_finite_score_is_not_retried_but_replaced_by_a_copy(tmp_path: Path
     run = toy_run(tmp_path, "nan", synchronous=True, exploit=poptrain.truncation(0.5)).optimize(FlakyNaN, steps=16)
     assert FLAKED == {(0, 6)}
     replaced = [g for g in run.lineage() if g.slot == 0 and "replaced" in g.operations]
-    assert len(replaced) == 1 and replaced[0].donor == 1 and "retrying cannot help" in replaced[0].operations["replaced"]
+    assert (
+        len(replaced) == 1 and replaced[0].donor == 1 and "retrying cannot help" in replaced[0].operations["replaced"]
+    )
     assert replaced[0].start_step == 4  # from member 1's step-4 checkpoint: step 5 kept nothing
     assert all(m.state == "finished" and m.step == 16 for m in run.members())
 
@@ -118,7 +125,12 @@ class BadRate(ToyQuadratic):
 
 def test_member_failing_too_often_is_replaced_by_a_copy_of_the_best(tmp_path: Path) -> None:
     run = poptrain.create_run(
-        name="r", space=SPACE, population_size=3, metric="Q", root=tmp_path, explore=None,
+        name="r",
+        space=SPACE,
+        population_size=3,
+        metric="Q",
+        root=tmp_path,
+        explore=None,
         initial_hparams=[{"h0": 1.0, "h1": 0.0}, {"h0": 0.5, "h1": 0.5}, {"h0": 0.3, "h1": 0.2}],
     ).optimize(BadRate, steps=12, max_retries=2)
     member0 = run.members()[0]
@@ -168,7 +180,9 @@ def test_status_shows_a_stored_failure(tmp_path: Path, capsys: pytest.CaptureFix
     assert "member 0 failed (3 in a row)" in out and "ValueError: diverged" in out and "Traceback" in out
 
 
-def test_full_disk_stops_with_a_clear_error_and_the_run_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_stops_with_a_clear_error_and_the_run_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     writes = {"n": 0}
     monkeypatch.setattr("os.fdopen", _failing_fdopen(writes))  # the disk fills after 5 checkpoint files
     run = toy_run(tmp_path, "disk", synchronous=True, exploit=poptrain.truncation(0.5))
@@ -202,8 +216,15 @@ def test_worker_command_trains_a_run_to_its_end(tmp_path: Path, capsys: pytest.C
     from poptrain.cli.main import main
 
     root = str(tmp_path)
-    poptrain.create_run(name="joined", space=SPACE, population_size=2, metric="Q", root=root,
-                        initial_hparams=INITIAL_H, meta={"target": "poptrain.experiments.toy", "steps": 12})
+    poptrain.create_run(
+        name="joined",
+        space=SPACE,
+        population_size=2,
+        metric="Q",
+        root=root,
+        initial_hparams=INITIAL_H,
+        meta={"target": "poptrain.experiments.toy", "steps": 12},
+    )
     assert main(["worker", "joined", "--root", root]) == 0
     assert "worker done: 6 ready points" in capsys.readouterr().out
     run = poptrain.load_run("joined", root=root)

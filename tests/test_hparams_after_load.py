@@ -48,14 +48,24 @@ class LrReporter(poptrain.Trainable):
 def mismatches(run: poptrain.Run) -> list[tuple[int, int, float, float]]:
     """(slot, step, lr used, lr recorded) of every step trained with another lr than recorded."""
     recorded = {g.id: g.hparams["lr"] for g in run.lineage()}
-    return [(s.slot, s.step, s.metrics["lr_used"], recorded[s.generation_id]) for s in run.scores()
-            if s.metrics["lr_used"] != pytest.approx(recorded[s.generation_id])]
+    return [
+        (s.slot, s.step, s.metrics["lr_used"], recorded[s.generation_id])
+        for s in run.scores()
+        if s.metrics["lr_used"] != pytest.approx(recorded[s.generation_id])
+    ]
 
 
 def make(tmp_path: Path) -> poptrain.Run:
     return poptrain.create_run(
-        name="lr", space={"lr": poptrain.Float(0.001, 0.1, log=True)}, population_size=4, metric="loss", mode="min",
-        ready=poptrain.every(2), exploit=poptrain.truncation(0.34), explore=poptrain.perturb((0.5, 2.0)), seed=1,
+        name="lr",
+        space={"lr": poptrain.Float(0.001, 0.1, log=True)},
+        population_size=4,
+        metric="loss",
+        mode="min",
+        ready=poptrain.every(2),
+        exploit=poptrain.truncation(0.34),
+        explore=poptrain.perturb((0.5, 2.0)),
+        seed=1,
         root=tmp_path,
     )
 

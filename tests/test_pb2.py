@@ -58,7 +58,9 @@ def test_history_without_openings_minimises_and_counts_pending():
     later = build_history(decided, CHECKPOINTS, ready=[(1, 12, 0.7)], mode="min")
     assert later.pending == {}
     assert (later.observations[-1].slot, later.observations[-1].hparams, round(later.observations[-1].change, 6)) == (
-        1, {"lr": 0.005}, 0.025,
+        1,
+        {"lr": 0.005},
+        0.025,
     )
 
 
@@ -104,9 +106,13 @@ def test_pb2_stays_within_bounds_and_rounds_integers():
         for i, lr in enumerate(LRS)
     )
     for seed in range(5):
-        explored = pb2(choice_probability=0.0)({"lr": 1e-2, "layers": 3, "act": "tanh"}, space, rng(seed), history=History(obs, step=4))
+        explored = pb2(choice_probability=0.0)(
+            {"lr": 1e-2, "layers": 3, "act": "tanh"}, space, rng(seed), history=History(obs, step=4)
+        )
         space.validate(explored.hparams)
-        assert isinstance(explored.hparams["layers"], int) and explored.hparams["layers"] >= 6  # more layers scored better
+        assert (
+            isinstance(explored.hparams["layers"], int) and explored.hparams["layers"] >= 6
+        )  # more layers scored better
         assert explored.hparams["act"] == "tanh" and explored.operations["act"] == "keep"
     changed = pb2(choice_probability=1.0)({"lr": 1e-2, "layers": 3, "act": "tanh"}, space, rng(), history=History(obs))
     assert changed.hparams["act"] == "relu" and "resample" in changed.operations["act"]
@@ -116,7 +122,9 @@ def test_pending_points_push_the_next_suggestion_away():
     from poptrain.strategy.pb2 import from_unit, to_unit
 
     lr = SPACE["lr"]
-    middle = tuple(Observation(i, 0, 4, {"lr": from_unit(lr, u)}, float(i % 2)) for i, u in enumerate([0.4, 0.45, 0.5, 0.55, 0.6]))
+    middle = tuple(
+        Observation(i, 0, 4, {"lr": from_unit(lr, u)}, float(i % 2)) for i, u in enumerate([0.4, 0.45, 0.5, 0.55, 0.6])
+    )
     explore = pb2(beta=4.0)  # exploring: the far ends are the most uncertain
     first = explore({"lr": 1e-3}, SPACE, rng(), history=History(middle, step=4)).hparams
     again = explore({"lr": 1e-3}, SPACE, rng(), history=History(middle, step=4)).hparams
@@ -157,7 +165,9 @@ def test_window_keeps_only_recent_observations():
     ],
 )
 def test_bad_arguments(make, message):
-    with pytest.raises(StrategyError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        StrategyError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")
+    ):
         make()
 
 
@@ -213,8 +223,14 @@ def test_spec_round_trip_and_yaml(tmp_path):
 @pytest.mark.parametrize("synchronous", [False, True])
 def test_a_run_with_pb2_records_what_it_did(tmp_path, synchronous):
     run = make_run(
-        "pb2", population_size=4, seed=1, storage="sqlite", tmp_path=tmp_path, explore=pb2(),
-        exploit=poptrain.truncation(0.25), synchronous=synchronous,
+        "pb2",
+        population_size=4,
+        seed=1,
+        storage="sqlite",
+        tmp_path=tmp_path,
+        explore=pb2(),
+        exploit=poptrain.truncation(0.25),
+        synchronous=synchronous,
     )
     run.optimize(Tracer, steps=12)
     decided = [g for g in run.lineage() if g.number > 0]
@@ -231,10 +247,14 @@ def test_a_run_with_pb2_records_what_it_did(tmp_path, synchronous):
 def test_experiment_module_writes_its_table(tmp_path):
     from poptrain.experiments import pb2 as experiment
 
-    assert experiment.main(["toy", "--seeds", "1", "--steps", "6", "--ready", "2", "--root", str(tmp_path / "toy")]) == 0
+    assert (
+        experiment.main(["toy", "--seeds", "1", "--steps", "6", "--ready", "2", "--root", str(tmp_path / "toy")]) == 0
+    )
     table = (tmp_path / "toy" / "table.md").read_text()
     assert "| pb2 |" in table and "| pbt |" in table and "| random search |" in table
-    assert experiment.main(["digits", "--seeds", "1", "--steps", "3", "--ready", "1", "--root", str(tmp_path / "d")]) == 0
+    assert (
+        experiment.main(["digits", "--seeds", "1", "--steps", "3", "--ready", "1", "--root", str(tmp_path / "d")]) == 0
+    )
     assert "test accuracy" in (tmp_path / "d" / "table.md").read_text()
 
 
@@ -245,7 +265,9 @@ def test_a_worker_and_a_resumed_run_read_the_history_from_storage(tmp_path):
     url, checkpoints = f"sqlite:///{tmp_path}/worker/poptrain.db", str(tmp_path / "worker" / "checkpoints")
     run.optimize(Tracer, steps=6)  # ready at 3: the 4 first intervals are observed
     run.close()
-    work(WorkerJob(url, "worker", checkpoints, Tracer, 12, flush_seconds=0.0, torch_threads=None))  # as a worker process does
+    work(
+        WorkerJob(url, "worker", checkpoints, Tracer, 12, flush_seconds=0.0, torch_threads=None)
+    )  # as a worker process does
     resumed = poptrain.load_run("worker", storage=url, root=str(tmp_path))
     after = [g for g in resumed.lineage() if g.number > 0 and g.start_step > 6]
     assert after and all("ucb" in g.operations["rate"] for g in after)

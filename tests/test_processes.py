@@ -50,8 +50,13 @@ def test_two_worker_processes_train_every_step_once(tmp_path: Path) -> None:
 def test_killed_worker_member_is_taken_over(tmp_path: Path) -> None:
     open_run(str(tmp_path), synchronous=False)  # create it
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, str(TESTS / "worker_target.py"), str(tmp_path), "1.0"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, str(TESTS / "worker_target.py"), str(tmp_path), "1.0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert child.stdout is not None and child.stdout.readline().strip() == "go"
     run = poptrain.load_run("killed", root=tmp_path)
     deadline = time.monotonic() + 60
@@ -70,8 +75,13 @@ def test_killed_worker_member_is_taken_over(tmp_path: Path) -> None:
 
 
 def test_processes_need_checkpoints_the_workers_share(tmp_path: Path) -> None:
-    run = poptrain.create_run(name="m", space={"h0": poptrain.Float(0, 1), "h1": poptrain.Float(0, 1)},
-                              population_size=2, metric="Q", storage="memory")
+    run = poptrain.create_run(
+        name="m",
+        space={"h0": poptrain.Float(0, 1), "h1": poptrain.Float(0, 1)},
+        population_size=2,
+        metric="Q",
+        storage="memory",
+    )
     with pytest.raises(poptrain.ConfigError, match="needs checkpoints in a folder or URL the workers share"):
         run.optimize(SlowToy, steps=4, executor="processes", workers=2)
     with pytest.raises(poptrain.ConfigError, match="workers=3 needs executor='processes'"):

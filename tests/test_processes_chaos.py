@@ -31,10 +31,13 @@ def workers_of(pid: int) -> set[int]:
 def test_driver_killed_then_resumed_loses_nothing_and_leaves_no_process(tmp_path: Path) -> None:
     open_run(str(tmp_path), synchronous=False)  # created here, trained by the driver below
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    script = ("import sys; from kill_target import open_run, SlowToy, STEPS; "
-              "open_run(sys.argv[1], False).optimize(SlowToy, steps=STEPS, executor='processes', workers=2, flush_seconds=0.0)")
-    driver = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = (
+        "import sys; from kill_target import open_run, SlowToy, STEPS; "
+        "open_run(sys.argv[1], False).optimize(SlowToy, steps=STEPS, executor='processes', workers=2, flush_seconds=0.0)"
+    )
+    driver = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     workers: set[int] = set()
     try:
         run = poptrain.load_run("killed", root=tmp_path) if (tmp_path / "killed").exists() else None
@@ -114,8 +117,16 @@ def test_a_lease_worker_paused_past_its_lease_is_fenced_off(tmp_path: Path) -> N
     for that member are refused (a stale lease) instead of doubling the member's steps."""
     open_run(str(tmp_path), synchronous=False)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    workers = [subprocess.Popen([sys.executable, str(TESTS / "worker_target.py"), str(tmp_path), "1.0"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(TESTS / "worker_target.py"), str(tmp_path), "1.0"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         for worker in workers:
             assert worker.stdout is not None and worker.stdout.readline().strip() == "go"
@@ -127,7 +138,7 @@ def test_a_lease_worker_paused_past_its_lease_is_fenced_off(tmp_path: Path) -> N
         time.sleep(3.0)  # three lease lengths: its member is taken over
         os.kill(workers[0].pid, signal.SIGCONT)
         for worker in workers:
-            out, err = worker.communicate(timeout=180)
+            _, err = worker.communicate(timeout=180)
             assert worker.returncode == 0, err[-2000:]
         assert_complete_and_consistent(poptrain.load_run("killed", root=tmp_path), POPULATION, STEPS)
     finally:

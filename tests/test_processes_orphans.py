@@ -46,9 +46,22 @@ def test_workers_end_when_their_driver_is_killed(tmp_path: Path) -> None:
     (tmp_path / "long.yaml").write_text(CONFIG)
     workers: set[int] = set()
     driver = subprocess.Popen(
-        [sys.executable, "-m", "poptrain", "run", str(tmp_path / "long.yaml"), "--root", str(tmp_path / "runs"),
-         "--executor", "processes", "--workers", "2", "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "poptrain",
+            "run",
+            str(tmp_path / "long.yaml"),
+            "--root",
+            str(tmp_path / "runs"),
+            "--executor",
+            "processes",
+            "--workers",
+            "2",
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 90
@@ -77,8 +90,9 @@ def test_worker_processes_keep_every_checkpoint_when_told_to(tmp_path: Path) -> 
     import poptrain
     from pbt_helpers import SPACE, SlowTracer
 
-    run = poptrain.create_run(name="keep", space=SPACE, population_size=2, metric="score", root=tmp_path,
-                              ready=poptrain.every(2))
+    run = poptrain.create_run(
+        name="keep", space=SPACE, population_size=2, metric="score", root=tmp_path, ready=poptrain.every(2)
+    )
     started = time.monotonic()
     run.optimize(SlowTracer, steps=260, executor="processes", workers=2, keep_checkpoints=None)
     assert time.monotonic() - started > 10  # long enough for a worker to collect (every 5 s)

@@ -53,7 +53,11 @@ class _Owner:
         self.python: Any = random.Random(seed)
         self.listed: list[Any] = [torch.Generator().manual_seed(seed + 1), 3, random.Random(seed + 1)]
         self.tupled = (np.random.RandomState(seed + 2),)
-        self.named: dict[str, Any] = {"noise": np.random.default_rng(seed + 3), "order": torch.Generator().manual_seed(seed + 3), "n": 1}
+        self.named: dict[str, Any] = {
+            "noise": np.random.default_rng(seed + 3),
+            "order": torch.Generator().manual_seed(seed + 3),
+            "n": 1,
+        }
         self.helper = _Helper(seed + 4)
         self.model = _Noisy()
         self.weights = torch.zeros(3)
@@ -94,8 +98,19 @@ def test_owned_generators_draw_the_same_after_restore() -> None:
     _owned_draws(owner)  # not at their seeds' states
     saved = capture(owner)
     assert set(saved["generators"]) == {
-        "torch_gen", "numpy_gen", "philox", "mt", "legacy", "python", "listed[0]", "listed[2]", "tupled[0]",
-        "named['noise']", "named['order']", "helper.rng", "model.generator",
+        "torch_gen",
+        "numpy_gen",
+        "philox",
+        "mt",
+        "legacy",
+        "python",
+        "listed[0]",
+        "listed[2]",
+        "tupled[0]",
+        "named['noise']",
+        "named['order']",
+        "helper.rng",
+        "model.generator",
     }
     first = _owned_draws(owner)
     _owned_draws(owner)
@@ -146,7 +161,10 @@ def test_a_cuda_generator_is_not_restored_into_a_cpu_one() -> None:
     fresh = _Owner(seed=2)
     with pytest.warns(RuntimeWarning, match="saved from a cuda:0 generator"):
         restore(fresh, saved)
-    assert torch.rand(1, generator=fresh.torch_gen).item() == torch.rand(1, generator=torch.Generator().manual_seed(2)).item()
+    assert (
+        torch.rand(1, generator=fresh.torch_gen).item()
+        == torch.rand(1, generator=torch.Generator().manual_seed(2)).item()
+    )
 
 
 def test_what_capture_does_not_search() -> None:
@@ -232,13 +250,21 @@ def test_checkpoints_without_random_state_load_with_none(tmp_path: Any) -> None:
 
 
 def test_population_checkpoints_have_no_random_state() -> None:
-    from poptrain.vectorized.population import FORMAT
+    from poptrain.checkpoints.population import FORMAT
 
     store = InMemoryCheckpointStore()
     state = {
-        "format": FORMAT, "slots": [0, 1], "steps": [4, 4], "params": {"w": torch.tensor([[1.0, 2.0], [3.0, 4.0]])},
-        "buffers": {}, "optimizer": {"slots": {}, "count": torch.tensor([4.0, 4.0]), "count_in_state": False,
-                                     "groups": [[{"lr": 0.1}], [{"lr": 0.2}]]},
+        "format": FORMAT,
+        "slots": [0, 1],
+        "steps": [4, 4],
+        "params": {"w": torch.tensor([[1.0, 2.0], [3.0, 4.0]])},
+        "buffers": {},
+        "optimizer": {
+            "slots": {},
+            "count": torch.tensor([4.0, 4.0]),
+            "count_in_state": False,
+            "groups": [[{"lr": 0.1}], [{"lr": 0.2}]],
+        },
     }
     member, random_state = store.load_member_and_random_state(_record(store.save_population(4, state), slot=1, step=4))
     assert random_state is None and torch.equal(member["model"]["w"], torch.tensor([3.0, 4.0]))

@@ -58,8 +58,15 @@ def cluster():
 
 def toy_run(tmp_path, name, *, synchronous, executor):
     run = poptrain.create_run(
-        name=name, space=TOY_SPACE, population_size=4, metric="Q", seed=3, root=str(tmp_path),
-        ready=poptrain.every(4), exploit=poptrain.truncation(0.25), explore=poptrain.perturb((0.8, 1.2)),
+        name=name,
+        space=TOY_SPACE,
+        population_size=4,
+        metric="Q",
+        seed=3,
+        root=str(tmp_path),
+        ready=poptrain.every(4),
+        exploit=poptrain.truncation(0.25),
+        explore=poptrain.perturb((0.8, 1.2)),
         synchronous=synchronous,
     )
     run.optimize(ToyQuadratic, steps=24, executor=executor)
@@ -84,21 +91,38 @@ def test_a_seeded_run_has_the_sequential_lineage(cluster, tmp_path, synchronous)
 
 
 def test_members_take_turns_when_the_population_is_larger_than_the_cluster(cluster, tmp_path):
-    run = poptrain.create_run(name="turns", space=TOY_SPACE, population_size=6, metric="Q", seed=1, root=str(tmp_path),
-                              ready=poptrain.every(4))
+    run = poptrain.create_run(
+        name="turns",
+        space=TOY_SPACE,
+        population_size=6,
+        metric="Q",
+        seed=1,
+        root=str(tmp_path),
+        ready=poptrain.every(4),
+    )
     executor = RayExecutor(cluster.address)
     run.optimize(ToyQuadratic, steps=16, executor=executor)
     assert executor.stats.actors == 2 and executor.stats.segments == 6 * 4
     assert sorted(m.step for m in run.members()) == [16] * 6
     final = [c for c in run.storage.get_checkpoints(run.record.id) if c.step == 16]
-    assert len(final) == 6 and all(len(run.load_state(c)["theta"]) == 2 for c in final)  # written by the actors to the shared folder
+    assert len(final) == 6 and all(
+        len(run.load_state(c)["theta"]) == 2 for c in final
+    )  # written by the actors to the shared folder
     assert executor.stats.decision_seconds and max(executor.stats.decision_seconds) < 5
 
 
 def test_a_killed_actor_costs_its_member_the_current_segment_only(cluster, tmp_path):
-    run = poptrain.create_run(name="fault", space=poptrain.SearchSpace({"rate": poptrain.Float(0.1, 1.0)}),
-                              population_size=4, metric="score", seed=0, root=str(tmp_path), ready=poptrain.every(3),
-                              exploit=None, explore=None)
+    run = poptrain.create_run(
+        name="fault",
+        space=poptrain.SearchSpace({"rate": poptrain.Float(0.1, 1.0)}),
+        population_size=4,
+        metric="score",
+        seed=0,
+        root=str(tmp_path),
+        ready=poptrain.every(3),
+        exploit=None,
+        explore=None,
+    )
     executor = RayExecutor(cluster.address)
     actors: list = []
     executor.on_actors = lambda current: actors.append(current)
@@ -132,30 +156,92 @@ def test_a_killed_actor_costs_its_member_the_current_segment_only(cluster, tmp_p
 
 def test_the_command_line_runs_on_the_cluster(cluster, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "poptrain", "run", "poptrain.experiments.toy", "--name", "cli", "--root", str(tmp_path),
-         "--executor", "ray", "--address", cluster.address, "--steps", "12", "--quiet", "--cpus-per-member", "0.5"],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "poptrain",
+            "run",
+            "poptrain.experiments.toy",
+            "--name",
+            "cli",
+            "--root",
+            str(tmp_path),
+            "--executor",
+            "ray",
+            "--address",
+            cluster.address,
+            "--steps",
+            "12",
+            "--quiet",
+            "--cpus-per-member",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     run = poptrain.load_run("cli", root=str(tmp_path))
     assert [m.step for m in run.members()] == [12, 12] and run.best() is not None
     # three CPUs per member on 1-CPU nodes: no room for one member; refused with the fix named
     done = subprocess.run(
-        [sys.executable, "-m", "poptrain", "run", "poptrain.experiments.toy", "--name", "big", "--root", str(tmp_path),
-         "--executor", "ray", "--address", cluster.address, "--steps", "4", "--quiet", "--cpus-per-member", "3"],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "poptrain",
+            "run",
+            "poptrain.experiments.toy",
+            "--name",
+            "big",
+            "--root",
+            str(tmp_path),
+            "--executor",
+            "ray",
+            "--address",
+            cluster.address,
+            "--steps",
+            "4",
+            "--quiet",
+            "--cpus-per-member",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 2 and "lower cpus_per_member" in done.stderr.strip().splitlines()[-1]
 
 
 def test_an_unreachable_cluster_is_one_clear_error(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "poptrain", "run", "poptrain.experiments.toy", "--name", "nowhere", "--root", str(tmp_path),
-         "--executor", "ray", "--address", "127.0.0.1:9", "--steps", "4", "--quiet"],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "poptrain",
+            "run",
+            "poptrain.experiments.toy",
+            "--name",
+            "nowhere",
+            "--root",
+            str(tmp_path),
+            "--executor",
+            "ray",
+            "--address",
+            "127.0.0.1:9",
+            "--steps",
+            "4",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith("poptrain: error: cannot connect to the Ray cluster at 127.0.0.1:9")
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("poptrain: error: cannot connect to the Ray cluster at 127.0.0.1:9")
+    )
     assert not (tmp_path / "nowhere").exists()  # refused before anything was written
 
 
@@ -174,9 +260,25 @@ def test_bad_ray_settings_are_refused():
 
 def test_without_an_address_a_private_instance_runs_and_stops(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "poptrain", "run", "poptrain.experiments.toy", "--name", "private", "--root", str(tmp_path),
-         "--executor", "ray", "--steps", "8", "--quiet"],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "poptrain",
+            "run",
+            "poptrain.experiments.toy",
+            "--name",
+            "private",
+            "--root",
+            str(tmp_path),
+            "--executor",
+            "ray",
+            "--steps",
+            "8",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     run = poptrain.load_run("private", root=str(tmp_path))

@@ -27,8 +27,15 @@ def test_a_lost_node_costs_its_members_the_current_segment_only(tmp_path):
             ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
             ray.cloudpickle.register_pickle_by_value(sys.modules[Tracer.__module__])
             run = poptrain.create_run(
-                name="node", space=poptrain.SearchSpace({"rate": poptrain.Float(0.1, 1.0)}), population_size=4,
-                metric="score", seed=0, root=str(tmp_path), ready=poptrain.every(3), exploit=None, explore=None,
+                name="node",
+                space=poptrain.SearchSpace({"rate": poptrain.Float(0.1, 1.0)}),
+                population_size=4,
+                metric="score",
+                seed=0,
+                root=str(tmp_path),
+                ready=poptrain.every(3),
+                exploit=None,
+                explore=None,
             )
             executor = RayExecutor(cluster.address)
             killed = []

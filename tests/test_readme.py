@@ -13,12 +13,12 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
 def test_readme_opens_with_two_commands() -> None:
     text = README.read_text()
-    first_block = re.search(r"```bash\n(.*?)```", text, flags=re.S)
+    first_block = re.search(r"```bash\n(.*?)```", text, flags=re.DOTALL)
     assert first_block is not None and text.index(first_block.group(0)) < 40
     commands = [line.split("#")[0].strip() for line in first_block.group(1).strip().splitlines()]
     assert commands == ["make run", "make test"]

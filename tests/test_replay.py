@@ -70,7 +70,9 @@ def test_a_copied_older_checkpoint_leaves_a_gap_that_is_closed() -> None:
 # --- replaying a stored run ---------------------------------------------------------------------
 def exploited_run(tmp_path: Path) -> poptrain.Run:
     """A synchronous run whose best member's model started in another slot."""
-    run = make_run("traced", seed=18, synchronous=True, storage="sqlite", tmp_path=tmp_path).optimize(SeededTracer, steps=12)
+    run = make_run("traced", seed=18, synchronous=True, storage="sqlite", tmp_path=tmp_path).optimize(
+        SeededTracer, steps=12
+    )
     best = run.best()
     assert best.schedule[0].slot != best.slot and any(s.kind == "exploit" for s in best.schedule)
     return run
@@ -137,10 +139,17 @@ def test_a_vectorized_trainable_replays_one_member_alone() -> None:
     def evaluate(predict):
         return {"neg_mse": -((predict(x) - y) ** 2).mean(dim=(1, 2))}
 
-    spec = poptrain.VectorizedTrainable(lambda: nn.Linear(1, 1), (x, y), F.mse_loss, evaluate, batch_size=8, device="cpu")
+    spec = poptrain.VectorizedTrainable(
+        lambda: nn.Linear(1, 1), (x, y), F.mse_loss, evaluate, batch_size=8, device="cpu"
+    )
     run = poptrain.create_run(
-        name="vec", space={"lr": poptrain.Float(0.01, 0.3, log=True)}, population_size=2, metric="neg_mse",
-        ready=poptrain.every(2), exploit=None, storage="memory",
+        name="vec",
+        space={"lr": poptrain.Float(0.01, 0.3, log=True)},
+        population_size=2,
+        metric="neg_mse",
+        ready=poptrain.every(2),
+        exploit=None,
+        storage="memory",
     )
     run.optimize(spec, steps=4, executor="vectorized")
     result = run.replay(spec, 0)
@@ -153,7 +162,12 @@ def test_schedule_json_round_trip_drives_an_own_loop(tmp_path: Path) -> None:
     path = tmp_path / "schedule.json"
     data = run.export_schedule(path=path)
     assert json.loads(path.read_text()) == data
-    assert (data["format"], data["run"], data["member"], data["total_steps"]) == ("poptrain.schedule/1", "traced", run.best().slot, 12)
+    assert (data["format"], data["run"], data["member"], data["total_steps"]) == (
+        "poptrain.schedule/1",
+        "traced",
+        run.best().slot,
+        12,
+    )
     schedule = poptrain.load_schedule(path)
     assert schedule == run.replay_schedule()
     x, trace = (schedule.seed % 1000) / 1000.0, []  # an own training loop: SeededTracer by hand
@@ -172,14 +186,20 @@ def test_schedule_json_round_trip_drives_an_own_loop(tmp_path: Path) -> None:
         ('{"format": "other/2", "segments": []}', "format is 'other/2'; expected 'poptrain.schedule/1'"),
         ('{"format": "poptrain.schedule/1", "segments": []}', "segments must be a non-empty list"),
         (
-            ('{"format": "poptrain.schedule/1", "segments": [{"start_step": 0, "end_step": 2, "hparams": {"a": 1}}, '
-             '{"start_step": 3, "end_step": 4, "hparams": {"a": 2}}]}'),
+            (
+                '{"format": "poptrain.schedule/1", "segments": [{"start_step": 0, "end_step": 2, "hparams": {"a": 1}}, '
+                '{"start_step": 3, "end_step": 4, "hparams": {"a": 2}}]}'
+            ),
             "segments[1].start_step is 3, expected 2",
         ),
-        ('{"format": "poptrain.schedule/1", "segments": [{"start_step": 0, "end_step": 0, "hparams": {"a": 1}}]}',
-         "end_step (0) must be greater than its start_step (0)"),
-        ('{"format": "poptrain.schedule/1", "total_steps": 5, "segments": [{"start_step": 0, "end_step": 2, "hparams": {"a": 1}}]}',
-         "total_steps is 5 but the segments end at step 2"),
+        (
+            '{"format": "poptrain.schedule/1", "segments": [{"start_step": 0, "end_step": 0, "hparams": {"a": 1}}]}',
+            "end_step (0) must be greater than its start_step (0)",
+        ),
+        (
+            '{"format": "poptrain.schedule/1", "total_steps": 5, "segments": [{"start_step": 0, "end_step": 2, "hparams": {"a": 1}}]}',
+            "total_steps is 5 but the segments end at step 2",
+        ),
     ],
 )
 def test_a_bad_schedule_file_gets_a_clear_error(tmp_path: Path, content: str, expected: str) -> None:
@@ -193,9 +213,15 @@ def test_a_bad_schedule_file_gets_a_clear_error(tmp_path: Path, content: str, ex
 
 
 def test_a_minimal_hand_written_schedule_is_accepted() -> None:
-    schedule = schedule_from_dict({"format": "poptrain.schedule/1", "segments": [
-        {"start_step": 0, "end_step": 1, "hparams": {"rate": 0.5}}, {"start_step": 1, "end_step": 3, "hparams": {"rate": 0.25}},
-    ]})
+    schedule = schedule_from_dict(
+        {
+            "format": "poptrain.schedule/1",
+            "segments": [
+                {"start_step": 0, "end_step": 1, "hparams": {"rate": 0.5}},
+                {"start_step": 1, "end_step": 3, "hparams": {"rate": 0.25}},
+            ],
+        }
+    )
     assert [h["rate"] for _, h in schedule] == [0.5, 0.25, 0.25] and schedule.seed is None
     assert [s.kind for s in schedule.segments] == ["init", "explore"]
 
@@ -210,8 +236,12 @@ def test_cli_replay_export_and_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"Replay of run toy, member {best.slot}: 12 steps" in out and "original Q" in out and "replay Q" in out
     row = next(line for line in out.splitlines() if line.startswith("│"))
     cells = [c.strip() for c in row.strip("│").split("│")]
-    assert cells[:3] == [str(best.slot), "12", f"{best.score:.4f}"] and cells[4] == "+0.0000"  # the toy is deterministic
-    assert "replay: step 12/12" in err and (tmp_path / "runs" / "toy" / "replays" / f"member-{best.slot}.json").is_file()
+    assert (
+        cells[:3] == [str(best.slot), "12", f"{best.score:.4f}"] and cells[4] == "+0.0000"
+    )  # the toy is deterministic
+    assert (
+        "replay: step 12/12" in err and (tmp_path / "runs" / "toy" / "replays" / f"member-{best.slot}.json").is_file()
+    )
 
     code, out, _ = cli(capsys, "replay", "toy", "--root", root, "--member", "0", "--seed", "7", "--quiet")
     assert code == 0 and "member 0: 12 steps" in out and "seed 7" in out
@@ -228,7 +258,9 @@ def test_cli_replay_export_and_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "--schedule" in one_line_error(capsys, "export", "toy", "--root", root)
     bad = tmp_path / "bad.json"
     bad.write_text("[]")
-    assert "expected a JSON object" in one_line_error(capsys, "replay", "--schedule", str(bad), "poptrain.experiments.toy")
+    assert "expected a JSON object" in one_line_error(
+        capsys, "replay", "--schedule", str(bad), "poptrain.experiments.toy"
+    )
 
 
 def test_cli_replay_of_a_run_made_in_python_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

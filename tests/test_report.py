@@ -32,22 +32,40 @@ def _ckpt(tag: str) -> NewCheckpoint:
 def synthetic() -> tuple[Any, InMemoryStorage]:
     """Two members, four steps; member 1 copies member 0 at step 2 (and explores h0)."""
     storage = InMemoryStorage()
-    run = storage.create_run("tiny", spec={"metric": "acc", "mode": "max", "population_size": 2}, seed=0,
-                             initial_hparams=[{"h0": 0.5, "h1": 0.1}, {"h0": 0.2, "h1": 0.9}])
+    run = storage.create_run(
+        "tiny",
+        spec={"metric": "acc", "mode": "max", "population_size": 2},
+        seed=0,
+        initial_hparams=[{"h0": 0.5, "h1": 0.1}, {"h0": 0.2, "h1": 0.9}],
+    )
     g0, g1 = (m.generation_id for m in storage.get_members(run.id))
     storage.record_scores(run.id, [ScoreRecord(0, 1, 0.3, g0), ScoreRecord(1, 1, 0.1, g1)])
-    storage.record_ready(run.id, [ReadyPoint(0, 2, _ckpt("0-2"), 0.6), ReadyPoint(1, 2, _ckpt("1-2"), 0.2,
-                         Decision(1, 2, "exploit", {"h0": 0.6, "h1": 0.1}, 0, {"h0": "* 1.2"}))],
-                         [ScoreRecord(0, 2, 0.6, g0), ScoreRecord(1, 2, 0.2, g1)])
+    storage.record_ready(
+        run.id,
+        [
+            ReadyPoint(0, 2, _ckpt("0-2"), 0.6),
+            ReadyPoint(1, 2, _ckpt("1-2"), 0.2, Decision(1, 2, "exploit", {"h0": 0.6, "h1": 0.1}, 0, {"h0": "* 1.2"})),
+        ],
+        [ScoreRecord(0, 2, 0.6, g0), ScoreRecord(1, 2, 0.2, g1)],
+    )
     g1b = {m.slot: m for m in storage.get_members(run.id)}[1].generation_id
-    storage.record_scores(run.id, [ScoreRecord(0, 3, 0.5, g0), ScoreRecord(1, 3, 0.7, g1b), ScoreRecord(0, 4, 0.55, g0),
-                                   ScoreRecord(1, 4, 0.8, g1b)])
+    storage.record_scores(
+        run.id,
+        [
+            ScoreRecord(0, 3, 0.5, g0),
+            ScoreRecord(1, 3, 0.7, g1b),
+            ScoreRecord(0, 4, 0.55, g0),
+            ScoreRecord(1, 4, 0.8, g1b),
+        ],
+    )
     return storage.get_run("tiny"), storage
 
 
 def test_report_data_of_a_known_history() -> None:
     run, storage = synthetic()
-    data = report_data(run, storage.get_members(run.id), storage.get_generations(run.id), storage.get_scores(run.id), None)
+    data = report_data(
+        run, storage.get_members(run.id), storage.get_generations(run.id), storage.get_scores(run.id), None
+    )
     assert data.curves == [Curve(0, [1, 2, 3, 4], [0.3, 0.6, 0.5, 0.55]), Curve(1, [1, 2, 3, 4], [0.1, 0.2, 0.7, 0.8])]
     assert data.best_so_far == Curve(-1, [1, 2, 3, 4], [0.3, 0.6, 0.7, 0.8])
     assert data.exploits == [(1, 2, 0)]
@@ -73,7 +91,8 @@ def _external_resources(page: str) -> list[str]:
     class Tags(HTMLParser):
         def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
             found.extend(
-                f"{tag} {v}" for k, v in attrs
+                f"{tag} {v}"
+                for k, v in attrs
                 if k in ("src", "href") and tag in ("script", "link", "img") and not (v or "").startswith("data:")
             )
 
@@ -82,8 +101,9 @@ def _external_resources(page: str) -> list[str]:
 
 
 def toy_run(root: Path, name: str = "toy", population: int = 2, **kwargs: Any) -> poptrain.Run:
-    run = poptrain.create_run(name=name, space=SPACE, population_size=population, metric="Q", root=root,
-                              ready=poptrain.every(4), **kwargs)
+    run = poptrain.create_run(
+        name=name, space=SPACE, population_size=population, metric="Q", root=root, ready=poptrain.every(4), **kwargs
+    )
     return run.optimize(ToyQuadratic, steps=16)
 
 
@@ -168,9 +188,18 @@ def _browser() -> Any:
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-default-apps", "--window-size=1200,2400"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--window-size=1200,2400",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=options)
@@ -201,7 +230,9 @@ def test_report_page_renders_in_chromium(tmp_path: Path) -> None:
         assert browser.execute_script("return document.querySelector('#summary .members').textContent") == "4"
         for plot in ("scores", "schedules", "lineage"):
             assert browser.execute_script(f"return document.querySelectorAll('#{plot} .main-svg').length") >= 1
-        curves = browser.execute_script("return document.getElementById('scores').data.filter(t => t.name.startsWith('member')).length")
+        curves = browser.execute_script(
+            "return document.getElementById('scores').data.filter(t => t.name.startsWith('member')).length"
+        )
         assert curves == 4
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "report.png"))
@@ -218,7 +249,10 @@ def test_dashboard_updates_live_in_chromium(dashboard: tuple[str, Path]) -> None
         run = poptrain.load_run("toy", root=root)
         member = run.members()[1]
         run.storage.record_scores(run.record.id, [ScoreRecord(1, member.step + 1, 1.1875, member.generation_id)])
-        _wait(browser, "return document.getElementById('scores').data.some(t => t.name === 'member 1' && t.y.includes(1.1875))")
+        _wait(
+            browser,
+            "return document.getElementById('scores').data.some(t => t.name === 'member 1' && t.y.includes(1.1875))",
+        )
         assert _errors(browser) == []
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
@@ -226,7 +260,9 @@ def test_dashboard_updates_live_in_chromium(dashboard: tuple[str, Path]) -> None
         browser.quit()
 
 
-def test_dashboard_command_serves_on_loopback_and_refuses_a_busy_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dashboard_command_serves_on_loopback_and_refuses_a_busy_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import socket
     import subprocess
     import sys
@@ -236,7 +272,8 @@ def test_dashboard_command_serves_on_loopback_and_refuses_a_busy_port(tmp_path: 
     toy_run(tmp_path)
     process = subprocess.Popen(
         [sys.executable, "-m", "poptrain", "dashboard", "toy", "--root", str(tmp_path), "--port", "0"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         line = process.stdout.readline()  # type: ignore[union-attr]
@@ -256,8 +293,15 @@ def test_dashboard_command_serves_on_loopback_and_refuses_a_busy_port(tmp_path: 
 def test_dashboard_reads_runs_from_postgresql(postgres_url: str, tmp_path: Path) -> None:
     from poptrain.report.dashboard import make_server
 
-    run = poptrain.create_run(name="on-pg", space=SPACE, population_size=2, metric="Q", storage=postgres_url,
-                              root=tmp_path, ready=poptrain.every(4))
+    run = poptrain.create_run(
+        name="on-pg",
+        space=SPACE,
+        population_size=2,
+        metric="Q",
+        storage=postgres_url,
+        root=tmp_path,
+        ready=poptrain.every(4),
+    )
     run.optimize(ToyQuadratic, steps=8)
     server = make_server(postgres_url, tmp_path, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -271,7 +315,9 @@ def test_dashboard_reads_runs_from_postgresql(postgres_url: str, tmp_path: Path)
         server.server_close()
 
 
-def test_dashboard_answers_500_when_reading_a_run_breaks(dashboard: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dashboard_answers_500_when_reading_a_run_breaks(
+    dashboard: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from poptrain.report.dashboard import RunSource
 
     def broken(self: RunSource, name: str) -> str:

@@ -42,7 +42,9 @@ def test_best_is_none_before_training():
     assert make_run().best() is None
 
 
-@pytest.mark.parametrize("exploit", [poptrain.truncation(0.25), poptrain.tournament()], ids=["truncation", "tournament"])
+@pytest.mark.parametrize(
+    "exploit", [poptrain.truncation(0.25), poptrain.tournament()], ids=["truncation", "tournament"]
+)
 @pytest.mark.parametrize("seed", range(4))
 def test_synchronous_schedule_is_contiguous_and_reproduces_the_model(seed, exploit):
     run = make_run(seed=seed, synchronous=True, exploit=exploit).optimize(Tracer, steps=15)
@@ -157,7 +159,13 @@ def test_report_exploit_for_a_bottom_member():
     assert (member.hparams, member.generation, member.resume_checkpoint_id) == (action.hparams, 1, action.checkpoint.id)
     gen = run.lineage()[-1]
     # one clock: the member is now at the copied model's step, and the action says so
-    assert (gen.slot, gen.kind, gen.donor, gen.start_step, gen.loaded_checkpoint_id) == (3, "exploit", 0, 2, action.checkpoint.id)
+    assert (gen.slot, gen.kind, gen.donor, gen.start_step, gen.loaded_checkpoint_id) == (
+        3,
+        "exploit",
+        0,
+        2,
+        action.checkpoint.id,
+    )
     assert action.step == member.step == 2
     own = run.storage.get_checkpoint(member.checkpoint_id)
     assert torch.equal(run.load_state(own)["w"], weights(3, 4)["w"])
@@ -170,8 +178,16 @@ def test_report_explore_action():
     action = run.report(1, 2, 0.4, state=weights(1, 2))
     assert action.kind == "explore" and action.donor is None
     assert action.hparams != before
-    assert set(action.operations.values()) <= {"* 0.8", "* 1.2", "* 0.8 (clipped)", "* 1.2 (clipped)", "+ 1", "- 1",
-                                               "+ 1 (at bound)", "- 1 (at bound)"}
+    assert set(action.operations.values()) <= {
+        "* 0.8",
+        "* 1.2",
+        "* 0.8 (clipped)",
+        "* 1.2 (clipped)",
+        "+ 1",
+        "- 1",
+        "+ 1 (at bound)",
+        "- 1 (at bound)",
+    }
     assert run.members()[1].hparams == action.hparams
     with pytest.raises(ValueError, match="no state"):
         action.load_state()
@@ -225,8 +241,14 @@ class Diverges(Tracer):
 @pytest.mark.parametrize("storage", ["memory", "sqlite"])
 @pytest.mark.parametrize("mode", ["max", "min"])
 def test_nan_member_ranks_last_and_is_replaced(storage, mode, tmp_path):
-    run = make_run(f"nan-{mode}", population_size=4, storage=storage, tmp_path=tmp_path, mode=mode,
-                   exploit=poptrain.truncation(0.25)).optimize(Diverges, steps=9)
+    run = make_run(
+        f"nan-{mode}",
+        population_size=4,
+        storage=storage,
+        tmp_path=tmp_path,
+        mode=mode,
+        exploit=poptrain.truncation(0.25),
+    ).optimize(Diverges, steps=9)
     # slot 0 scores NaN at step 1 (not retried: it would again), waits for the others' first
     # checkpoints and is then replaced by a copy of the best of them, at that copy's step
     first_decision = next(g for g in run.lineage() if g.slot == 0 and g.number == 1)
@@ -242,8 +264,15 @@ def test_nan_member_ranks_last_and_is_replaced(storage, mode, tmp_path):
 @pytest.mark.parametrize("synchronous", [False, True])
 def test_nan_member_gets_the_same_decisions_in_memory_and_sqlite(synchronous, tmp_path):
     def run(storage):
-        return make_run(f"nan-{storage}", population_size=5, storage=storage, tmp_path=tmp_path, seed=4,
-                        synchronous=synchronous, exploit=poptrain.tournament()).optimize(Diverges, steps=12)
+        return make_run(
+            f"nan-{storage}",
+            population_size=5,
+            storage=storage,
+            tmp_path=tmp_path,
+            seed=4,
+            synchronous=synchronous,
+            exploit=poptrain.tournament(),
+        ).optimize(Diverges, steps=12)
 
     if synchronous:  # no checkpoint exists to replace slot 0 with before its generation ends
         for storage in ("memory", "sqlite"):

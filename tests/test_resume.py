@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import poptrain
+from kill_target import POPULATION, STEPS, SlowToy, open_run
 from pbt_helpers import lineage_signature
-from kill_target import STEPS, POPULATION, SlowToy, open_run
 
 TESTS = Path(__file__).resolve().parent
 
@@ -25,7 +25,10 @@ def start(root: Path, synchronous: bool) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen(
         [sys.executable, str(TESTS / "kill_target.py"), str(root), "1" if synchronous else "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 

@@ -24,9 +24,7 @@ TOY = "poptrain.experiments.toy"
 
 def tree(root: Path) -> dict[str, bytes | str]:
     """Every file's bytes and every folder under ``root``."""
-    return {
-        str(p.relative_to(root)): ("dir" if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))
-    }
+    return {str(p.relative_to(root)): ("dir" if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +45,34 @@ def world(trained: Path, tmp_path: Path) -> Path:
 
 
 # --- --overwrite deletes only a run, and only after every input is checked -----------------------
-@pytest.mark.parametrize("name", ["../victim", ".", "..", str(Path("/tmp") / "victim-abs"), "a/b", "", " toy", "[/bold]"])
-def test_overwrite_with_a_name_that_is_not_a_run_name_deletes_nothing(world: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+@pytest.mark.parametrize(
+    "name", ["../victim", ".", "..", str(Path("/tmp") / "victim-abs"), "a/b", "", " toy", "[/bold]"]
+)
+def test_overwrite_with_a_name_that_is_not_a_run_name_deletes_nothing(
+    world: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
     before = tree(world)
-    line = one_line_error(capsys, "run", TOY, "--root", str(world / "runs"), "--name", name, "--overwrite", "--steps", "4")
+    line = one_line_error(
+        capsys, "run", TOY, "--root", str(world / "runs"), "--name", name, "--overwrite", "--steps", "4"
+    )
     assert "is not usable as a folder name" in line
     assert tree(world) == before
 
 
-@pytest.mark.parametrize("flags", [
-    ("--population", "0"), ("--seed", "-1"), ("--steps", "0"), ("--executor", "processes", "--workers", "0"),
-    ("--device", "cuda"), ("--storage", "nonsense://"),
-])
-def test_overwrite_checks_every_input_before_deleting(world: Path, capsys: pytest.CaptureFixture[str], flags: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--population", "0"),
+        ("--seed", "-1"),
+        ("--steps", "0"),
+        ("--executor", "processes", "--workers", "0"),
+        ("--device", "cuda"),
+        ("--storage", "nonsense://"),
+    ],
+)
+def test_overwrite_checks_every_input_before_deleting(
+    world: Path, capsys: pytest.CaptureFixture[str], flags: tuple[str, ...]
+) -> None:
     before = tree(world)
     one_line_error(capsys, "run", TOY, "--root", str(world / "runs"), "--overwrite", *flags)
     assert tree(world) == before
@@ -75,7 +88,8 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run_folder(world: Path, capsys
     before = tree(world)
     for overwrite in ((), ("--overwrite",)):
         assert "exists and is not a poptrain run folder" in one_line_error(
-            capsys, "run", TOY, "--root", str(runs), "--name", "notes", *overwrite)
+            capsys, "run", TOY, "--root", str(runs), "--name", "notes", *overwrite
+        )
     assert "symbolic link" in one_line_error(capsys, "run", TOY, "--root", str(runs), "--name", "linked", "--overwrite")
     assert tree(world) == before
 
@@ -91,7 +105,9 @@ def test_overwrite_replaces_the_run_and_nothing_else(world: Path, capsys: pytest
     assert tree(runs / "neighbour") == neighbour and (world / "victim" / "thesis.tex").is_file()
 
 
-def test_overwrite_in_a_shared_database_deletes_only_that_runs_rows_and_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_overwrite_in_a_shared_database_deletes_only_that_runs_rows_and_checkpoints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     root = tmp_path / "runs"
     for name in ("keep", "redo"):
@@ -99,8 +115,21 @@ def test_overwrite_in_a_shared_database_deletes_only_that_runs_rows_and_checkpoi
     keep = poptrain.load_run("keep", storage=url, root=root)
     kept = (keep.scores(), keep.lineage(), tree(root / "keep"))
     assert any((root / "redo" / "checkpoints").rglob("*.pt"))
-    code, _, err = cli(capsys, "run", TOY, "--storage", url, "--root", str(root), "--name", "redo", "--steps", "4",
-                       "--overwrite", "--quiet")
+    code, _, err = cli(
+        capsys,
+        "run",
+        TOY,
+        "--storage",
+        url,
+        "--root",
+        str(root),
+        "--name",
+        "redo",
+        "--steps",
+        "4",
+        "--overwrite",
+        "--quiet",
+    )
     assert code == 0, err
     keep = poptrain.load_run("keep", storage=url, root=root)
     assert (keep.scores(), keep.lineage(), tree(root / "keep")) == kept
@@ -109,16 +138,24 @@ def test_overwrite_in_a_shared_database_deletes_only_that_runs_rows_and_checkpoi
     assert {p.name for p in (root / "redo" / "checkpoints").rglob("*.pt")} == {"step-00000004.pt"}
 
 
-def test_overwrite_in_a_run_folder_holding_other_runs_adds_the_run_beside_them(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_overwrite_in_a_run_folder_holding_other_runs_adds_the_run_beside_them(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     runs = world / "runs"
     (runs / "other").mkdir()
-    shutil.copy(runs / "toy" / "poptrain.db", runs / "other" / "poptrain.db")  # a database holding run 'toy', not 'other'
+    shutil.copy(
+        runs / "toy" / "poptrain.db", runs / "other" / "poptrain.db"
+    )  # a database holding run 'toy', not 'other'
     url = f"sqlite:///{runs / 'other' / 'poptrain.db'}"
     scores = poptrain.load_run("toy", storage=url, root=runs).scores()
-    code, _, err = cli(capsys, "run", TOY, "--root", str(runs), "--name", "other", "--overwrite", "--steps", "4", "--quiet")
+    code, _, err = cli(
+        capsys, "run", TOY, "--root", str(runs), "--name", "other", "--overwrite", "--steps", "4", "--quiet"
+    )
     assert code == 0, err
     assert poptrain.load_run("toy", storage=url, root=runs).scores() == scores
-    code, _, err = cli(capsys, "run", TOY, "--root", str(runs), "--name", "other", "--overwrite", "--steps", "4", "--quiet")
+    code, _, err = cli(
+        capsys, "run", TOY, "--root", str(runs), "--name", "other", "--overwrite", "--steps", "4", "--quiet"
+    )
     assert code == 0, err  # now only run 'other''s rows are replaced: 'toy' stays
     assert poptrain.load_run("toy", storage=url, root=runs).scores() == scores
     assert (runs / "other" / "poptrain.db").is_file()
@@ -131,7 +168,9 @@ def test_create_run_if_exists(tmp_path: Path) -> None:
         return poptrain.create_run(**settings)  # type: ignore[arg-type]
 
     create().optimize(ToyQuadratic, steps=8)
-    with pytest.raises(poptrain.RunExistsError, match="pass if_exists='load' to continue it, if_exists='overwrite' to replace it"):
+    with pytest.raises(
+        poptrain.RunExistsError, match="pass if_exists='load' to continue it, if_exists='overwrite' to replace it"
+    ):
         create()
     loaded = create(if_exists="load")
     assert [m.step for m in loaded.members()] == [8, 8]
@@ -140,7 +179,9 @@ def test_create_run_if_exists(tmp_path: Path) -> None:
     with pytest.raises(poptrain.ConfigError, match=r"exists with other settings \(population_size differ\)"):
         create(if_exists="load", population_size=3)
     before = tree(tmp_path)
-    with pytest.raises(poptrain.ConfigError, match="if_exists must be one of 'error', 'load', 'overwrite', got 'replace'"):
+    with pytest.raises(
+        poptrain.ConfigError, match="if_exists must be one of 'error', 'load', 'overwrite', got 'replace'"
+    ):
         create(if_exists="replace")
     with pytest.raises(poptrain.ConfigError, match="population_size must be"):
         create(if_exists="overwrite", population_size=0)
@@ -168,7 +209,9 @@ def test_ls_lists_runs_with_state_best_steps_and_update(world: Path, capsys: pyt
     assert code == 0 and "no runs in" in out
 
 
-def test_rm_asks_and_deletes_only_the_run(world: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rm_asks_and_deletes_only_the_run(
+    world: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     runs = world / "runs"
     shutil.copytree(runs / "toy", runs / "toy2")
     before = tree(world)
@@ -195,8 +238,11 @@ def test_resume_of_a_finished_run_says_so(world: Path, capsys: pytest.CaptureFix
     runs = str(world / "runs")
     before = tree(world)
     assert "is finished: every member has trained its 8 steps; to train further give --steps above 8" in one_line_error(
-        capsys, "resume", "toy", "--root", runs)
-    assert "--steps 5 is not more than the 8 steps" in one_line_error(capsys, "resume", "toy", "--root", runs, "--steps", "5")
+        capsys, "resume", "toy", "--root", runs
+    )
+    assert "--steps 5 is not more than the 8 steps" in one_line_error(
+        capsys, "resume", "toy", "--root", runs, "--steps", "5"
+    )
     assert tree(world) == before
     code, _, err = cli(capsys, "resume", "toy", "--root", runs, "--steps", "12", "--quiet")
     assert code == 0, err
@@ -242,7 +288,9 @@ def test_ctrl_c_leaves_an_interrupted_run_that_resumes(tmp_path: Path, capsys: p
         assert sorted(s.step for s in run.scores() if s.slot == slot) == list(range(1, 13))
 
 
-def test_a_misspelled_metric_is_one_line_and_the_same_command_works_once_fixed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_misspelled_metric_is_one_line_and_the_same_command_works_once_fixed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "toy.yaml"
     text = (
         "trainable: poptrain.experiments.toy:ToyQuadratic\nmetric: {metric}\npopulation_size: 2\nsteps: 4\n"
@@ -260,12 +308,17 @@ def test_a_misspelled_metric_is_one_line_and_the_same_command_works_once_fixed(t
     code, _, err = cli(capsys, *args)
     assert code == 0 and "replacing run toy, which stopped before its first score" in err
     assert poptrain.load_run("toy", root=tmp_path / "runs").record.state == "finished"
-    assert "exists already (finished, 4 of 4 steps per member); continue it with `poptrain resume toy --root" in one_line_error(capsys, *args)
+    assert (
+        "exists already (finished, 4 of 4 steps per member); continue it with `poptrain resume toy --root"
+        in one_line_error(capsys, *args)
+    )
 
 
 # --- read commands never write ------------------------------------------------------------------
 @pytest.mark.parametrize("command", [("status",), ("export", "--format", "csv"), ("replay",), ("rm", "--yes")])
-def test_read_commands_on_an_empty_database_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]) -> None:
+def test_read_commands_on_an_empty_database_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
+) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "poptrain.db").write_bytes(b"")
     line = one_line_error(capsys, command[0], "empty", *command[1:], "--root", str(tmp_path))
@@ -274,7 +327,9 @@ def test_read_commands_on_an_empty_database_write_nothing(tmp_path: Path, capsys
 
 
 # --- export ----------------------------------------------------------------------------------------
-def test_export_has_no_duplicated_column_iso_times_and_the_reports_permissions(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_has_no_duplicated_column_iso_times_and_the_reports_permissions(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     runs = str(world / "runs")
     csv_path, json_path = world / "scores.csv", world / "all.json"
     assert cli(capsys, "export", "toy", "--root", runs, "--format", "csv", "-o", str(csv_path))[0] == 0
@@ -297,9 +352,12 @@ def test_export_has_no_duplicated_column_iso_times_and_the_reports_permissions(w
 def test_report_into_a_file_is_one_line(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (world / "taken").write_text("mine")
     before = tree(world)
-    assert "is a file; give a folder" in one_line_error(capsys, "report", "toy", "--root", str(world / "runs"), "--output", str(world / "taken"))
+    assert "is a file; give a folder" in one_line_error(
+        capsys, "report", "toy", "--root", str(world / "runs"), "--output", str(world / "taken")
+    )
     assert "is a folder; give a file name" in one_line_error(
-        capsys, "export", "toy", "--root", str(world / "runs"), "--format", "csv", "-o", str(world / "victim"))
+        capsys, "export", "toy", "--root", str(world / "runs"), "--format", "csv", "-o", str(world / "victim")
+    )
     assert tree(world) == before
 
 
@@ -318,12 +376,18 @@ def test_every_option_help_shows_its_default() -> None:
     missing = []
     for name, sub in commands.choices.items():
         for action in sub._actions:
-            if action.option_strings and not isinstance(action, argparse._HelpAction) and "default" not in (action.help or ""):
+            if (
+                action.option_strings
+                and not isinstance(action, argparse._HelpAction)
+                and "default" not in (action.help or "")
+            ):
                 missing.append(f"{name} {action.option_strings[0]}")
     assert missing == []
 
 
-def test_read_commands_leave_a_rollback_journal_database_as_it_is(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_read_commands_leave_a_rollback_journal_database_as_it_is(
+    world: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import sqlite3
 
     database = world / "runs" / "toy" / "poptrain.db"
@@ -369,7 +433,9 @@ def test_run_keeps_the_experiments_summary_for_its_report(tmp_path: Path, capsys
     assert '"members_seen": 2' in (root / "summarized" / "report.html").read_text()
 
 
-def test_rm_at_end_of_input_deletes_nothing(world: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rm_at_end_of_input_deletes_nothing(
+    world: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     class ClosedTerminal(io.StringIO):
         def isatty(self) -> bool:
             return True

@@ -34,7 +34,9 @@ def test_replace_worst_pairs_the_kth_worst_with_the_kth_best() -> None:
 
 
 def test_gaussian_moves_only_the_named_hyperparameters_within_bounds() -> None:
-    space = poptrain.SearchSpace({"lr": poptrain.Float(1e-3, 0.5, log=True), "l1": poptrain.Float(1e-7, 1e-2, log=True)})
+    space = poptrain.SearchSpace(
+        {"lr": poptrain.Float(1e-3, 0.5, log=True), "l1": poptrain.Float(1e-7, 1e-2, log=True)}
+    )
     rng = np.random.default_rng(1)
     explore = poptrain.gaussian(0.1, names=["l1"])
     moved = [explore({"lr": 0.1, "l1": 1e-4}, space, rng) for _ in range(300)]
@@ -67,7 +69,9 @@ def test_cifar10_loader_reads_the_python_batches(tmp_path: Path) -> None:
 
     write_cifar_fixture(tmp_path / "cifar")
     data = load_cifar10(tmp_path / "cifar")
-    assert data["x_train"].shape == (54, 3072) and data["x_val"].shape == (6, 3072) and data["x_test"].shape == (12, 3072)
+    assert (
+        data["x_train"].shape == (54, 3072) and data["x_val"].shape == (6, 3072) and data["x_test"].shape == (12, 3072)
+    )
     assert 0.0 <= float(data["x_train"].min()) and float(data["x_train"].max()) <= 1.0
     with open(tmp_path / "cifar" / "test_batch", "rb") as handle:
         raw = pickle.load(handle)
@@ -86,7 +90,9 @@ def test_cifar10_loader_errors_name_the_problem(tmp_path: Path, problem: str) ->
     if problem == "not a batch":
         (folder / "test_batch").write_bytes(b"not a pickle")
     expected = {
-        "missing folder": "does not exist", "missing batch": "data_batch_3 missing", "not a batch": "is not a CIFAR-10 batch",
+        "missing folder": "does not exist",
+        "missing batch": "data_batch_3 missing",
+        "not a batch": "is not a CIFAR-10 batch",
         "wrong size": "not 3072",
     }[problem]
     with pytest.raises(ConfigError, match=expected):
@@ -103,7 +109,9 @@ def test_classification_trains_on_cifar10_files(tmp_path: Path) -> None:
     assert "| random search |" in table(outcome, "CIFAR-10")
 
 
-def test_classification_quick_mode_writes_the_table_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_classification_quick_mode_writes_the_table_and_plots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from poptrain.experiments.classify import main
 
     assert main(["--quick", "--root", str(tmp_path), "--device", "cpu"]) == 0
@@ -121,15 +129,22 @@ def test_scores_tell_digits_from_noise() -> None:
 
     real = gan.real_images()[:500]
     noise = torch.rand(500, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    assert gan.inception_score(real) > 9.0 > 5.0 > gan.inception_score(noise) >= 1.0
-    assert gan.frechet_distance(real) < 1.0 < 10.0 < gan.frechet_distance(noise)
+    assert gan.inception_score(real) > 9.0 and gan.inception_score(noise) < 5.0 and gan.inception_score(noise) >= 1.0
+    assert gan.frechet_distance(real) < 1.0 and gan.frechet_distance(noise) > 10.0
 
 
 def test_gan_trains_and_pbt_records_its_schedules(tmp_path: Path) -> None:
     from poptrain.experiments import gan
 
-    run = poptrain.create_run(name="gan", space=gan.SPACE, population_size=3, metric="score", root=tmp_path,
-                              ready=poptrain.every(1), **gan.VARIANTS["pbt"])
+    run = poptrain.create_run(
+        name="gan",
+        space=gan.SPACE,
+        population_size=3,
+        metric="score",
+        root=tmp_path,
+        ready=poptrain.every(1),
+        **gan.VARIANTS["pbt"],
+    )
     run.optimize(gan.DigitsGAN, steps=3, keep_checkpoints=None)
     best = run.best()
     assert best is not None and best.score > 1.5 and "frechet" in best.metrics
@@ -151,7 +166,19 @@ def test_gan_quick_mode_writes_the_table(tmp_path: Path) -> None:
 def test_experiments_run_from_the_command_line(module: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from poptrain.cli.main import main
 
-    code = main(["run", f"poptrain.experiments.{module}", "--root", str(tmp_path), "--population", "3", "--steps", "2", "--quiet"])
+    code = main(
+        [
+            "run",
+            f"poptrain.experiments.{module}",
+            "--root",
+            str(tmp_path),
+            "--population",
+            "3",
+            "--steps",
+            "2",
+            "--quiet",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "Best member" in out and ("test_acc" in out if module == "classify" else "frechet" in out)
@@ -162,8 +189,18 @@ def test_experiment_commands_report_bad_input_in_one_line(tmp_path: Path) -> Non
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "poptrain.experiments.classify", "--data", str(tmp_path / "nope"), "--root", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "poptrain.experiments.classify",
+            "--data",
+            str(tmp_path / "nope"),
+            "--root",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr

@@ -74,7 +74,20 @@ def test_translation_from_parallel_files(tmp_path: Path) -> None:
     source, target = translate.number_corpus(200, seed=1)
     (tmp_path / "c.en").write_text("\n".join(source))
     (tmp_path / "c.de").write_text("\n".join(target))
-    assert translate.main(["--quick", "--src", str(tmp_path / "c.en"), "--tgt", str(tmp_path / "c.de"), "--root", str(tmp_path / "out")]) == 0
+    assert (
+        translate.main(
+            [
+                "--quick",
+                "--src",
+                str(tmp_path / "c.en"),
+                "--tgt",
+                str(tmp_path / "c.de"),
+                "--root",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     with pytest.raises(ConfigError, match="give both --src and --tgt"):
         translate.main(["--src", str(tmp_path / "c.en")])
 
@@ -109,5 +122,17 @@ def test_rl_quick_mode(tmp_path: Path) -> None:
 def test_experiments_run_from_the_command_line(module: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from poptrain.cli.main import main
 
-    code = main(["run", f"poptrain.experiments.{module}", "--root", str(tmp_path), "--population", "2", "--steps", "1", "--quiet"])
+    code = main(
+        [
+            "run",
+            f"poptrain.experiments.{module}",
+            "--root",
+            str(tmp_path),
+            "--population",
+            "2",
+            "--steps",
+            "1",
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err

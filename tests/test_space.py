@@ -59,7 +59,9 @@ def test_choice_samples_every_option():
     assert {repr(v) for v in values} == {repr(o) for o in param.options}
 
 
-@pytest.mark.parametrize("param", [Float(0.0, 1.0), Float(1e-3, 1.0, log=True), Int(0, 100), Choice(list("abcdef"))], ids=repr)
+@pytest.mark.parametrize(
+    "param", [Float(0.0, 1.0), Float(1e-3, 1.0, log=True), Int(0, 100), Choice(list("abcdef"))], ids=repr
+)
 def test_same_seed_same_values(param):
     first = [param.sample(rng(7)) for _ in range(5)]
     again = [param.sample(rng(7)) for _ in range(5)]
@@ -123,8 +125,8 @@ def test_float_perturb_stays_in_bounds_over_many_moves():
     [
         (50, 1.2, 60, "* 1.2"),
         (50, 0.8, 40, "* 0.8"),
-        (1, 1.2, 2, "+ 1"),          # rounding would keep 1
-        (2, 0.8, 1, "- 1"),          # round(1.6) == 2 would keep 2
+        (1, 1.2, 2, "+ 1"),  # rounding would keep 1
+        (2, 0.8, 1, "- 1"),  # round(1.6) == 2 would keep 2
         (90, 1.2, 100, "* 1.2 (clipped)"),
         (100, 1.2, 99, "- 1 (at bound)"),
         (1, 0.8, 2, "+ 1 (at bound)"),
@@ -190,7 +192,10 @@ def test_resample_draws_from_the_prior():
         ({"opt": {"type": "weird"}}, r"parameter 'opt': unknown type 'weird'; use one of choice, float, int"),
         ({"opt": {"type": "float", "low": 0, "high": 1, "step": 2}}, r"parameter 'opt': unknown field\(s\) step"),
         ({"opt": {"type": "int", "low": 0}}, r"parameter 'opt': missing field\(s\) high"),
-        ({"lr": 0.01}, r"parameter 'lr': expected a mapping such as .* \(in Python: poptrain.Float\(0.001, 0.1\), Int or Choice\), got 0.01"),
+        (
+            {"lr": 0.01},
+            r"parameter 'lr': expected a mapping such as .* \(in Python: poptrain.Float\(0.001, 0.1\), Int or Choice\), got 0.01",
+        ),
         ({"lr": "Float(0, 1)"}, r"parameter 'lr': expected a mapping such as .*, got 'Float\(0, 1\)'"),
         ({"lr": Float(0.0, float("inf"))}, r"parameter 'lr': Float high must be finite"),
         ({"lr": Float("0", 1.0)}, r"parameter 'lr': Float low must be a number"),
@@ -223,10 +228,16 @@ def test_validate():
 
 # --- JSON form --------------------------------------------------------------------------------
 def test_to_dict_round_trip():
-    space = SearchSpace({
-        "lr": Float(1e-4, 1e-1, log=True), "momentum": Float(0.0, 0.99), "layers": Int(1, 8),
-        "batch": Int(16, 512, log=True), "act": Choice(["relu", "tanh", None]), "width": Choice([32, 64, 128], ordered=True),
-    })
+    space = SearchSpace(
+        {
+            "lr": Float(1e-4, 1e-1, log=True),
+            "momentum": Float(0.0, 0.99),
+            "layers": Int(1, 8),
+            "batch": Int(16, 512, log=True),
+            "act": Choice(["relu", "tanh", None]),
+            "width": Choice([32, 64, 128], ordered=True),
+        }
+    )
     as_dict = space.to_dict()
     assert as_dict["lr"] == {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}
     assert as_dict["width"] == {"type": "choice", "options": [32, 64, 128], "ordered": True}

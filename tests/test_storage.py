@@ -112,7 +112,10 @@ def test_postgres_without_driver_names_the_driver():
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("mysql+nosuchdriver://u@h/db", r"no database driver for 'mysql\+nosuchdriver' .*; use sqlite:///PATH or postgresql\+psycopg://"),
+        (
+            "mysql+nosuchdriver://u@h/db",
+            r"no database driver for 'mysql\+nosuchdriver' .*; use sqlite:///PATH or postgresql\+psycopg://",
+        ),
         ("postgres://u@h/db", r"no database driver for 'postgres' .*; write postgresql\+psycopg://user@host/db"),
     ],
 )
@@ -142,7 +145,10 @@ def test_head_revision_is_the_newest_migration():
 def test_migrations_ship_with_the_package():
     folder = Path(_migrate.MIGRATIONS)
     assert (folder / "env.py").is_file() and (folder / "script.py.mako").is_file()
-    assert sorted(p.name for p in (folder / "versions").glob("0*.py"))[:2] == ["0001_initial.py", "0002_member_failures.py"]
+    assert sorted(p.name for p in (folder / "versions").glob("0*.py"))[:2] == [
+        "0001_initial.py",
+        "0002_member_failures.py",
+    ]
 
 
 def _schema_differences(url):
@@ -171,7 +177,9 @@ def test_new_database_is_at_head_with_schema_version(tmp_path):
     open_storage(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(_migrate.HEAD_REVISION,)]
-        assert conn.execute("SELECT value FROM poptrain_meta WHERE key = 'schema_version'").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert conn.execute("SELECT value FROM poptrain_meta WHERE key = 'schema_version'").fetchall() == [
+            (str(SCHEMA_VERSION),)
+        ]
 
 
 def test_unknown_alembic_revision_is_refused(tmp_path):
@@ -209,11 +217,13 @@ def test_database_made_before_alembic_is_stamped_and_migrated(tmp_path):
         conn.execute(text("ALTER TABLE members DROP COLUMN failures"))
         conn.execute(text("ALTER TABLE members DROP COLUMN lease"))  # added in schema version 2
         conn.execute(text("DROP TABLE scores"))  # version 1 had no unique (run_id, slot, step)
-        conn.execute(text(
-            "CREATE TABLE scores (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, "
-            "slot INTEGER NOT NULL, generation_id INTEGER NOT NULL, step INTEGER NOT NULL, value FLOAT, "
-            "metrics JSON NOT NULL, wall_time FLOAT NOT NULL)"
-        ))
+        conn.execute(
+            text(
+                "CREATE TABLE scores (id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, "
+                "slot INTEGER NOT NULL, generation_id INTEGER NOT NULL, step INTEGER NOT NULL, value FLOAT, "
+                "metrics JSON NOT NULL, wall_time FLOAT NOT NULL)"
+            )
+        )
         conn.execute(text("CREATE INDEX ix_scores_run ON scores (run_id, id)"))
         conn.execute(insert(schema.runs).values(name="old", spec={}, seed=1, state="finished", created_at=1.0))
     engine.dispose()
@@ -234,17 +244,22 @@ def test_a_database_that_is_not_poptrains_is_refused(tmp_path):
         conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
     before = path.read_bytes()
     for create in (True, False):
-        with pytest.raises(StorageError, match=r"other.db is not a poptrain database \(it has tables customers\); use a new file"):
+        with pytest.raises(
+            StorageError, match=r"other.db is not a poptrain database \(it has tables customers\); use a new file"
+        ):
             open_storage(f"sqlite:///{path}", create=create)
     assert path.read_bytes() == before  # not even switched to WAL
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
 
 
-@pytest.mark.parametrize(("content", "error", "match"), [
-    (None, RunNotFoundError, "no database at"),
-    (b"", RunNotFoundError, "is an empty file"),
-    (b"not a database at all" * 20, StorageError, "is not a SQLite database"),
-])
+@pytest.mark.parametrize(
+    ("content", "error", "match"),
+    [
+        (None, RunNotFoundError, "no database at"),
+        (b"", RunNotFoundError, "is an empty file"),
+        (b"not a database at all" * 20, StorageError, "is not a SQLite database"),
+    ],
+)
 def test_opening_without_create_writes_nothing(tmp_path: Path, content: bytes | None, error: type, match: str) -> None:
     path = tmp_path / "poptrain.db"
     if content is not None:

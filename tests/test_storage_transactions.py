@@ -63,6 +63,7 @@ def test_two_storages_in_two_threads_lose_no_write(url: str) -> None:
                 for i in range(ROUNDS):
                     step = 2 * i + parity + 1
                     storage.record_ready(run.id, [_point(0, step, Decision(0, step, "explore", {"lr": step}))])
+
             return work
 
         _in_threads(explorer(first, 0), explorer(second, 1))
@@ -122,6 +123,7 @@ def test_two_workers_acquire_distinct_members(url: str) -> None:
                     member = storage.acquire_member(run.id, f"{name}{i}", total_steps=4, lease_seconds=60)
                     assert member is not None
                     got.append((member.slot, member.lease))
+
             return work
 
         _in_threads(worker(first, "a"), worker(second, "b"))
@@ -153,16 +155,22 @@ def test_upgrade_to_one_score_per_step_keeps_the_newest_of_duplicates(url: str) 
             assert conn.execute(text("SELECT value FROM poptrain_meta")).scalar() == "1"
             conn.execute(insert(schema.runs).values(name="old", spec={}, seed=1, state="interrupted", created_at=1.0))
             run_id = conn.execute(select(schema.runs.c.id)).scalar_one()
-            conn.execute(text(
-                "INSERT INTO members (run_id, slot, state, step, hparams, generation_id, generation, last_ready_step, "
-                "failures) VALUES (:run, 0, 'running', 2, '{}', 1, 0, 0, 0)"
-            ), {"run": run_id})
+            conn.execute(
+                text(
+                    "INSERT INTO members (run_id, slot, state, step, hparams, generation_id, generation, last_ready_step, "
+                    "failures) VALUES (:run, 0, 'running', 2, '{}', 1, 0, 0, 0)"
+                ),
+                {"run": run_id},
+            )
             rows = [(1, 0.1), (2, 0.2), (2, 0.25), (1, 0.15), (2, 0.3)]  # steps 1 and 2 trained twice
             for step, value in rows:
-                conn.execute(text(
-                    "INSERT INTO scores (run_id, slot, generation_id, step, value, metrics, wall_time) "
-                    "VALUES (:run, 0, 1, :step, :value, '{}', 0)"
-                ), {"run": run_id, "step": step, "value": value})
+                conn.execute(
+                    text(
+                        "INSERT INTO scores (run_id, slot, generation_id, step, value, metrics, wall_time) "
+                        "VALUES (:run, 0, 1, :step, :value, '{}', 0)"
+                    ),
+                    {"run": run_id, "step": step, "value": value},
+                )
     finally:
         engine.dispose()
     storage = open_storage(url)

@@ -242,7 +242,9 @@ def test_plan_generation_decides_against_one_frozen_snapshot():
 
 def test_plan_generation_for_some_members():
     pop = population([0.1, 0.5, 0.9, 0.7])
-    decisions = plan_generation(pop, SPACE, Strategy(exploit=truncation(0.25)), lambda m: rng(m.slot), members=[pop[0], pop[2]])
+    decisions = plan_generation(
+        pop, SPACE, Strategy(exploit=truncation(0.25)), lambda m: rng(m.slot), members=[pop[0], pop[2]]
+    )
     assert [(d.slot, d.donor) for d in decisions] == [(0, 2)]
 
 
@@ -287,7 +289,9 @@ def test_user_strategies_that_fail():
     with pytest.raises(StrategyError, match=r"must return poptrain.Explored"):
         plan_member(pop[1], pop, SPACE, Strategy(exploit=None, explore=lambda h, s, r: h), rng())
     with pytest.raises(StrategyError, match=r"invalid hyperparameters: parameter 'layers'"):
-        plan_member(pop[1], pop, SPACE, Strategy(exploit=None, explore=lambda h, s, r: Explored({**h, "layers": 99})), rng())
+        plan_member(
+            pop[1], pop, SPACE, Strategy(exploit=None, explore=lambda h, s, r: Explored({**h, "layers": 99})), rng()
+        )
 
 
 def test_same_seed_same_decisions():
@@ -295,7 +299,9 @@ def test_same_seed_same_decisions():
     pop = population(fitness)
 
     def plan(seed):
-        return plan_generation(pop, SPACE, Strategy(exploit=truncation(0.25)), lambda m: decision_rng(seed, m.slot, m.step))
+        return plan_generation(
+            pop, SPACE, Strategy(exploit=truncation(0.25)), lambda m: decision_rng(seed, m.slot, m.step)
+        )
 
     assert plan(3) == plan(3)
     assert len(plan(3)) == 3
@@ -336,11 +342,15 @@ def test_invalid_strategy_arguments(make, message):
 def test_strategy_spec_round_trip():
     from poptrain.strategy import strategy_from_spec, strategy_to_spec
 
-    strategy = Strategy(ready=every(3, burn_in=2), exploit=tournament(), explore=perturb((0.5, 2.0), 0.1), synchronous=True)
+    strategy = Strategy(
+        ready=every(3, burn_in=2), exploit=tournament(), explore=perturb((0.5, 2.0), 0.1), synchronous=True
+    )
     spec = strategy_to_spec(strategy)
     assert spec["explore"] == {"type": "perturb", "factors": [0.5, 2.0], "resample_probability": 0.1}
     assert strategy_from_spec(spec) == strategy
-    assert strategy_from_spec(strategy_to_spec(Strategy(exploit=None, explore=None))) == Strategy(exploit=None, explore=None)
+    assert strategy_from_spec(strategy_to_spec(Strategy(exploit=None, explore=None))) == Strategy(
+        exploit=None, explore=None
+    )
     with pytest.raises(StrategyError, match="unknown strategy type 'weird'"):
         strategy_from_spec({"ready": {"type": "weird"}})
     assert poptrain.Strategy is Strategy

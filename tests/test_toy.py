@@ -14,7 +14,9 @@ SEEDS = range(8)
 
 @pytest.fixture(scope="module")
 def medians():
-    return {variant: statistics.median(best_q(run_variant(variant, seed=seed)) for seed in SEEDS) for variant in VARIANTS}
+    return {
+        variant: statistics.median(best_q(run_variant(variant, seed=seed)) for seed in SEEDS) for variant in VARIANTS
+    }
 
 
 def test_pbt_gets_close_to_the_optimum(medians):

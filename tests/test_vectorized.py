@@ -47,13 +47,19 @@ class Residual(nn.Module):
 
 
 SGD_SPACE = {
-    "lr": poptrain.Float(1e-3, 0.3, log=True), "momentum": poptrain.Float(0.0, 0.95),
-    "weight_decay": poptrain.Float(1e-6, 1e-2, log=True), "grad_clip": poptrain.Float(0.5, 5.0),
-    "l2": poptrain.Float(1e-6, 1e-3, log=True), "l1": poptrain.Float(1e-7, 1e-5, log=True),
+    "lr": poptrain.Float(1e-3, 0.3, log=True),
+    "momentum": poptrain.Float(0.0, 0.95),
+    "weight_decay": poptrain.Float(1e-6, 1e-2, log=True),
+    "grad_clip": poptrain.Float(0.5, 5.0),
+    "l2": poptrain.Float(1e-6, 1e-3, log=True),
+    "l1": poptrain.Float(1e-7, 1e-5, log=True),
 }
 ADAM_SPACE = {
-    "lr": poptrain.Float(1e-4, 1e-2, log=True), "beta1": poptrain.Float(0.5, 0.95), "beta2": poptrain.Float(0.9, 0.999),
-    "weight_decay": poptrain.Float(1e-6, 1e-2, log=True), "grad_clip": poptrain.Float(0.5, 5.0),
+    "lr": poptrain.Float(1e-4, 1e-2, log=True),
+    "beta1": poptrain.Float(0.5, 0.95),
+    "beta2": poptrain.Float(0.9, 0.999),
+    "weight_decay": poptrain.Float(1e-6, 1e-2, log=True),
+    "grad_clip": poptrain.Float(0.5, 5.0),
 }
 
 
@@ -65,8 +71,12 @@ def spec(model: Any = mlp, optimizer: Any = "sgd", **kwargs: Any) -> VectorizedT
 
 def make_run(space: dict, name: str = "vec", population: int = 4, **kwargs: Any) -> poptrain.Run:
     settings: dict[str, Any] = {
-        "metric": "val_loss", "mode": "min", "storage": "memory", "ready": poptrain.every(2),
-        "exploit": poptrain.truncation(0.25), "explore": poptrain.perturb((0.8, 1.2), resample_probability=0.25),
+        "metric": "val_loss",
+        "mode": "min",
+        "storage": "memory",
+        "ready": poptrain.every(2),
+        "exploit": poptrain.truncation(0.25),
+        "explore": poptrain.perturb((0.8, 1.2), resample_probability=0.25),
     }
     settings.update(kwargs)
     return poptrain.create_run(name=name, space=space, population_size=population, **settings)
@@ -75,8 +85,16 @@ def make_run(space: dict, name: str = "vec", population: int = 4, **kwargs: Any)
 def lineage(run: poptrain.Run) -> list[tuple]:
     steps = {c.id: (c.slot, c.step) for c in run.storage.get_checkpoints(run.record.id)}
     return [
-        (g.slot, g.number, g.start_step, g.kind, g.donor, steps.get(g.loaded_checkpoint_id), tuple(sorted(g.hparams.items())),
-         tuple(sorted(g.operations.items())))
+        (
+            g.slot,
+            g.number,
+            g.start_step,
+            g.kind,
+            g.donor,
+            steps.get(g.loaded_checkpoint_id),
+            tuple(sorted(g.hparams.items())),
+            tuple(sorted(g.operations.items())),
+        )
         for g in run.lineage()
     ]
 
@@ -89,7 +107,9 @@ def final_states(run: poptrain.Run) -> dict[int, Any]:
     return newest
 
 
-def both(make_spec: Any, space: dict, steps: int = 8, **run_kwargs: Any) -> tuple[poptrain.Run, poptrain.Run, VectorizedExecutor]:
+def both(
+    make_spec: Any, space: dict, steps: int = 8, **run_kwargs: Any
+) -> tuple[poptrain.Run, poptrain.Run, VectorizedExecutor]:
     sequential = make_run(space, "seq", **run_kwargs).optimize(make_spec(), steps=steps, executor="sequential")
     executor = VectorizedExecutor()
     vectorized = make_run(space, "vec", **run_kwargs).optimize(make_spec(), steps=steps, executor=executor)
@@ -109,7 +129,9 @@ def assert_same_run(sequential: poptrain.Run, vectorized: poptrain.Run, toleranc
             torch.testing.assert_close(vec_states[slot]["model"][name], tensor, rtol=1e-4, atol=1e-5)
         for index, entry in state["optimizer"]["state"].items():
             for key, value in entry.items():
-                torch.testing.assert_close(vec_states[slot]["optimizer"]["state"][index][key], value, rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(
+                    vec_states[slot]["optimizer"]["state"][index][key], value, rtol=1e-4, atol=1e-5
+                )
 
 
 @pytest.mark.parametrize(
@@ -122,7 +144,9 @@ def test_vectorized_population_matches_members_trained_one_by_one(optimizer: Any
     assert executor.path == "batched-matmul"
     kinds = {g.kind for g in vectorized.lineage()}
     assert {"exploit", "init"} <= kinds  # across an exploit ...
-    assert any("*" in op or "resample" in op for g in vectorized.lineage() for op in g.operations.values())  # ... and an explore
+    assert any(
+        "*" in op or "resample" in op for g in vectorized.lineage() for op in g.operations.values()
+    )  # ... and an explore
     assert_same_run(sequential, vectorized)
 
 
@@ -154,8 +178,14 @@ def test_decisions_are_the_sequential_executors_given_the_same_scores(synchronou
     space = {"lr": poptrain.Float(1e-3, 0.3, log=True), "momentum": poptrain.Float(0.0, 0.9)}
     runs = []
     for executor in ("sequential", "vectorized"):
-        run = make_run(space, executor, population=8, synchronous=synchronous, exploit=poptrain.tournament(),
-                       explore=poptrain.resample())
+        run = make_run(
+            space,
+            executor,
+            population=8,
+            synchronous=synchronous,
+            exploit=poptrain.tournament(),
+            explore=poptrain.resample(),
+        )
         runs.append(run.optimize(spec(evaluate=_output_scale), steps=6, executor=executor))
     assert lineage(runs[1]) == lineage(runs[0])
     assert sum(g.kind == "exploit" for g in runs[0].lineage()) >= 3
@@ -263,7 +293,9 @@ def test_dropout_does_not_depend_on_what_ran_before_in_the_process() -> None:
     curves = []
     for burn in (0, 7):
         torch.rand(burn)  # other code drew from torch's global generator in between
-        run = make_run(space, name=f"drop{burn}", population=4, seed=5).optimize(spec(model=model), steps=4, executor="vectorized")
+        run = make_run(space, name=f"drop{burn}", population=4, seed=5).optimize(
+            spec(model=model), steps=4, executor="vectorized"
+        )
         curves.append([(s.slot, s.step, s.value) for s in run.scores()])
     assert curves[0] == curves[1]
 

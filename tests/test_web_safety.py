@@ -58,7 +58,9 @@ def evil_run(root: Path) -> poptrain.Run:
     """A trained run (exploits and explores with payload operations), a failed member, a
     payload state, and its report written with a payload extra summary."""
     space = {RATE: poptrain.Float(0.0, 1.0), CHOICE: poptrain.Choice(OPTIONS)}
-    run = poptrain.create_run(name="xss", space=space, population_size=4, metric=METRIC, root=root, ready=poptrain.every(2))
+    run = poptrain.create_run(
+        name="xss", space=space, population_size=4, metric=METRIC, root=root, ready=poptrain.every(2)
+    )
     run.optimize(Evil, steps=6)
     run.storage.record_failure(run.record.id, 3, ERROR)
     run.storage.set_run_state(run.record.id, STATE)
@@ -144,11 +146,18 @@ def test_report_html_keeps_data_inside_its_script() -> None:
     from poptrain.storage import InMemoryStorage
 
     storage = InMemoryStorage()
-    run = storage.create_run("tiny", spec={"metric": "acc", "mode": "max", "population_size": 1}, seed=0,
-                             initial_hparams=[{"h0": 0.5}])
+    run = storage.create_run(
+        "tiny", spec={"metric": "acc", "mode": "max", "population_size": 1}, seed=0, initial_hparams=[{"h0": 0.5}]
+    )
     evil = {"a": "</script><script>window.__pwned=1</script>", "b": "<!--<script>", "c": "x\u2028y\u2029z & >"}
-    data = report_data(run, storage.get_members(run.id), storage.get_generations(run.id), storage.get_scores(run.id), None,
-                       summary=evil)
+    data = report_data(
+        run,
+        storage.get_members(run.id),
+        storage.get_generations(run.id),
+        storage.get_scores(run.id),
+        None,
+        summary=evil,
+    )
     text = report_html(data)
     inline = text.split("const data = ", 1)[1].split(";\nrender(data);", 1)[0]
     assert json.loads(inline) == json.loads(report_json(data))  # the same data, escaped
@@ -184,7 +193,14 @@ def _get(port: int, path: str, host: str | None) -> http.client.HTTPResponse:
 
 def test_loopback_dashboard_answers_only_local_host_names(server: Any) -> None:
     port = server.server_address[1]
-    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.evil.example:80", None, ""):
+    for host in (
+        "evil.example",
+        f"evil.example:{port}",
+        "127.0.0.1.evil.example",
+        "localhost.evil.example:80",
+        None,
+        "",
+    ):
         response = _get(port, "/api/runs", host)
         assert response.status == 403, host
         assert response.getheader("Content-Type", "").startswith("text/plain")
@@ -205,12 +221,22 @@ def test_dashboard_responses_carry_security_headers(server: Any) -> None:
 @pytest.mark.parametrize(
     ("bound", "host", "allowed"),
     [
-        ("127.0.0.1", "localhost:8321", True), ("127.0.0.1", "127.0.0.1", True), ("127.0.0.1", "[::1]:8321", True),
-        ("127.0.0.1", "evil.example", False), ("127.0.0.1", None, False), ("127.0.0.1", "localhost:x", False),
-        ("127.0.0.1", "[::1", False), ("127.1.2.3", "attacker.test:8321", False), ("::1", "attacker.test", False),
-        ("localhost", "attacker.test", False), ("::1", "[::1]:8321", True),
-        ("0.0.0.0", "evil.example", True), ("192.168.1.5", "my-machine:8321", True), ("", "anything", True),
-        ("::", "anything", True), ("0.0.0.0", None, True),
+        ("127.0.0.1", "localhost:8321", True),
+        ("127.0.0.1", "127.0.0.1", True),
+        ("127.0.0.1", "[::1]:8321", True),
+        ("127.0.0.1", "evil.example", False),
+        ("127.0.0.1", None, False),
+        ("127.0.0.1", "localhost:x", False),
+        ("127.0.0.1", "[::1", False),
+        ("127.1.2.3", "attacker.test:8321", False),
+        ("::1", "attacker.test", False),
+        ("localhost", "attacker.test", False),
+        ("::1", "[::1]:8321", True),
+        ("0.0.0.0", "evil.example", True),
+        ("192.168.1.5", "my-machine:8321", True),
+        ("", "anything", True),
+        ("::", "anything", True),
+        ("0.0.0.0", None, True),
     ],
 )
 def test_host_rule_restricts_only_loopback_servers(bound: str, host: str | None, allowed: bool) -> None:
@@ -237,14 +263,23 @@ def test_summary_prints_markup_in_data_literally() -> None:
     from poptrain.results import BestMember, ScheduleSegment
 
     hparams = {MARKUP_NAME: 0.5, "opt": "[/bold]", "emoji": ":smile: {task}"}
-    schedule = [ScheduleSegment(0, 0, 4, hparams, "init"),
-                ScheduleSegment(1, 4, 8, hparams, "exploit", 0, {"opt": "-> '[/bold]'", MARKUP_NAME: "* [red]"})]
+    schedule = [
+        ScheduleSegment(0, 0, 4, hparams, "init"),
+        ScheduleSegment(1, 4, 8, hparams, "exploit", 0, {"opt": "-> '[/bold]'", MARKUP_NAME: "* [red]"}),
+    ]
     best = BestMember(1, 0.9, 8, {"acc": 0.9, "x [/bold]": 1.0}, hparams, None, schedule)
     stream = io.StringIO()
     print_summary(MARKUP_RUN, "acc", best, {"extra [/bold]": "[red] [/bold]"}, wall_time=1.0, stream=stream)
     out = stream.getvalue()
-    for literal in (MARKUP_RUN, MARKUP_NAME, "[/bold] (-> '[/bold]')", "0.5 (* [red])", "x [/bold] = 1",
-                    "extra [/bold] = [red] [/bold]", ":smile: {task}"):
+    for literal in (
+        MARKUP_RUN,
+        MARKUP_NAME,
+        "[/bold] (-> '[/bold]')",
+        "0.5 (* [red])",
+        "x [/bold] = 1",
+        "extra [/bold] = [red] [/bold]",
+        ":smile: {task}",
+    ):
         assert literal in out, literal
     stream = io.StringIO()
     print_summary(MARKUP_RUN, "acc", None, {}, wall_time=1.0, stream=stream)
@@ -298,6 +333,11 @@ def test_terminal_escape_sequences_in_data_are_printed_escaped(tmp_path: Path) -
     assert text(f"x{title}").plain == "x\\x1b]0;owned\\x07"
     experiment = tmp_path / "loud.py"  # an error message carrying an escape sequence: printed escaped
     experiment.write_text('raise RuntimeError("broken \\x1b]0;owned\\x07 here")\n')
-    result = subprocess.run([sys.executable, "-m", "poptrain", "run", str(experiment), "--root", str(tmp_path / "runs")],
-                            check=False, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "poptrain", "run", str(experiment), "--root", str(tmp_path / "runs")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "\x1b" not in result.stderr and "broken \\x1b]0;owned\\x07 here" in result.stderr

@@ -1,14 +1,13 @@
 """A worker process for the lease tests (run as a script): joins run ``killed`` and trains.
 
-    python worker_target.py ROOT LEASE_SECONDS
+python worker_target.py ROOT LEASE_SECONDS
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 from kill_target import STEPS, SlowToy
 from poptrain.executors.processes import WorkerJob, work
@@ -24,8 +23,15 @@ class SlowerToy(SlowToy):
 
 def job(root: str, lease: float, trainable: type = SlowToy) -> WorkerJob:
     folder = Path(root) / "killed"
-    return WorkerJob(f"sqlite:///{folder / 'poptrain.db'}", "killed", str(folder / "checkpoints"), trainable, STEPS,
-                     lease_seconds=lease, flush_seconds=0.0)
+    return WorkerJob(
+        f"sqlite:///{folder / 'poptrain.db'}",
+        "killed",
+        str(folder / "checkpoints"),
+        trainable,
+        STEPS,
+        lease_seconds=lease,
+        flush_seconds=0.0,
+    )
 
 
 if __name__ == "__main__":

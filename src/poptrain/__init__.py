@@ -1,10 +1,10 @@
 """poptrain: Population Based Training of neural networks.
 
-    import poptrain
-    run = poptrain.create_run(name="demo", space={"lr": poptrain.Float(1e-4, 1e-1, log=True)},
-                              population_size=8, metric="val_acc")
-    run.optimize(MyTrainable, steps=40)
-    print(run.best())
+import poptrain
+run = poptrain.create_run(name="demo", space={"lr": poptrain.Float(1e-4, 1e-1, log=True)},
+                          population_size=8, metric="val_acc")
+run.optimize(MyTrainable, steps=40)
+print(run.best())
 """
 
 from poptrain._version import __version__
@@ -57,12 +57,60 @@ def __getattr__(name: str) -> object:
         return VectorizedTrainable
     raise AttributeError(f"module 'poptrain' has no attribute {name!r}")
 
+
 __all__ = [
+    "Action",
+    "BestMember",
+    "CheckpointError",
+    "CheckpointRecord",
+    "Choice",
+    "ConfigError",
+    "Decision",
+    "Executor",
+    "Explored",
+    "Float",
+    "GenerationRecord",
+    "History",
+    "Int",
+    "MemberRecord",
+    "MemberSnapshot",
+    "MetricError",
+    "Observation",
+    "PoptrainError",
+    "ProcessesExecutor",
+    "ProgressListener",
+    "ReplayResult",
+    "Run",
+    "RunExistsError",
+    "RunNotFoundError",
+    "RunRecord",
+    "Schedule",
+    "ScheduleSegment",
+    "ScoreRecord",
+    "SearchSpace",
+    "SearchSpaceError",
+    "SequentialExecutor",
+    "StaleWriteError",
+    "StorageError",
+    "Strategy",
+    "StrategyError",
+    "TrainContext",
+    "Trainable",
+    "TrainableError",
+    "VectorizedTrainable",
+    "Widths",
     "__version__",
-    "Action", "BestMember", "Executor", "ProcessesExecutor", "SequentialExecutor", "CheckpointError", "CheckpointRecord", "Choice", "ConfigError", "Decision", "Explored",
-    "Float", "GenerationRecord", "History", "Int", "MemberRecord", "MemberSnapshot", "MetricError", "Observation", "PoptrainError",
-    "ProgressListener", "ReplayResult", "Run", "RunExistsError", "RunNotFoundError", "RunRecord", "Schedule", "ScheduleSegment", "ScoreRecord",
-    "SearchSpace", "SearchSpaceError", "StaleWriteError", "StorageError", "Strategy", "StrategyError", "TrainContext", "Trainable",
-    "TrainableError", "VectorizedTrainable", "Widths", "create_run", "every", "gaussian", "load_run", "load_schedule", "pb2", "perturb", "plan_generation", "plan_member", "replace_worst", "resample",
-    "tournament", "truncation",
+    "create_run",
+    "every",
+    "gaussian",
+    "load_run",
+    "load_schedule",
+    "pb2",
+    "perturb",
+    "plan_generation",
+    "plan_member",
+    "replace_worst",
+    "resample",
+    "tournament",
+    "truncation",
 ]

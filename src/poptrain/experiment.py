@@ -55,9 +55,17 @@ class ExperimentSpec:
         """Arguments for ``poptrain.create_run`` (without name and storage)."""
         s = self.strategy
         return {
-            "space": self.space, "population_size": self.population_size, "metric": self.metric, "mode": self.mode,
-            "ready": s.ready, "exploit": s.exploit, "explore": s.explore, "inherit_hparams": s.inherit_hparams,
-            "synchronous": s.synchronous, "seed": self.seed, "initial_hparams": self.initial_hparams,
+            "space": self.space,
+            "population_size": self.population_size,
+            "metric": self.metric,
+            "mode": self.mode,
+            "ready": s.ready,
+            "exploit": s.exploit,
+            "explore": s.explore,
+            "inherit_hparams": s.inherit_hparams,
+            "synchronous": s.synchronous,
+            "seed": self.seed,
+            "initial_hparams": self.initial_hparams,
         }
 
 
@@ -76,7 +84,9 @@ class Setting:
 
 
 def _whole(minimum: int, maximum: int | None = None) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum and (maximum is None or v <= maximum)
+    return lambda v: (
+        isinstance(v, int) and not isinstance(v, bool) and v >= minimum and (maximum is None or v <= maximum)
+    )
 
 
 def _is_bool(v: Any) -> bool:
@@ -126,42 +136,72 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
 
-_NAME = Setting("name", "a run name of letters, digits, '.', '_' and '-', starting with a letter or digit (at most 128)",
-                _optional(_is_run_name), None)
+_NAME = Setting(
+    "name",
+    "a run name of letters, digits, '.', '_' and '-', starting with a letter or digit (at most 128)",
+    _optional(_is_run_name),
+    None,
+)
 _NUMBERS = (
     Setting("population_size", f"a whole number from 1 to {MAX_POPULATION} (e.g. 8)", _whole(1, MAX_POPULATION)),
     Setting("steps", "a whole number >= 1, the steps each member trains (e.g. 20)", _whole(1)),
     Setting("metric", "a non-empty string naming what evaluate() returns (e.g. 'val_acc')", _is_metric, "score"),
-    Setting("mode", "'max' or 'min' (whether a higher or a lower metric is better)", lambda v: v in ("max", "min"), "max"),
+    Setting(
+        "mode", "'max' or 'min' (whether a higher or a lower metric is better)", lambda v: v in ("max", "min"), "max"
+    ),
     Setting("seed", f"a whole number from 0 to {MAX_SEED}", _whole(0, MAX_SEED), 0),
     Setting("executor", f"one of {', '.join(EXECUTORS)}", lambda v: v in EXECUTORS, "sequential"),
 )
 
 MODULE_SETTINGS: tuple[Setting, ...] = (
     _NAME,
-    Setting("trainable", "a poptrain.Trainable subclass or a zero-argument factory of one (e.g. MyTrainable)",
-            _is_trainable),
-    Setting("space", "a dict of hyperparameter names to parameters (e.g. {'lr': poptrain.Float(1e-4, 1e-1, log=True)})",
-            _is_mapping),
+    Setting(
+        "trainable", "a poptrain.Trainable subclass or a zero-argument factory of one (e.g. MyTrainable)", _is_trainable
+    ),
+    Setting(
+        "space",
+        "a dict of hyperparameter names to parameters (e.g. {'lr': poptrain.Float(1e-4, 1e-1, log=True)})",
+        _is_mapping,
+    ),
     *_NUMBERS,
     Setting("ready", "a ready strategy (e.g. poptrain.every(4))", callable, every(4)),
-    Setting("exploit", "an exploit strategy or None (e.g. poptrain.truncation(0.2))", _optional(callable), truncation(0.2)),
-    Setting("explore", "an explore strategy or None (e.g. poptrain.perturb((0.8, 1.2)))", _optional(callable),
-            perturb((0.8, 1.2), resample_probability=0.25)),
+    Setting(
+        "exploit", "an exploit strategy or None (e.g. poptrain.truncation(0.2))", _optional(callable), truncation(0.2)
+    ),
+    Setting(
+        "explore",
+        "an explore strategy or None (e.g. poptrain.perturb((0.8, 1.2)))",
+        _optional(callable),
+        perturb((0.8, 1.2), resample_probability=0.25),
+    ),
     Setting("inherit_hparams", "True or False", _is_bool, True),
     Setting("synchronous", "True or False", _is_bool, False),
-    Setting("initial_hparams", "None or a list of one dict of hyperparameters per member", _optional(_is_hparams_list), None),
+    Setting(
+        "initial_hparams", "None or a list of one dict of hyperparameters per member", _optional(_is_hparams_list), None
+    ),
     Setting("summarize", "None or a function summarize(run) returning a dict of numbers", _optional(callable), None),
 )
 """The keys ``experiment()`` may return."""
 
 STRATEGY_SETTINGS: tuple[Setting, ...] = (
-    Setting("ready", "a mapping with a type (e.g. {type: every, steps: 4})", _is_strategy_spec(False),
-            {"type": "every", "steps": 4}),
-    Setting("exploit", "null or a mapping with a type (e.g. {type: truncation, fraction: 0.2})", _is_strategy_spec(True),
-            {"type": "truncation", "fraction": 0.2}),
-    Setting("explore", "null or a mapping with a type (e.g. {type: perturb, factors: [0.8, 1.2]})", _is_strategy_spec(True),
-            {"type": "perturb", "factors": [0.8, 1.2], "resample_probability": 0.25}),
+    Setting(
+        "ready",
+        "a mapping with a type (e.g. {type: every, steps: 4})",
+        _is_strategy_spec(False),
+        {"type": "every", "steps": 4},
+    ),
+    Setting(
+        "exploit",
+        "null or a mapping with a type (e.g. {type: truncation, fraction: 0.2})",
+        _is_strategy_spec(True),
+        {"type": "truncation", "fraction": 0.2},
+    ),
+    Setting(
+        "explore",
+        "null or a mapping with a type (e.g. {type: perturb, factors: [0.8, 1.2]})",
+        _is_strategy_spec(True),
+        {"type": "perturb", "factors": [0.8, 1.2], "resample_probability": 0.25},
+    ),
     Setting("inherit_hparams", "true or false", _is_bool, True),
     Setting("synchronous", "true or false", _is_bool, False),
 )
@@ -170,8 +210,11 @@ STRATEGY_SETTINGS: tuple[Setting, ...] = (
 YAML_SETTINGS: tuple[Setting, ...] = (
     _NAME,
     Setting("trainable", "an import path module:Class (e.g. mymodule:MyTrainable)", _is_import_path),
-    Setting("space", "a mapping of hyperparameter names to parameters (e.g. {lr: {type: float, low: 0.0001, high: 0.1, "
-            "log: true}})", _is_mapping),
+    Setting(
+        "space",
+        "a mapping of hyperparameter names to parameters (e.g. {lr: {type: float, low: 0.0001, high: 0.1, log: true}})",
+        _is_mapping,
+    ),
     *_NUMBERS,
     Setting("strategy", f"a mapping with some of {', '.join(s.name for s in STRATEGY_SETTINGS)}", _is_mapping, {}),
 )
@@ -195,9 +238,10 @@ def _checked(where: str, raw: Mapping[Any, Any], settings: tuple[Setting, ...], 
         )
     missing = [s.name for s in settings if s.default is REQUIRED and s.name not in raw]
     if missing:
-        raise ConfigError(f"{where}: missing {what}(s) {', '.join(missing)}; " + "; ".join(
-            f"{name} must be {valid[name].expect}" for name in missing
-        ))
+        raise ConfigError(
+            f"{where}: missing {what}(s) {', '.join(missing)}; "
+            + "; ".join(f"{name} must be {valid[name].expect}" for name in missing)
+        )
     values: dict[str, Any] = {}
     for s in settings:
         value = raw.get(s.name, s.default)
@@ -323,6 +367,7 @@ def _not_a_file(path: Path) -> str:
 
 
 def _from_module(target: str) -> ExperimentSpec:
+    main_file: str | None
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
@@ -346,14 +391,30 @@ def _from_module(target: str) -> ExperimentSpec:
         )
     where = f"{target}: experiment()"
     settings = _checked(where, raw, MODULE_SETTINGS, "setting")
-    strategy = _exec_user_code(where, main_file, lambda: Strategy(
-        settings["ready"], settings["exploit"], settings["explore"], settings["inherit_hparams"], settings["synchronous"],
-    ))
+    strategy = _exec_user_code(
+        where,
+        main_file,
+        lambda: Strategy(
+            settings["ready"],
+            settings["exploit"],
+            settings["explore"],
+            settings["inherit_hparams"],
+            settings["synchronous"],
+        ),
+    )
     return ExperimentSpec(
-        settings["name"] or default_name, settings["trainable"], _space(where, settings["space"]),
-        settings["population_size"], settings["steps"], settings["metric"], settings["mode"], settings["seed"], strategy,
+        settings["name"] or default_name,
+        settings["trainable"],
+        _space(where, settings["space"]),
+        settings["population_size"],
+        settings["steps"],
+        settings["metric"],
+        settings["mode"],
+        settings["seed"],
+        strategy,
         None if settings["initial_hparams"] is None else [dict(h) for h in settings["initial_hparams"]],
-        settings["summarize"] or getattr(module, "summarize", None), settings["executor"],
+        settings["summarize"] or getattr(module, "summarize", None),
+        settings["executor"],
     )
 
 
@@ -386,7 +447,9 @@ def _from_yaml(path: Path) -> ExperimentSpec:
     raw = _read_yaml(path)
     if not isinstance(raw, Mapping):
         got = "empty" if raw is None else f"a {type(raw).__name__}"
-        raise ConfigError(f"{path}: the config is {got}; write a mapping with trainable, space, population_size and steps")
+        raise ConfigError(
+            f"{path}: the config is {got}; write a mapping with trainable, space, population_size and steps"
+        )
     where = str(path)
     config = _checked(where, raw, YAML_SETTINGS, "key")
     parts = _checked(f"{where}: strategy", config["strategy"], STRATEGY_SETTINGS, "key")
@@ -396,26 +459,46 @@ def _from_yaml(path: Path) -> ExperimentSpec:
         what = f"the class {trainable.__qualname__}" if isinstance(trainable, type) else f"a {type(trainable).__name__}"
         raise ConfigError(f"{where}: trainable {config['trainable']!r} is {what}, not a poptrain.Trainable subclass")
     roles = {role: _strategy_part(where, role, parts[role]) for role in ("ready", "exploit", "explore")}
-    strategy = _exec_user_code(f"{where}: strategy", None, lambda: Strategy(
-        roles["ready"], roles["exploit"], roles["explore"], parts["inherit_hparams"], parts["synchronous"],
-    ))
+    strategy = _exec_user_code(
+        f"{where}: strategy",
+        None,
+        lambda: Strategy(
+            roles["ready"],
+            roles["exploit"],
+            roles["explore"],
+            parts["inherit_hparams"],
+            parts["synchronous"],
+        ),
+    )
     return ExperimentSpec(
-        config["name"] or path.stem, trainable, _space(where, config["space"]), config["population_size"],
-        config["steps"], config["metric"], config["mode"], config["seed"], strategy, executor=config["executor"],
+        config["name"] or path.stem,
+        trainable,
+        _space(where, config["space"]),
+        config["population_size"],
+        config["steps"],
+        config["metric"],
+        config["mode"],
+        config["seed"],
+        strategy,
+        executor=config["executor"],
     )
 
 
 def _strategy_part(where: str, role: str, spec: Any) -> Any:
     """One strategy callable of a YAML config from its mapping (``{type: truncation, fraction: 0.2}``)."""
     label = f"strategy.{role}"
-    return _exec_user_code(f"{where}: {label}", None, lambda: callable_from_spec(None if spec is None else dict(spec), label))
+    return _exec_user_code(
+        f"{where}: {label}", None, lambda: callable_from_spec(None if spec is None else dict(spec), label)
+    )
 
 
 def load_experiment(target: str) -> ExperimentSpec:
     """An experiment from a module path, a ``.py`` file or a ``.yaml``/``.yml`` config, every
     setting checked (``ConfigError``, one line naming the file and the key, when one is bad)."""
     if not isinstance(target, str) or not target.strip():
-        raise ConfigError("no experiment given; give a module (poptrain.experiments.digits), a .py file or a .yaml config")
+        raise ConfigError(
+            "no experiment given; give a module (poptrain.experiments.digits), a .py file or a .yaml config"
+        )
     if target.lower().endswith((".yaml", ".yml")):
         path = Path(target)
         if not path.is_file():

@@ -92,8 +92,16 @@ def advance(
     operations = dict(decision.operations)
     if decision.kind != "exploit":
         return NextGeneration(
-            number, start_step, decision.kind, dict(decision.hparams), member.generation_id, decision.donor,
-            member.checkpoint_id, operations, member.ready_score, member.ready_hparams,
+            number,
+            start_step,
+            decision.kind,
+            dict(decision.hparams),
+            member.generation_id,
+            decision.donor,
+            member.checkpoint_id,
+            operations,
+            member.ready_score,
+            member.ready_hparams,
         )
     checkpoint_id = held_by(donor, decision.donor, member.slot)
     if loaded is None or loaded.id != checkpoint_id:
@@ -105,6 +113,14 @@ def advance(
     # one clock: a member's step is how many steps its model has trained, so after a copy it is
     # the copied checkpoint's step (the same step in a fair round; a replacement may move it)
     return NextGeneration(
-        number, loaded.step, "exploit", dict(decision.hparams), parent.id, decision.donor, loaded.id, operations,
-        loaded.score, dict(hparams),
+        number,
+        loaded.step,
+        "exploit",
+        dict(decision.hparams),
+        parent.id,
+        decision.donor,
+        loaded.id,
+        operations,
+        loaded.score,
+        dict(hparams),
     )

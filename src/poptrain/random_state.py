@@ -31,7 +31,12 @@ FORMAT = "poptrain.random_state/1"
 MAX_ITEMS = 256  # a container with more items (a dataset as a list, say) is not searched
 
 _ARRAY = "__ndarray__"  # marks an encoded numpy array: {"__ndarray__": dtype, "values": tensor}
-_TORCH, _NUMPY, _LEGACY, _PYTHON = "torch.Generator", "numpy.random.Generator", "numpy.random.RandomState", "random.Random"
+_TORCH, _NUMPY, _LEGACY, _PYTHON = (
+    "torch.Generator",
+    "numpy.random.Generator",
+    "numpy.random.RandomState",
+    "random.Random",
+)
 
 
 @functools.cache
@@ -41,8 +46,17 @@ def _types() -> tuple[tuple[type, ...], frozenset[type], tuple[type, ...]]:
     import torch
 
     generators = (torch.Generator, np.random.Generator, np.random.RandomState, random.Random)
-    skip: frozenset[type] = frozenset({int, float, str, bool, bytes, type(None), torch.Tensor, torch.nn.Parameter, np.ndarray})
-    not_helpers = (type, types.ModuleType, types.FunctionType, types.MethodType, types.BuiltinFunctionType, torch.Tensor)
+    skip: frozenset[type] = frozenset(
+        {int, float, str, bool, bytes, type(None), torch.Tensor, torch.nn.Parameter, np.ndarray}
+    )
+    not_helpers = (
+        type,
+        types.ModuleType,
+        types.FunctionType,
+        types.MethodType,
+        types.BuiltinFunctionType,
+        torch.Tensor,
+    )
     return generators, skip, not_helpers
 
 

@@ -90,7 +90,9 @@ class Schedule:
     def truncate(self, steps: int) -> Schedule:
         """The first ``steps`` steps of this schedule."""
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.total_steps:
-            raise ConfigError(f"steps must be a whole number from 1 to {self.total_steps} (the schedule's length), got {steps!r}")
+            raise ConfigError(
+                f"steps must be a whole number from 1 to {self.total_steps} (the schedule's length), got {steps!r}"
+            )
         kept = [replace(s, end_step=min(s.end_step, steps)) for s in self.segments if s.start_step < steps]
         original = self.original[:steps] if self.original is not None else None
         return replace(self, segments=tuple(kept), original=original)
@@ -98,11 +100,24 @@ class Schedule:
     def to_dict(self) -> dict[str, Any]:
         """The schedule in the ``poptrain.schedule/1`` JSON format."""
         return {
-            "format": FORMAT, "run": self.run, "member": self.member, "metric": self.metric, "mode": self.mode,
-            "seed": self.seed, "run_seed": self.run_seed, "total_steps": self.total_steps,
+            "format": FORMAT,
+            "run": self.run,
+            "member": self.member,
+            "metric": self.metric,
+            "mode": self.mode,
+            "seed": self.seed,
+            "run_seed": self.run_seed,
+            "total_steps": self.total_steps,
             "segments": [
-                {"start_step": s.start_step, "end_step": s.end_step, "hparams": dict(s.hparams), "slot": s.slot,
-                 "kind": s.kind, "donor": s.donor, "operations": dict(s.operations)}
+                {
+                    "start_step": s.start_step,
+                    "end_step": s.end_step,
+                    "hparams": dict(s.hparams),
+                    "slot": s.slot,
+                    "kind": s.kind,
+                    "donor": s.donor,
+                    "operations": dict(s.operations),
+                }
                 for s in self.segments
             ],
             "original_scores": list(self.original) if self.original is not None else None,
@@ -154,12 +169,14 @@ def schedule_from_dict(data: Any, *, source: str = "schedule") -> Schedule:
         return ConfigError(f"{source}: {message}")
 
     if not isinstance(data, Mapping):
-        raise fail(f"expected a JSON object with \"format\": \"{FORMAT}\" and \"segments\"")
+        raise fail(f'expected a JSON object with "format": "{FORMAT}" and "segments"')
     if data.get("format") != FORMAT:
-        raise fail(f"format is {data.get('format')!r}; expected {FORMAT!r} (write one with `poptrain export NAME --schedule`)")
+        raise fail(
+            f"format is {data.get('format')!r}; expected {FORMAT!r} (write one with `poptrain export NAME --schedule`)"
+        )
     raw = data.get("segments")
     if not isinstance(raw, list) or not raw:
-        raise fail("segments must be a non-empty list of {\"start_step\", \"end_step\", \"hparams\"}")
+        raise fail('segments must be a non-empty list of {"start_step", "end_step", "hparams"}')
     member = _optional_int(data.get("member"), "member", fail)
     segments: list[ScheduleSegment] = []
     position = 0
@@ -171,6 +188,7 @@ def schedule_from_dict(data: Any, *, source: str = "schedule") -> Schedule:
         for label, value in (("start_step", start), ("end_step", end)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise fail(f"{where}.{label} must be a whole number, got {value!r}")
+        assert isinstance(start, int) and isinstance(end, int)  # checked just above
         if start != position:
             raise fail(f"{where}.start_step is {start}, expected {position}: segments run back to back from step 0")
         if end <= start:
@@ -187,10 +205,17 @@ def schedule_from_dict(data: Any, *, source: str = "schedule") -> Schedule:
         operations = item.get("operations") or {}
         if not isinstance(kind, str) or not isinstance(operations, Mapping):
             raise fail(f"{where}: kind must be a string and operations an object")
-        segments.append(ScheduleSegment(
-            slot if slot is not None else (member or 0), start, end, dict(hparams), kind, donor,
-            {str(k): str(v) for k, v in operations.items()},
-        ))
+        segments.append(
+            ScheduleSegment(
+                slot if slot is not None else (member or 0),
+                start,
+                end,
+                dict(hparams),
+                kind,
+                donor,
+                {str(k): str(v) for k, v in operations.items()},
+            )
+        )
         position = end
     total = data.get("total_steps")
     if total is not None and total != position:
@@ -209,8 +234,13 @@ def schedule_from_dict(data: Any, *, source: str = "schedule") -> Schedule:
         if any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))) for v in original):
             raise fail("original_scores must hold numbers or null")
     return Schedule(
-        tuple(segments), str(run) if run is not None else None, member, metric, mode,
-        _optional_int(data.get("seed"), "seed", fail), _optional_int(data.get("run_seed"), "run_seed", fail),
+        tuple(segments),
+        str(run) if run is not None else None,
+        member,
+        metric,
+        mode,
+        _optional_int(data.get("seed"), "seed", fail),
+        _optional_int(data.get("run_seed"), "run_seed", fail),
         tuple(None if v is None else float(v) for v in original) if original is not None else None,
     )
 
@@ -283,9 +313,17 @@ class ReplayResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (what ``runs/NAME/replays/member-<slot>.json`` holds)."""
         return {
-            "run": self.schedule.run, "member": self.schedule.member, "metric": self.metric, "mode": self.mode,
-            "seed": self.seed, "steps": self.steps, "score": self.score, "original_score": self.original_score,
-            "difference": self.difference, "metrics": dict(self.metrics), "scores": list(self.scores),
+            "run": self.schedule.run,
+            "member": self.schedule.member,
+            "metric": self.metric,
+            "mode": self.mode,
+            "seed": self.seed,
+            "steps": self.steps,
+            "score": self.score,
+            "original_score": self.original_score,
+            "difference": self.difference,
+            "metrics": dict(self.metrics),
+            "scores": list(self.scores),
             "original_scores": list(self.original) if self.original is not None else None,
             "schedule": self.schedule.to_dict(),
         }
@@ -322,13 +360,19 @@ def replay(
     if isinstance(chosen, bool) or not isinstance(chosen, int) or chosen < 0:
         raise ConfigError(f"seed must be a whole number >= 0, got {chosen!r}")
     context = TrainContext(
-        run_name or schedule.run or "replay", schedule.root if slot is None else slot, chosen, device=device,
-        run_seed=run_seed if run_seed is not None else (schedule.run_seed or 0), start_step=0,
+        run_name or schedule.run or "replay",
+        schedule.root if slot is None else slot,
+        chosen,
+        device=device,
+        run_seed=run_seed if run_seed is not None else (schedule.run_seed or 0),
+        start_step=0,
     )
     model = check_trainable(_call(0, "construct", trainable), trainable)
     for method in ("setup", "step", "evaluate", "set_hparams"):
         if not callable(getattr(model, method, None)):
-            raise ConfigError(f"the trainable factory returned {type(model).__name__}, which has no {method}(); return a Trainable")
+            raise ConfigError(
+                f"the trainable factory returned {type(model).__name__}, which has no {method}(); return a Trainable"
+            )
     _call(0, "setup", model.setup, schedule.initial, context)
     boundaries = {step: hparams for step, hparams in schedule.changes()}
     scores: list[float] = []

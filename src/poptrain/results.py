@@ -72,10 +72,16 @@ def schedule(
     for i, gen in enumerate(chain):
         if i + 1 < len(chain):
             child = chain[i + 1]
-            end = ckpt_step.get(child.loaded_checkpoint_id, child.start_step) if child.loaded_checkpoint_id else child.start_step
+            end = (
+                ckpt_step.get(child.loaded_checkpoint_id, child.start_step)
+                if child.loaded_checkpoint_id
+                else child.start_step
+            )
         else:
             end = end_step
-        segments.append(ScheduleSegment(gen.slot, gen.start_step, end, dict(gen.hparams), gen.kind, gen.donor, dict(gen.operations)))
+        segments.append(
+            ScheduleSegment(gen.slot, gen.start_step, end, dict(gen.hparams), gen.kind, gen.donor, dict(gen.operations))
+        )
     return segments
 
 
@@ -103,7 +109,12 @@ def best_member(
         if score.slot == member.slot and score.step == ckpt.step:
             metrics = dict(score.metrics)
     return BestMember(
-        member.slot, float(ckpt.score or 0.0), ckpt.step, metrics, dict(gen.hparams), ckpt,
+        member.slot,
+        float(ckpt.score or 0.0),
+        ckpt.step,
+        metrics,
+        dict(gen.hparams),
+        ckpt,
         schedule(generations, checkpoints, gen.id, ckpt.step),
     )
 
@@ -117,7 +128,12 @@ def score_rows(
     rows = []
     for s in scores:
         gen = by_id.get(s.generation_id)
-        row: dict[str, Any] = {"slot": s.slot, "step": s.step, "generation": gen.number if gen else None, "score": s.value}
+        row: dict[str, Any] = {
+            "slot": s.slot,
+            "step": s.step,
+            "generation": gen.number if gen else None,
+            "score": s.value,
+        }
         row.update({f"metric.{k}": v for k, v in s.metrics.items() if k != metric})
         if gen is not None:
             row.update({f"hp.{k}": v for k, v in gen.hparams.items()})

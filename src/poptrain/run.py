@@ -11,27 +11,26 @@ from pathlib import Path
 from typing import Any
 
 from poptrain.checkpoints import CheckpointStore, LocalCheckpointStore
-from poptrain.scheduler import Scheduler
 from poptrain.errors import ConfigError, RunExistsError, RunNotFoundError
 from poptrain.executors import Executor, get_executor
 from poptrain.limits import MAX_POPULATION, MAX_SEED
 from poptrain.progress import ProgressListener
-from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, ReadyPoint, RunRecord, ScoreRecord
+from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, ScoreRecord
 from poptrain.replay import ReplayResult, Schedule
 from poptrain.results import BestMember, ScheduleSegment, best_member, generation_at, schedule, score_rows
 from poptrain.run_folders import DATABASE, check_checkpoint_folder, check_free, check_name, delete_run, run_folder
-from poptrain.seeding import decision_rng, initial_rng
+from poptrain.scheduler import Scheduler
+from poptrain.seeding import initial_rng
 from poptrain.space import HParams, SearchSpace
 from poptrain.storage import Storage, open_storage
 from poptrain.strategy import (
-    Decision,
     ExploitFn,
     ExploreFn,
+    HistoryExploreFn,
     ReadyFn,
     Strategy,
     every,
     perturb,
-    plan_generation,
     strategy_from_spec,
     strategy_to_spec,
     truncation,
@@ -76,8 +75,13 @@ class Run:
     """A PBT run: its configuration, its storage and checkpoints, and what it has produced."""
 
     def __init__(
-        self, record: RunRecord, storage: Storage, checkpoints: CheckpointStore, space: SearchSpace,
-        strategy: Strategy | Callable[[], Strategy], folder: Path | None = None,
+        self,
+        record: RunRecord,
+        storage: Storage,
+        checkpoints: CheckpointStore,
+        space: SearchSpace,
+        strategy: Strategy | Callable[[], Strategy],
+        folder: Path | None = None,
     ) -> None:
         self.folder = folder  # where the default storage keeps the run (and its report)
         self.record = record
@@ -145,27 +149,38 @@ class Run:
             raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
         if not callable(trainable):
             raise ConfigError(f"trainable must be a Trainable subclass or a factory of one, got {trainable!r}")
-        runner = get_executor(executor, workers=workers)
-        runner.check(trainable, synchronous=self.strategy.synchronous)
-        controller = Scheduler(
-            self.record, self.storage, self.checkpoints, self.space, self.strategy, trainable, steps, progress,
-            flush_seconds, max_retries, keep_checkpoints,
+        chosen = get_executor(executor, workers=workers)
+        chosen.check(trainable, synchronous=self.strategy.synchronous)
+        scheduler = Scheduler(
+            self.record,
+            self.storage,
+            self.checkpoints,
+            self.space,
+            self.strategy,
+            trainable,
+            steps,
+            progress,
+            flush_seconds,
+            max_retries,
+            keep_checkpoints,
         )
-        listener = controller.progress
+        listener = scheduler.progress
         members = self.members()  # read once (nothing changes them before training starts)
         self._check_resumable(members, steps)
         done = sum(min(m.step, steps) for m in members)
         listener.on_start(self.name, len(members), steps * len(members), done)
         self.storage.set_run_state(self.record.id, "running")
         try:
-            runner.run(controller)
-            controller.flush()
-            controller.collect_checkpoints(force=True)
+            chosen.run(scheduler)
+            scheduler.flush()
+            scheduler.collect_checkpoints(force=True)
         except BaseException as exc:
             with contextlib.suppress(Exception):
-                controller.flush()  # keep the scores seen before the failure
+                scheduler.flush()  # keep the scores seen before the failure
             # Ctrl-C is the user's choice, not a failure: the run continues from its checkpoints.
-            self.storage.set_run_state(self.record.id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+            self.storage.set_run_state(
+                self.record.id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            )
             raise
         finally:
             listener.on_finish()
@@ -190,11 +205,11 @@ class Run:
                 return
             except CheckpointError as exc:
                 first = first or exc
-        raise CheckpointError(f"run {self.name!r} cannot continue: no member's checkpoint can be loaded ({first})") from first
+        raise CheckpointError(
+            f"run {self.name!r} cannot continue: no member's checkpoint can be loaded ({first})"
+        ) from first
 
-    def report(
-        self, slot: int, step: int, score: float | Mapping[str, float], *, state: Any = None
-    ) -> Action:
+    def report(self, slot: int, step: int, score: float | Mapping[str, float], *, state: Any = None) -> Action:
         """Ask/tell: record that member ``slot`` reached ``step`` with ``score`` and say what to do.
 
         ``state`` (the member's state, or a zero-argument callable returning it) is saved as a
@@ -215,7 +230,9 @@ class Run:
         value, metrics = read_score(score, self.metric)
         scored = ScoreRecord(slot, step, value, member.generation_id, metrics, time.time())
         member = replace(member, step=step, score=value)
-        scheduler = Scheduler(self.record, self.storage, self.checkpoints, self.space, self.strategy, _no_trainable, 2**62)
+        scheduler = Scheduler(
+            self.record, self.storage, self.checkpoints, self.space, self.strategy, _no_trainable, 2**62
+        )
         ready = scheduler.is_ready(member, step)
         if ready and state is None:  # checked before recording anything, so the call can be repeated
             raise ConfigError(f"member {slot} is ready at step {step}: pass state= (its state_dict) to report()")
@@ -232,7 +249,12 @@ class Run:
             return Action("explore", dict(decision.hparams), None, dict(decision.operations), step=record.step)
         loaded = self.storage.get_checkpoint(record.resume_checkpoint_id)  # type: ignore[arg-type]
         return Action(
-            "exploit", dict(decision.hparams), decision.donor, dict(decision.operations), loaded, record.step,
+            "exploit",
+            dict(decision.hparams),
+            decision.donor,
+            dict(decision.operations),
+            loaded,
+            record.step,
             lambda: self.checkpoints.load_member(loaded),
         )
 
@@ -287,8 +309,14 @@ class Run:
         original = original_scores(segments, self.lineage(), self.scores())
         root = segments[0].slot
         return Schedule(
-            contiguous(segments), self.name, slot, self.metric, self.mode, member_seed(self.record.seed, root),
-            self.record.seed, original,
+            contiguous(segments),
+            self.name,
+            slot,
+            self.metric,
+            self.mode,
+            member_seed(self.record.seed, root),
+            self.record.seed,
+            original,
         )
 
     def export_schedule(self, member: int | None = None, path: str | Path | None = None) -> dict[str, Any]:
@@ -329,8 +357,14 @@ class Run:
         if steps is not None:
             schedule = schedule.truncate(steps)
         result = replay(
-            trainable, schedule, metric=self.metric, mode=self.mode, seed=seed, run_seed=self.record.seed,
-            run_name=self.name, progress=progress,
+            trainable,
+            schedule,
+            metric=self.metric,
+            mode=self.mode,
+            seed=seed,
+            run_seed=self.record.seed,
+            run_name=self.name,
+            progress=progress,
         )
         from poptrain.storage import InMemoryStorage
 
@@ -347,7 +381,9 @@ class Run:
         target = (self.record.spec.get("meta") or {}).get("target")
         fix = f"pass it: load_run({self.name!r}).replay(YourTrainable)"
         if target is None:
-            raise ConfigError(f"run {self.name!r} was not started by `poptrain run`, so its trainable is unknown; {fix}")
+            raise ConfigError(
+                f"run {self.name!r} was not started by `poptrain run`, so its trainable is unknown; {fix}"
+            )
         try:
             return load_experiment(target).trainable
         except ConfigError as exc:
@@ -410,7 +446,7 @@ def create_run(
     mode: str = "max",
     ready: ReadyFn = every(4),
     exploit: ExploitFn | None = truncation(0.2),
-    explore: ExploreFn | None = perturb((0.8, 1.2), resample_probability=0.25),
+    explore: ExploreFn | HistoryExploreFn | None = perturb((0.8, 1.2), resample_probability=0.25),
     inherit_hparams: bool = True,
     synchronous: bool = False,
     seed: int = 0,
@@ -437,7 +473,11 @@ def create_run(
     if if_exists not in IF_EXISTS:
         raise ConfigError(f"if_exists must be one of {', '.join(map(repr, IF_EXISTS))}, got {if_exists!r}")
     search_space = SearchSpace(space)
-    if isinstance(population_size, bool) or not isinstance(population_size, int) or not 1 <= population_size <= MAX_POPULATION:
+    if (
+        isinstance(population_size, bool)
+        or not isinstance(population_size, int)
+        or not 1 <= population_size <= MAX_POPULATION
+    ):
         raise ConfigError(f"population_size must be a whole number from 1 to {MAX_POPULATION}, got {population_size!r}")
     if mode not in ("max", "min"):
         raise ConfigError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -449,13 +489,19 @@ def create_run(
     strategy.check(search_space)
     if initial_hparams is not None:
         if len(initial_hparams) != population_size:
-            raise ConfigError(f"initial_hparams has {len(initial_hparams)} entries for a population of {population_size}")
+            raise ConfigError(
+                f"initial_hparams has {len(initial_hparams)} entries for a population of {population_size}"
+            )
         first = [search_space.validate(h) for h in initial_hparams]
     else:
         first = [search_space.sample(initial_rng(seed, slot)) for slot in range(population_size)]
     spec = {
-        "space": search_space.to_dict(), "population_size": population_size, "metric": metric, "mode": mode,
-        "strategy": strategy_to_spec(strategy), "meta": dict(meta or {}),
+        "space": search_space.to_dict(),
+        "population_size": population_size,
+        "metric": metric,
+        "mode": mode,
+        "strategy": strategy_to_spec(strategy),
+        "meta": dict(meta or {}),
         "checkpoints": checkpoints if isinstance(checkpoints, str) and "://" in checkpoints else None,
     }
     if storage is None:
@@ -514,13 +560,19 @@ _SAME_SETTINGS = ("space", "population_size", "metric", "mode", "strategy")
 
 
 def _load_same(
-    name: str, root: str | Path, storage: str | Storage | None, checkpoints: CheckpointStore | str | Path | None,
-    spec: dict[str, Any], seed: int,
+    name: str,
+    root: str | Path,
+    storage: str | Storage | None,
+    checkpoints: CheckpointStore | str | Path | None,
+    spec: dict[str, Any],
+    seed: int,
 ) -> Run:
     """The existing run ``name`` (``if_exists="load"``), refused if its settings differ from ``spec``."""
     run = load_run(name, storage=storage, root=root, checkpoints=checkpoints)
     stored = run.record.spec
-    differ = [key for key in _SAME_SETTINGS if stored.get(key) != spec[key]] + (["seed"] if run.record.seed != seed else [])
+    differ = [key for key in _SAME_SETTINGS if stored.get(key) != spec[key]] + (
+        ["seed"] if run.record.seed != seed else []
+    )
     if differ:
         run.close()
         raise ConfigError(
@@ -547,7 +599,9 @@ def _own_checkpoints(name: str, root: str | Path, storage: str | Storage | None)
             store.close()
 
 
-def checkpoint_store(checkpoints: CheckpointStore | str | Path | None, folder: Path, in_memory: bool) -> CheckpointStore:
+def checkpoint_store(
+    checkpoints: CheckpointStore | str | Path | None, folder: Path, in_memory: bool
+) -> CheckpointStore:
     """The store named by ``checkpoints``: a store, a folder, an fsspec URL (``s3://...``), or
     ``None``: ``<folder>/checkpoints`` (in memory with an in-memory storage)."""
     if isinstance(checkpoints, CheckpointStore):
@@ -565,7 +619,7 @@ def checkpoint_store(checkpoints: CheckpointStore | str | Path | None, folder: P
 
         return FsspecCheckpointStore(checkpoints)
     if isinstance(checkpoints, str) and checkpoints.startswith("file://"):
-        checkpoints = checkpoints[len("file://"):]
+        checkpoints = checkpoints[len("file://") :]
     return LocalCheckpointStore(Path(checkpoints) if checkpoints is not None else folder / "checkpoints")
 
 
@@ -601,7 +655,14 @@ def load_run(
 
     if checkpoints is None:
         checkpoints = record.spec.get("checkpoints")  # a URL given when the run was created
-    return Run(record, store, checkpoint_store(checkpoints, folder, _in_memory(store)), SearchSpace(record.spec["space"]), strategy, folder)
+    return Run(
+        record,
+        store,
+        checkpoint_store(checkpoints, folder, _in_memory(store)),
+        SearchSpace(record.spec["space"]),
+        strategy,
+        folder,
+    )
 
 
 def _no_trainable() -> Trainable:

@@ -30,10 +30,21 @@ if TYPE_CHECKING:
 
 DATABASE = "poptrain.db"
 # What poptrain writes in a run folder: a folder holding anything else is not removed whole.
-RUN_FILES = frozenset({
-    DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal", "checkpoints", "replays",
-    "report.html", "scores.png", "schedules.png", "lineage.png", "summary.json",
-})
+RUN_FILES = frozenset(
+    {
+        DATABASE,
+        f"{DATABASE}-wal",
+        f"{DATABASE}-shm",
+        f"{DATABASE}-journal",
+        "checkpoints",
+        "replays",
+        "report.html",
+        "scores.png",
+        "schedules.png",
+        "lineage.png",
+        "summary.json",
+    }
+)
 RECENT_SECONDS = 60.0  # a run in state "running" that scored this recently is taken to be training now
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -95,7 +106,9 @@ def _inside(root: str | Path, name: str) -> Path:
     """The run folder, refused if it is a link or resolves anywhere but directly inside ``root``."""
     folder = run_folder(root, name)
     if folder.is_symlink():
-        raise ConfigError(f"{folder} is a symbolic link, not a run folder; nothing was deleted (remove the link yourself)")
+        raise ConfigError(
+            f"{folder} is a symbolic link, not a run folder; nothing was deleted (remove the link yourself)"
+        )
     if folder.exists() and folder.resolve().parent != Path(root).expanduser().resolve():
         raise ConfigError(f"{folder} is not directly inside the runs folder {root}; nothing was deleted")
     if folder.exists() and os.path.ismount(folder):
@@ -125,7 +138,9 @@ def delete_run(
         folder = _inside(root, name)
         database = folder / DATABASE
         if not folder.exists():
-            raise RunNotFoundError(f"no run named {name!r}: {folder} does not exist; check the name and the runs folder")
+            raise RunNotFoundError(
+                f"no run named {name!r}: {folder} does not exist; check the name and the runs folder"
+            )
         if not database.is_file():
             raise ConfigError(
                 f"{folder} is not a poptrain run folder (it has no {DATABASE}); nothing was deleted: "
@@ -139,7 +154,9 @@ def delete_run(
         names = [r.name for r in store.list_runs()]
         if name not in names:
             where = f"{folder / DATABASE}" if storage is None else "this storage"
-            raise RunNotFoundError(f"{where} holds no run named {name!r}; nothing was deleted (runs there: {', '.join(names) or 'none'})")
+            raise RunNotFoundError(
+                f"{where} holds no run named {name!r}; nothing was deleted (runs there: {', '.join(names) or 'none'})"
+            )
         record = store.get_run(name)
         _check_not_training(store, record)
         if storage is None and names == [name]:

@@ -105,7 +105,9 @@ class MemberRunner:
             torch.set_num_threads(spec.torch_threads)
         self.spec = spec
         self.store = open_shared(spec.checkpoints) if isinstance(spec.checkpoints, str) else spec.checkpoints
-        self.live: OrderedDict[int, tuple[Trainable, dict[str, Any]]] = OrderedDict()  # slot -> (trainable, random state)
+        self.live: OrderedDict[int, tuple[Trainable, dict[str, Any]]] = (
+            OrderedDict()
+        )  # slot -> (trainable, random state)
 
     def pid(self) -> int:
         return os.getpid()
@@ -136,10 +138,25 @@ class MemberRunner:
                 checkpoint = self.store.save(task.slot, step, state, random_state=random_state)
             except CheckpointError as exc:
                 self.live.pop(task.slot, None)
-                return SegmentResult(task.slot, scores, None, (str(exc), None, False), time.perf_counter() - started, os.getpid(), stop=True)
+                return SegmentResult(
+                    task.slot,
+                    scores,
+                    None,
+                    (str(exc), None, False),
+                    time.perf_counter() - started,
+                    os.getpid(),
+                    stop=True,
+                )
         except TrainableError as error:
             self.live.pop(task.slot, None)
-            return SegmentResult(task.slot, scores, None, (str(error), error.detail, error.retry), time.perf_counter() - started, os.getpid())
+            return SegmentResult(
+                task.slot,
+                scores,
+                None,
+                (str(error), error.detail, error.retry),
+                time.perf_counter() - started,
+                os.getpid(),
+            )
         if step >= self.spec.total_steps:
             self.live.pop(task.slot, None)
         else:
@@ -150,14 +167,18 @@ class MemberRunner:
         kept = None if task.fresh else self.live.get(task.slot)
         slot, step = task.slot, task.step
         if kept is None:
-            trainable = check_trainable(call_user(slot, step, "construct", self.spec.trainable_factory), self.spec.trainable_factory)
+            trainable = check_trainable(
+                call_user(slot, step, "construct", self.spec.trainable_factory), self.spec.trainable_factory
+            )
             seed_globals(task.context.seed)  # what setup draws is the member's own
             call_user(slot, step, "setup", trainable.setup, dict(task.hparams), task.context)
             random_state = capture(trainable)
             if task.restore is not None:
                 state, saved = self._load(task.restore, slot, step, retry=False)
                 call_user(slot, step, "load_state_dict", trainable.load_state_dict, state)
-                if task.own is not None and task.own.id != task.restore.id:  # the model is a donor's; the random state is its own
+                if (
+                    task.own is not None and task.own.id != task.restore.id
+                ):  # the model is a donor's; the random state is its own
                     saved = self._load(task.own, slot, step, retry=False, random_only=True)[1]
                 elif task.own is None:
                     saved = None
@@ -187,4 +208,6 @@ class MemberRunner:
         except CheckpointError as exc:
             if random_only:  # the member's own random state is lost: it continues with the restored model's
                 return None, None
-            raise TrainableError(f"member {slot} cannot load checkpoint {record.uri}: {exc}", slot=slot, retry=retry) from exc
+            raise TrainableError(
+                f"member {slot} cannot load checkpoint {record.uri}: {exc}", slot=slot, retry=retry
+            ) from exc

@@ -170,7 +170,9 @@ class Scheduler:
         if ready and (fitness is None or not math.isfinite(fitness)):
             fitness = -math.inf  # a NaN or infinite score (SQL storage keeps it as NULL) ranks last
         hparams = member.ready_hparams if ready and member.ready_hparams is not None else member.hparams
-        return MemberSnapshot(member.slot, member.step, dict(hparams), fitness, member.last_ready_step, member.generation)
+        return MemberSnapshot(
+            member.slot, member.step, dict(hparams), fitness, member.last_ready_step, member.generation
+        )
 
     def population(self) -> list[MemberSnapshot]:
         """Every member as of its newest ready point."""
@@ -235,11 +237,16 @@ class Scheduler:
         self._scores[member.slot] = {s: v for s, v in kept.items() if s <= member.last_ready_step}
 
     # --- ready points -----------------------------------------------------------
-    def commit(self, points: Sequence[tuple[MemberRecord, NewCheckpoint, bool]]) -> list[tuple[MemberRecord, Decision | None]]:
+    def commit(
+        self, points: Sequence[tuple[MemberRecord, NewCheckpoint, bool]]
+    ) -> list[tuple[MemberRecord, Decision | None]]:
         """Record members reaching a ready point at one step with their checkpoints, and decide
         for those marked ``True``: against one snapshot of the population at that step
         (``plan_round``), recorded with the pending scores in one storage call."""
-        updated = [(replace(m, last_ready_step=m.step, ready_score=m.score, ready_hparams=dict(m.hparams)), c, d) for m, c, d in points]
+        updated = [
+            (replace(m, last_ready_step=m.step, ready_score=m.score, ready_hparams=dict(m.hparams)), c, d)
+            for m, c, d in points
+        ]
         decisions: dict[int, Decision] = {}
         deciding = [self.snapshot(m) for m, _, decide in updated if decide]
         if deciding:
@@ -249,14 +256,20 @@ class Scheduler:
             population = at_step(population, self._scores, step, self.run.fitness)
             history = self.history([(m.slot, m.step, m.score) for m, _, _ in updated])
             for decision in plan_round(
-                population, deciding, self.space, self.strategy, lambda m: decision_rng(self.run.seed, m.slot, m.step),
+                population,
+                deciding,
+                self.space,
+                self.strategy,
+                lambda m: decision_rng(self.run.seed, m.slot, m.step),
                 history=history,
             ):
                 decisions[decision.slot] = decision
         pending, self._pending = self._pending, []
         self._flushed_at = time.monotonic()
         records = self.storage.record_ready(
-            self.run.id, [ReadyPoint(m.slot, m.step, c, m.score, decisions.get(m.slot)) for m, c, _ in updated], pending,
+            self.run.id,
+            [ReadyPoint(m.slot, m.step, c, m.score, decisions.get(m.slot)) for m, c, _ in updated],
+            pending,
             lease=self.lease,
         )
         self._failures_in_a_row = 0
@@ -277,11 +290,16 @@ class Scheduler:
         members = self.storage.get_members(self.run.id)
         ranked = rank([self.snapshot(m) for m in members])
         doomed = collectable(
-            self.storage.get_checkpoints(self.run.id), members, self.storage.get_generations(self.run.id),
-            keep=self.keep_checkpoints, best_slot=ranked[0].slot if ranked else None,
+            self.storage.get_checkpoints(self.run.id),
+            members,
+            self.storage.get_generations(self.run.id),
+            keep=self.keep_checkpoints,
+            best_slot=ranked[0].slot if ranked else None,
         )
         if doomed:
-            self.storage.mark_checkpoints_deleted(self.run.id, [c.id for c in doomed])  # first: never a row without a file
+            self.storage.mark_checkpoints_deleted(
+                self.run.id, [c.id for c in doomed]
+            )  # first: never a row without a file
             for ckpt in doomed:
                 self.checkpoints.delete(ckpt.uri)
         return len(doomed)
@@ -299,7 +317,10 @@ class Scheduler:
         and cannot be."""
         self.flush()
         record = self.storage.record_failure(
-            self.run.id, member.slot, f"{error}\n{error.detail}" if error.detail else str(error), lease=self.lease,
+            self.run.id,
+            member.slot,
+            f"{error}\n{error.detail}" if error.detail else str(error),
+            lease=self.lease,
         )
         self._forget_after(record)
         self._failures_in_a_row += 1
@@ -313,7 +334,8 @@ class Scheduler:
             return record
         members = {m.slot: m for m in self.members()}
         healthy = [
-            p for p in rank(self.population())
+            p
+            for p in rank(self.population())
             if p.slot != member.slot and members[p.slot].failures == 0 and p.last_ready_step > 0
         ]
         if not healthy and can_wait and any(m.failures == 0 and m.slot != member.slot for m in members.values()):
@@ -325,8 +347,14 @@ class Scheduler:
             ) from error
         reason = f"after {record.failures} failures" + ("" if error.retry else " (retrying cannot help)")
         decision = replacement(
-            member.slot, record.step, healthy[0], reason, self.space, self.strategy,
-            decision_rng(self.run.seed, member.slot, record.step), self.history(),
+            member.slot,
+            record.step,
+            healthy[0],
+            reason,
+            self.space,
+            self.strategy,
+            decision_rng(self.run.seed, member.slot, record.step),
+            self.history(),
         )
         replaced = self.storage.record_replacement(self.run.id, decision)
         if self._population is not None:
@@ -335,8 +363,18 @@ class Scheduler:
         return replaced
 
     # --- the loop -------------------------------------------------------------------
-    def runner_spec(self, checkpoints: CheckpointStore | str, *, torch_threads: int | None = None, max_live: int | None = None) -> RunnerSpec:
-        return RunnerSpec(self.trainable_factory, checkpoints, self.metric, self.total_steps, self.strategy.ready, torch_threads, max_live)
+    def runner_spec(
+        self, checkpoints: CheckpointStore | str, *, torch_threads: int | None = None, max_live: int | None = None
+    ) -> RunnerSpec:
+        return RunnerSpec(
+            self.trainable_factory,
+            checkpoints,
+            self.metric,
+            self.total_steps,
+            self.strategy.ready,
+            torch_threads,
+            max_live,
+        )
 
     def drive(self, transport: Transport) -> None:
         """Train every member to ``total_steps`` through ``transport``'s workers."""
@@ -362,7 +400,10 @@ class Scheduler:
         nobody holds, else the first. The order members train in changes no decision: each
         draws from its own random state, and ready points are decided in rounds."""
         idle = transport.idle()
-        waiting = sorted((m for m in members.values() if m.running_on is None and m.result is None), key=lambda m: turn_order(m.record))
+        waiting = sorted(
+            (m for m in members.values() if m.running_on is None and m.result is None),
+            key=lambda m: turn_order(m.record),
+        )
         while idle and waiting:
             level = [m for m in waiting if m.record.step == waiting[0].record.step]
             worker, member = next(((w, m) for w in idle for m in level if m.holder == w), (idle[0], None))
@@ -380,15 +421,31 @@ class Scheduler:
     def task_for(self, record: MemberRecord, decision: Decision | None = None, *, fresh: bool = True) -> SegmentTask:
         """The segment ``record`` trains next; ``decision``: the one taken at its last ready point,
         for a runner that holds it live (``fresh=False``)."""
-        restore = self.storage.get_checkpoint(record.resume_checkpoint_id) if record.resume_checkpoint_id is not None else None
+        restore = (
+            self.storage.get_checkpoint(record.resume_checkpoint_id)
+            if record.resume_checkpoint_id is not None
+            else None
+        )
         own = self.storage.get_checkpoint(record.checkpoint_id) if record.checkpoint_id is not None else None
-        context = TrainContext(self.run.name, record.slot, member_seed(self.run.seed, record.slot), self.device, self.run.seed, record.step)
+        context = TrainContext(
+            self.run.name, record.slot, member_seed(self.run.seed, record.slot), self.device, self.run.seed, record.step
+        )
         return SegmentTask(
-            record.slot, record.step, dict(record.hparams), context, self.snapshot(record), fresh, restore, own,
-            restore if decision is not None and decision.kind == "exploit" else None, decision is not None,
+            record.slot,
+            record.step,
+            dict(record.hparams),
+            context,
+            self.snapshot(record),
+            fresh,
+            restore,
+            own,
+            restore if decision is not None and decision.kind == "exploit" else None,
+            decision is not None,
         )
 
-    def _arrived(self, members: dict[int, _Member], worker: int, slot: int | None, result: SegmentResult | None) -> None:
+    def _arrived(
+        self, members: dict[int, _Member], worker: int, slot: int | None, result: SegmentResult | None
+    ) -> None:
         """Take in what a worker sent back: a result (its scores recorded now), or the news that the
         worker was lost (the live trainables it held with it, and the segment it was training)."""
         if result is None:
@@ -397,7 +454,9 @@ class Scheduler:
                     member.holder = None
             if slot is None or slot not in members:
                 return
-            message = f"member {slot}: the {self._worker_kind} training it died; it trains again from its newest checkpoint"
+            message = (
+                f"member {slot}: the {self._worker_kind} training it died; it trains again from its newest checkpoint"
+            )
             result = SegmentResult(slot, error=(message, None, True))
             worker_kept = None
         else:

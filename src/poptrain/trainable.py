@@ -84,7 +84,9 @@ class Trainable(ABC):
         """Apply new hyperparameters in place, keeping model and optimizer state."""
 
 
-def call_user(slot: int | None, step: int, what: str, fn: Callable[..., Any], *args: Any, who: str | None = None) -> Any:
+def call_user(
+    slot: int | None, step: int, what: str, fn: Callable[..., Any], *args: Any, who: str | None = None
+) -> Any:
     """Call training code, turning what it raises into a ``TrainableError`` naming the member
     (or ``who``), the step and the method (poptrain's own errors pass through)."""
     try:
@@ -94,7 +96,8 @@ def call_user(slot: int | None, step: int, what: str, fn: Callable[..., Any], *a
     except Exception as exc:
         raise TrainableError(
             f"{who or f'member {slot}'} failed in {what}() at step {step}: {type(exc).__name__}: {exc}",
-            detail="".join(traceback.format_exception(exc)).strip(), slot=slot,
+            detail="".join(traceback.format_exception(exc)).strip(),
+            slot=slot,
         ) from exc
 
 
@@ -108,7 +111,9 @@ def train_one_step(trainable: Trainable, slot: int, step: int, metric: str) -> t
     if not math.isfinite(value):
         raise TrainableError(
             f"member {slot} scored {value} at step {step}: a non-finite score counts as a failed step",
-            detail=f"evaluate() returned {metric} = {value} at step {step}", slot=slot, retry=False,
+            detail=f"evaluate() returned {metric} = {value} at step {step}",
+            slot=slot,
+            retry=False,
         )
     return value, metrics
 
@@ -120,7 +125,8 @@ def read_score(result: Any, metric: str) -> tuple[float, dict[str, float]]:
             raise MetricError(
                 f"evaluate() returned metrics {sorted(map(str, result))} without {metric!r}; "
                 f"return it, or create the run with metric= one of those",
-                metric=metric, available=sorted(map(str, result)),
+                metric=metric,
+                available=sorted(map(str, result)),
             )
         metrics: dict[str, float] = {}
         for key, value in result.items():

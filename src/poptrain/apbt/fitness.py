@@ -14,8 +14,13 @@ ScoreFn = Callable[[Mapping[str, torch.Tensor], ModelView], Mapping[str, torch.T
 
 
 def size_fitness(
-    metric: str = "acc", *, acc_base: float = 1.09, size_base: float = 1.02, scale: float = 100.0,
-    size: str = "weights", name: str = "fitness",
+    metric: str = "acc",
+    *,
+    acc_base: float = 1.09,
+    size_base: float = 1.02,
+    scale: float = 100.0,
+    size: str = "weights",
+    name: str = "fitness",
 ) -> ScoreFn:
     """A score function adding ``name`` = ``acc_base ** (scale * metrics[metric]) / size_base ** size``
     to each member's metrics; ``size`` is ``"weights"`` (the paper's published code: biases not

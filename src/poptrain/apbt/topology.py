@@ -34,6 +34,8 @@ class UnitMask(nn.Module):
     this layer takes.
     """
 
+    mask: torch.Tensor  # a buffer (register_buffer): declared for type checkers
+
     def __init__(self, width: int, *, hparam: str = "widths", layer: int = 0) -> None:
         super().__init__()
         self.hparam = hparam
@@ -45,7 +47,12 @@ class UnitMask(nn.Module):
 
 
 def masked_mlp(
-    inputs: int, outputs: int, max_width: int, *, layers: int = 1, activation: Callable[[], nn.Module] = nn.Sigmoid,
+    inputs: int,
+    outputs: int,
+    max_width: int,
+    *,
+    layers: int = 1,
+    activation: Callable[[], nn.Module] = nn.Sigmoid,
     hparam: str = "widths",
 ) -> nn.Sequential:
     """An MLP whose ``layers`` hidden layers have up to ``max_width`` units each, the active ones
@@ -109,8 +116,15 @@ class Topology:
         return torch.stack([buffers[layer.mask].sum(-1) for layer in self.layers], dim=-1).round().long()
 
     def apply(
-        self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor], state_of: StateOf, row: int,
-        hparams: Mapping[str, object], generator: torch.Generator, *, initial: bool = False,
+        self,
+        params: Mapping[str, torch.Tensor],
+        buffers: Mapping[str, torch.Tensor],
+        state_of: StateOf,
+        row: int,
+        hparams: Mapping[str, object],
+        generator: torch.Generator,
+        *,
+        initial: bool = False,
     ) -> None:
         """Make member ``row``'s layers as wide as ``hparams`` says: the first units on a fresh
         network (``initial``), else by growing and shrinking one unit at a time."""
@@ -135,8 +149,13 @@ class Topology:
                     self.shrink(layer, params, buffers, state_of, row)
 
     def grow(
-        self, layer: MaskedLayer, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
-        state_of: StateOf, row: int, generator: torch.Generator,
+        self,
+        layer: MaskedLayer,
+        params: Mapping[str, torch.Tensor],
+        buffers: Mapping[str, torch.Tensor],
+        state_of: StateOf,
+        row: int,
+        generator: torch.Generator,
     ) -> int:
         """Activate the first inactive unit: fresh incoming weights, zero outgoing ones."""
         mask = buffers[layer.mask][row]
@@ -155,8 +174,12 @@ class Topology:
         return unit
 
     def shrink(
-        self, layer: MaskedLayer, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor],
-        state_of: StateOf, row: int,
+        self,
+        layer: MaskedLayer,
+        params: Mapping[str, torch.Tensor],
+        buffers: Mapping[str, torch.Tensor],
+        state_of: StateOf,
+        row: int,
     ) -> int:
         """Switch off the active unit with the smallest outgoing weight norm."""
         mask = buffers[layer.mask][row]
@@ -167,7 +190,9 @@ class Topology:
         mask[unit] = 0.0
         return unit
 
-    def _switch_off(self, layer: MaskedLayer, params: Mapping[str, torch.Tensor], state_of: StateOf, row: int, unit: int) -> None:
+    def _switch_off(
+        self, layer: MaskedLayer, params: Mapping[str, torch.Tensor], state_of: StateOf, row: int, unit: int
+    ) -> None:
         params[f"{layer.incoming}.weight"][row, unit] = 0.0
         bias = params.get(f"{layer.incoming}.bias")
         if bias is not None:
@@ -192,10 +217,14 @@ class Topology:
             return torch.ones(size)
         return buffers[self.layers[index - 1].mask][row].detach().cpu()
 
-    def sizes(self, buffers: Mapping[str, torch.Tensor], inputs: int, outputs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sizes(
+        self, buffers: Mapping[str, torch.Tensor], inputs: int, outputs: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights and biases each member uses: ``([P], [P])``, counting active units only."""
         widths = self.widths(buffers).float()
-        sizes = torch.cat([torch.full_like(widths[:, :1], inputs), widths, torch.full_like(widths[:, :1], outputs)], dim=1)
+        sizes = torch.cat(
+            [torch.full_like(widths[:, :1], inputs), widths, torch.full_like(widths[:, :1], outputs)], dim=1
+        )
         weights = (sizes[:, :-1] * sizes[:, 1:]).sum(1)
         biases = sizes[:, 1:].sum(1)
         return weights, biases
@@ -218,6 +247,10 @@ def model_view(template: nn.Module, buffers: Mapping[str, torch.Tensor], size: i
     if topology and linears:
         weights, biases = topology.sizes(buffers, linears[0].in_features, linears[-1].out_features)
         return ModelView(weights, biases, topology.widths(buffers))
-    weights = sum(p.numel() for n, p in template.named_parameters() if n.endswith("weight"))
-    biases = sum(p.numel() for n, p in template.named_parameters() if not n.endswith("weight"))
-    return ModelView(torch.full((size,), float(weights)), torch.full((size,), float(biases)), torch.zeros(size, 0, dtype=torch.long))
+    n_weights = sum(p.numel() for n, p in template.named_parameters() if n.endswith("weight"))
+    n_biases = sum(p.numel() for n, p in template.named_parameters() if not n.endswith("weight"))
+    return ModelView(
+        torch.full((size,), float(n_weights)),
+        torch.full((size,), float(n_biases)),
+        torch.zeros(size, 0, dtype=torch.long),
+    )

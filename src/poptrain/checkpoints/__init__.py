@@ -7,4 +7,16 @@ from poptrain.checkpoints._local import LocalCheckpointStore
 from poptrain.checkpoints._memory import InMemoryCheckpointStore
 from poptrain.checkpoints._shared import open_shared, shared_location
 
-__all__ = ["CheckpointStore", "FsspecCheckpointStore", "InMemoryCheckpointStore", "LocalCheckpointStore", "check_loadable", "collectable", "deserialize", "open_shared", "serialize", "sha256", "shared_location"]
+__all__ = [
+    "CheckpointStore",
+    "FsspecCheckpointStore",
+    "InMemoryCheckpointStore",
+    "LocalCheckpointStore",
+    "check_loadable",
+    "collectable",
+    "deserialize",
+    "open_shared",
+    "serialize",
+    "sha256",
+    "shared_location",
+]

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from typing import Any
 
+from poptrain.checkpoints.population import is_population_checkpoint, member_from_checkpoint
 from poptrain.errors import CheckpointError
 from poptrain.records import CheckpointRecord, NewCheckpoint
 
@@ -213,7 +214,9 @@ def deserialize(data: bytes, where: str) -> Any:
                 f"checkpoint {where} holds {refused.group(1)}, which safe loading (torch.load(weights_only=True)) refuses; "
                 "it was written by code that stored such an object (or by a malicious writer) and will not be loaded"
             ) from exc
-        raise CheckpointError(f"checkpoint {where} cannot be read ({type(exc).__name__}); it is corrupt: delete it") from exc
+        raise CheckpointError(
+            f"checkpoint {where} cannot be read ({type(exc).__name__}); it is corrupt: delete it"
+        ) from exc
 
 
 def sha256(data: bytes) -> str:
@@ -259,8 +262,6 @@ class CheckpointStore(ABC):
         the random state for ``poptrain.random_state.restore``, ``None`` when the checkpoint has
         none (written without one, or a population checkpoint)."""
         state, random_state = split_member(self._load_stored(record))
-        from poptrain.vectorized.population import is_population_checkpoint, member_from_checkpoint
-
         if is_population_checkpoint(state):
             return member_from_checkpoint(state, record.slot), None
         return state, random_state

@@ -21,7 +21,9 @@ class FsspecCheckpointStore(CheckpointStore):
         try:
             self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
         except (ImportError, ValueError) as exc:
-            raise ConfigError(f"cannot use checkpoint URL {url!r}: {exc}; install the filesystem's package (e.g. s3fs)") from None
+            raise ConfigError(
+                f"cannot use checkpoint URL {url!r}: {exc}; install the filesystem's package (e.g. s3fs)"
+            ) from None
         self.url = url
         self.root = self.root.rstrip("/")
 

@@ -57,7 +57,9 @@ class LocalCheckpointStore(CheckpointStore):
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            raise CheckpointError(f"checkpoint file {path} is missing; it was deleted or the run folder moved") from None
+            raise CheckpointError(
+                f"checkpoint file {path} is missing; it was deleted or the run folder moved"
+            ) from None
         except OSError as exc:
             raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
 

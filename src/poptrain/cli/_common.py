@@ -27,7 +27,9 @@ def check_output_file(path: Path) -> None:
     with open(path, "rb") as handle:
         head = handle.read(16)
     if head.startswith(b"SQLite format 3") or path.name.startswith(DATABASE) or path.suffix == ".pt":
-        raise ConfigError(f"--output {path} is a database or checkpoint file; nothing was written: give a new file name")
+        raise ConfigError(
+            f"--output {path} is a database or checkpoint file; nothing was written: give a new file name"
+        )
 
 
 def iso_time(seconds: float, *, short: bool = False) -> str:

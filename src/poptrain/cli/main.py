@@ -19,24 +19,48 @@ EXIT_INTERRUPTED = 130
 
 
 def _add_storage_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", help="SQLAlchemy URL of a database holding runs (default: SQLite in ROOT/NAME/poptrain.db)")
+    parser.add_argument(
+        "--storage", help="SQLAlchemy URL of a database holding runs (default: SQLite in ROOT/NAME/poptrain.db)"
+    )
     parser.add_argument("--root", default="runs", help="folder that holds run folders (default: runs)")
 
 
 def _add_executor_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--executor", choices=["sequential", "processes", "vectorized", "ray"], default=None,
-                        help="sequential (deterministic, one process), processes (asynchronous, --workers processes), vectorized "
-                        "(the whole population as one batched program; needs a VectorizedTrainable) or ray (members in Ray "
-                        "actors across a cluster, see --address); default: the experiment's")
-    parser.add_argument("--device", help="for --executor vectorized: cpu, cuda or auto (default: the trainable's setting)")
-    parser.add_argument("--workers", type=int, help="worker processes for --executor processes (default 2); "
-                        "for --executor ray, at most this many members at once (default: as many as the cluster has CPUs)")
-    parser.add_argument("--devices", help="for --executor processes: one worker per device, e.g. cuda:0,cuda:1 "
-                        "(CUDA_VISIBLE_DEVICES set for each; replaces --workers; default: none, --workers processes)")
-    parser.add_argument("--address", help="for --executor ray: auto (the cluster this machine belongs to) or HOST:PORT of "
-                        "a cluster's head (default: a private Ray instance on this machine)")
-    parser.add_argument("--cpus-per-member", type=float, help="for --executor ray: CPUs each member's actor takes (default 1)")
-    parser.add_argument("--gpus-per-member", type=float, help="for --executor ray: GPUs (or a share of one) each member's actor takes (default 0)")
+    parser.add_argument(
+        "--executor",
+        choices=["sequential", "processes", "vectorized", "ray"],
+        default=None,
+        help="sequential (deterministic, one process), processes (asynchronous, --workers processes), vectorized "
+        "(the whole population as one batched program; needs a VectorizedTrainable) or ray (members in Ray "
+        "actors across a cluster, see --address); default: the experiment's",
+    )
+    parser.add_argument(
+        "--device", help="for --executor vectorized: cpu, cuda or auto (default: the trainable's setting)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes for --executor processes (default 2); "
+        "for --executor ray, at most this many members at once (default: as many as the cluster has CPUs)",
+    )
+    parser.add_argument(
+        "--devices",
+        help="for --executor processes: one worker per device, e.g. cuda:0,cuda:1 "
+        "(CUDA_VISIBLE_DEVICES set for each; replaces --workers; default: none, --workers processes)",
+    )
+    parser.add_argument(
+        "--address",
+        help="for --executor ray: auto (the cluster this machine belongs to) or HOST:PORT of "
+        "a cluster's head (default: a private Ray instance on this machine)",
+    )
+    parser.add_argument(
+        "--cpus-per-member", type=float, help="for --executor ray: CPUs each member's actor takes (default 1)"
+    )
+    parser.add_argument(
+        "--gpus-per-member",
+        type=float,
+        help="for --executor ray: GPUs (or a share of one) each member's actor takes (default 0)",
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,9 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--steps", type=int, help="steps per member (default: the experiment's)")
     run.add_argument("--population", type=int, help="population size (default: the experiment's)")
     run.add_argument("--seed", type=int, help="the run's seed (default: the experiment's)")
-    run.add_argument("--overwrite", action="store_true",
-                     help="replace an existing run of the same name: its run folder under --root (or, with --storage, "
-                     "only its rows and checkpoints), after every other input is checked (default: refuse)")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run of the same name: its run folder under --root (or, with --storage, "
+        "only its rows and checkpoints), after every other input is checked (default: refuse)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress display (default: progress on stderr)")
     _add_executor_args(run)
     _add_storage_args(run)
@@ -75,32 +102,55 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="join a running run and train its members until it is done")
     worker.add_argument("name")
-    worker.add_argument("--lease", type=float, default=30.0, help="seconds a member stays leased without a heartbeat (default: 30)")
+    worker.add_argument(
+        "--lease", type=float, default=30.0, help="seconds a member stays leased without a heartbeat (default: 30)"
+    )
     _add_storage_args(worker)
 
     status = commands.add_parser("status", help="show a run's state, members and best member")
     status.add_argument("name")
     _add_storage_args(status)
 
-    export = commands.add_parser("export", help="write a run's scores (csv), everything (json) or a member's schedule (--schedule)")
+    export = commands.add_parser(
+        "export", help="write a run's scores (csv), everything (json) or a member's schedule (--schedule)"
+    )
     export.add_argument("name")
-    export.add_argument("--format", choices=["csv", "json"], help="csv: every score; json: everything (default: none, give this or --schedule)")
-    export.add_argument("--schedule", action="store_true",
-                        help="write the best member's (or --member's) hyperparameter schedule as JSON (format poptrain.schedule/1) "
-                        "(default: off)")
-    export.add_argument("--member", type=int, help="with --schedule: this member's schedule (default: the best member's)")
+    export.add_argument(
+        "--format",
+        choices=["csv", "json"],
+        help="csv: every score; json: everything (default: none, give this or --schedule)",
+    )
+    export.add_argument(
+        "--schedule",
+        action="store_true",
+        help="write the best member's (or --member's) hyperparameter schedule as JSON (format poptrain.schedule/1) "
+        "(default: off)",
+    )
+    export.add_argument(
+        "--member", type=int, help="with --schedule: this member's schedule (default: the best member's)"
+    )
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
     _add_storage_args(export)
 
     replay = commands.add_parser(
-        "replay", help="retrain a fresh model along a member's hyperparameter schedule, no weights copied, and compare scores",
+        "replay",
+        help="retrain a fresh model along a member's hyperparameter schedule, no weights copied, and compare scores",
     )
-    replay.add_argument("target", metavar="NAME", help="the run; with --schedule FILE: an experiment module, .py file or .yaml config")
+    replay.add_argument(
+        "target", metavar="NAME", help="the run; with --schedule FILE: an experiment module, .py file or .yaml config"
+    )
     replay.add_argument("--member", type=int, help="the member whose schedule to replay (default: the best member)")
-    replay.add_argument("--seed", type=int, help="seed handed to the trainable (default: that of the member the schedule starts from)")
-    replay.add_argument("--steps", type=int, help="replay only the first STEPS steps of the schedule (default: all of it)")
-    replay.add_argument("--schedule", metavar="FILE", help="replay this schedule JSON (from `poptrain export NAME --schedule`) "
-                        "(default: the stored run's schedule)")
+    replay.add_argument(
+        "--seed", type=int, help="seed handed to the trainable (default: that of the member the schedule starts from)"
+    )
+    replay.add_argument(
+        "--steps", type=int, help="replay only the first STEPS steps of the schedule (default: all of it)"
+    )
+    replay.add_argument(
+        "--schedule",
+        metavar="FILE",
+        help="replay this schedule JSON (from `poptrain export NAME --schedule`) (default: the stored run's schedule)",
+    )
     replay.add_argument("--quiet", action="store_true", help="no progress lines (default: progress on stderr)")
     _add_storage_args(replay)
 
@@ -109,16 +159,24 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--output", help="folder to write into (default: the run's folder, runs/NAME)")
     _add_storage_args(report)
 
-    dashboard = commands.add_parser("dashboard", help="a local web page of the runs, updating live (127.0.0.1 by default)")
+    dashboard = commands.add_parser(
+        "dashboard", help="a local web page of the runs, updating live (127.0.0.1 by default)"
+    )
     dashboard.add_argument("name", nargs="?", help="open this run's page first")
-    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    dashboard.add_argument("--port", type=int, default=8321, help="port to listen on, 0 for any free one (default: 8321)")
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
+    )
+    dashboard.add_argument(
+        "--port", type=int, default=8321, help="port to listen on, 0 for any free one (default: 8321)"
+    )
     _add_storage_args(dashboard)
 
     listing = commands.add_parser("ls", help="list the runs under --root (or in the --storage database)")
     _add_storage_args(listing)
 
-    remove = commands.add_parser("rm", help="delete a run: its run folder under --root, or with --storage only its rows and checkpoints")
+    remove = commands.add_parser(
+        "rm", help="delete a run: its run folder under --root, or with --storage only its rows and checkpoints"
+    )
     remove.add_argument("name")
     remove.add_argument("--yes", action="store_true", help="do not ask for confirmation (default: ask)")
     _add_storage_args(remove)
@@ -136,7 +194,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for attr, value in (("steps", args.steps), ("population_size", args.population), ("seed", args.seed)):
         if value is not None:
             setattr(spec, attr, value)
-    if args.population is not None and spec.initial_hparams is not None and len(spec.initial_hparams) != args.population:
+    if (
+        args.population is not None
+        and spec.initial_hparams is not None
+        and len(spec.initial_hparams) != args.population
+    ):
         raise ConfigError(f"this experiment fixes {len(spec.initial_hparams)} initial members; drop --population")
     if isinstance(spec.steps, bool) or not isinstance(spec.steps, int) or spec.steps < 1:
         raise ConfigError(f"--steps must be a whole number >= 1, got {spec.steps!r}")
@@ -145,18 +207,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _executor(args, spec)  # checked before anything is written
     _probe_factory(spec.trainable)
     if args.executor == "processes" and args.storage is not None and args.storage.startswith("memory"):
-        raise ConfigError("--executor processes needs checkpoints its workers share, which --storage memory keeps in "
-                          "memory; leave --storage out (SQLite and a checkpoint folder under --root)")
+        raise ConfigError(
+            "--executor processes needs checkpoints its workers share, which --storage memory keeps in "
+            "memory; leave --storage out (SQLite and a checkpoint folder under --root)"
+        )
     name = check_name(spec.name if args.name is None else args.name)
     check_root(args.root)
     target = str(Path(args.target).resolve()) if Path(args.target).is_file() else args.target
     meta = {"target": target, "steps": spec.steps}
 
     def create() -> Any:  # create_run checks every setting before it deletes (--overwrite) or writes anything
-        return opened(poptrain.create_run(
-            name=name, storage=args.storage, root=args.root, meta=meta, if_exists="overwrite" if args.overwrite else "error",
-            **spec.run_kwargs(),
-        ))
+        return opened(
+            poptrain.create_run(
+                name=name,
+                storage=args.storage,
+                root=args.root,
+                meta=meta,
+                if_exists="overwrite" if args.overwrite else "error",
+                **spec.run_kwargs(),
+            )
+        )
 
     try:
         run = create()
@@ -203,8 +273,12 @@ def _check_numbers(args: argparse.Namespace) -> None:
     """The command's own numbers, refused in the words of its flags."""
     from poptrain.limits import MAX_POPULATION, MAX_SEED, MAX_WORKERS
 
-    bounds = {"steps": ("--steps", 1, None), "population": ("--population", 1, MAX_POPULATION),
-              "seed": ("--seed", 0, MAX_SEED), "workers": ("--workers", 1, MAX_WORKERS)}
+    bounds = {
+        "steps": ("--steps", 1, None),
+        "population": ("--population", 1, MAX_POPULATION),
+        "seed": ("--seed", 0, MAX_SEED),
+        "workers": ("--workers", 1, MAX_WORKERS),
+    }
     for attr, (flag, low, high) in bounds.items():
         value = getattr(args, attr, None)
         if attr == "steps" and args.command == "replay":
@@ -240,7 +314,11 @@ def _executor(args: argparse.Namespace, spec: Any) -> Any:
     elif args.executor == "ray":
         from poptrain.executors.ray_executor import RayExecutor
 
-        resources = {k: v for k, v in (("cpus_per_member", args.cpus_per_member), ("gpus_per_member", args.gpus_per_member)) if v is not None}
+        resources = {
+            k: v
+            for k, v in (("cpus_per_member", args.cpus_per_member), ("gpus_per_member", args.gpus_per_member))
+            if v is not None
+        }
         executor = RayExecutor(args.address, actors=args.workers, **resources)
     else:
         if args.cpus_per_member is not None or args.gpus_per_member is not None:
@@ -322,7 +400,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     spec = load_experiment(meta["target"])
     url = args.storage or f"sqlite:///{Path(args.root) / args.name / 'poptrain.db'}"
     checkpoint_root = str((Path(args.root) / args.name / "checkpoints").resolve())
-    points = work(WorkerJob(url, args.name, checkpoint_root, spec.trainable, int(meta["steps"]), None, args.lease), progress=None)
+    points = work(
+        WorkerJob(url, args.name, checkpoint_root, spec.trainable, int(meta["steps"]), None, args.lease), progress=None
+    )
     print(f"worker done: {points} ready points trained for run {args.name}")
     return 0
 
@@ -337,9 +417,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     run = load(args, args.name)
     members = run.members()
     console = Console(width=160)
-    console.print(Text.assemble(
-        (f"Run {run.name}", "bold"), f": {run.record.state}, {len(members)} members, metric {run.metric} ({run.mode})",
-    ))
+    console.print(
+        Text.assemble(
+            (f"Run {run.name}", "bold"),
+            f": {run.record.state}, {len(members)} members, metric {run.metric} ({run.mode})",
+        )
+    )
     table = Table()
     for column in ("member", "state", "step", "generation", run.metric, *run.space):
         table.add_column(text(column))
@@ -396,9 +479,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     try:  # with the experiment's summary (test metrics) that `poptrain run` kept: data, no code imported
         paths = write_report(run, folder, summary=stored_summary(run.folder))
     except OSError as exc:
-        raise ConfigError(f"cannot write the report into {folder} ({exc.strerror or exc}); give another --output") from None
-    print(f"Wrote {paths['html']} (open it in a browser; it needs no server) and "
-          + ", ".join(str(paths[k].name) for k in ("scores", "schedules", "lineage")) + " beside it")
+        raise ConfigError(
+            f"cannot write the report into {folder} ({exc.strerror or exc}); give another --output"
+        ) from None
+    print(
+        f"Wrote {paths['html']} (open it in a browser; it needs no server) and "
+        + ", ".join(str(paths[k].name) for k in ("scores", "schedules", "lineage"))
+        + " beside it"
+    )
     return 0
 
 
@@ -410,11 +498,15 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     names = RunSource(args.storage, args.root).names()  # also refuses an unreadable --storage before serving
     if args.name is not None and args.name not in names:
         where = f"--storage {args.storage}" if args.storage else f"--root {args.root}"
-        raise ConfigError(f"no run named {args.name!r} in {where}; `poptrain ls{where_flags(args)}` lists the runs there")
+        raise ConfigError(
+            f"no run named {args.name!r} in {where}; `poptrain ls{where_flags(args)}` lists the runs there"
+        )
     try:
         server = make_server(args.storage, args.root, args.host, args.port)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); choose another --port or --host") from None
+        raise ConfigError(
+            f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); choose another --port or --host"
+        ) from None
     host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address goes in brackets
     url = f"http://{host}:{server.server_address[1]}/" + (f"runs/{args.name}" if args.name else "")
     print(f"poptrain dashboard at {url} (Ctrl-C stops it)", flush=True)
@@ -475,16 +567,24 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         from poptrain.experiment import load_experiment
 
         if args.member is not None:
-            raise ConfigError("--member picks a member of a stored run; a --schedule file holds one member's schedule already")
+            raise ConfigError(
+                "--member picks a member of a stored run; a --schedule file holds one member's schedule already"
+            )
         if args.storage is not None:
-            raise ConfigError("--storage names a stored run; with --schedule FILE give the experiment or config instead")
+            raise ConfigError(
+                "--storage names a stored run; with --schedule FILE give the experiment or config instead"
+            )
         schedule = poptrain.load_schedule(args.schedule)
         spec = load_experiment(args.target)
         if args.steps is not None:
             schedule = schedule.truncate(args.steps)
         metric = schedule.metric or spec.metric
         result = replay(
-            spec.trainable, schedule, metric=metric, mode=schedule.mode or spec.mode, seed=args.seed,
+            spec.trainable,
+            schedule,
+            metric=metric,
+            mode=schedule.mode or spec.mode,
+            seed=args.seed,
             run_seed=schedule.run_seed if schedule.run_seed is not None else spec.seed,
             progress=_replay_progress(args, schedule.total_steps, metric),
         )
@@ -493,10 +593,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     run = load(args, args.target)
     schedule = run.replay_schedule(args.member)
     total = schedule.total_steps if args.steps is None else args.steps
-    result = run.replay(member=args.member, seed=args.seed, steps=args.steps, progress=_replay_progress(args, total, run.metric))
+    result = run.replay(
+        member=args.member, seed=args.seed, steps=args.steps, progress=_replay_progress(args, total, run.metric)
+    )
     saved = None
     if run.folder is not None:  # where Run.replay writes the result, when the run has a folder
-        saved = run.folder / "replays" / f"member-{schedule.member}{'' if args.seed is None else f'-seed{args.seed}'}.json"
+        saved = (
+            run.folder / "replays" / f"member-{schedule.member}{'' if args.seed is None else f'-seed{args.seed}'}.json"
+        )
         saved = saved if saved.is_file() else None
     _print_replay(result, saved)
     return 0
@@ -513,22 +617,35 @@ def _print_replay(result: Any, saved: Path | None) -> None:
     source = f"run {schedule.run}" if schedule.run else "the schedule"
     who = f", member {schedule.member}" if schedule.member is not None else ""
     console = Console(width=160)
-    console.print(Text.assemble(
-        text(f"Replay of {source}{who}", "bold"),
-        text(f": {result.steps} steps from scratch along {len(schedule.segments)} segment(s), seed {result.seed}, no weights copied"),
-    ))
+    console.print(
+        Text.assemble(
+            text(f"Replay of {source}{who}", "bold"),
+            text(
+                f": {result.steps} steps from scratch along {len(schedule.segments)} segment(s), seed {result.seed}, no weights copied"
+            ),
+        )
+    )
     table = Table()
     for column in ("member", "steps", f"original {result.metric}", f"replay {result.metric}", "difference"):
         table.add_column(text(column))
     original, difference = result.original_score, result.difference
-    table.add_row(*map(text, (
-        "-" if schedule.member is None else str(schedule.member), str(result.steps),
-        "-" if original is None else f"{original:.4f}", f"{result.score:.4f}",
-        "-" if difference is None else f"{difference:+.4f}",
-    )))
+    table.add_row(
+        *map(
+            text,
+            (
+                "-" if schedule.member is None else str(schedule.member),
+                str(result.steps),
+                "-" if original is None else f"{original:.4f}",
+                f"{result.score:.4f}",
+                "-" if difference is None else f"{difference:+.4f}",
+            ),
+        )
+    )
     console.print(table)
     better = "higher" if result.mode == "max" else "lower"
-    console.print(text(f"Metric {result.metric} ({result.mode}: {better} is better)." + (f" Saved in {saved}" if saved else "")))
+    console.print(
+        text(f"Metric {result.metric} ({result.mode}: {better} is better)." + (f" Saved in {saved}" if saved else ""))
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -537,8 +654,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from poptrain.cli.manage import cmd_ls, cmd_rm
 
     handlers = {
-        "run": _cmd_run, "resume": _cmd_resume, "worker": _cmd_worker, "status": _cmd_status, "export": _cmd_export,
-        "report": _cmd_report, "dashboard": _cmd_dashboard, "replay": _cmd_replay, "ls": cmd_ls, "rm": cmd_rm,
+        "run": _cmd_run,
+        "resume": _cmd_resume,
+        "worker": _cmd_worker,
+        "status": _cmd_status,
+        "export": _cmd_export,
+        "report": _cmd_report,
+        "dashboard": _cmd_dashboard,
+        "replay": _cmd_replay,
+        "ls": cmd_ls,
+        "rm": cmd_rm,
     }
     try:
         _check_numbers(args)

@@ -32,8 +32,11 @@ def _row(run: Any) -> RunRow:
     done = min((m.step for m in members), default=0)
     updated = max([run.record.created_at, *(s.wall_time for s in scores[-1:])])
     return RunRow(
-        run.name, run.record.state, "-" if best is None else f"{best.score:.4g} (member {best.slot})",
-        f"{done}/{planned if planned else '?'}", iso_time(updated, short=True),
+        run.name,
+        run.record.state,
+        "-" if best is None else f"{best.score:.4g} (member {best.slot})",
+        f"{done}/{planned if planned else '?'}",
+        iso_time(updated, short=True),
     )
 
 
@@ -100,7 +103,9 @@ def cmd_rm(args: argparse.Namespace) -> int:
         run.close()
     if not args.yes:
         if not sys.stdin or not sys.stdin.isatty():
-            raise ConfigError(f"poptrain rm asks before deleting, and there is no terminal to ask on; add --yes to delete run {args.name}")
+            raise ConfigError(
+                f"poptrain rm asks before deleting, and there is no terminal to ask on; add --yes to delete run {args.name}"
+            )
         where = args.storage or f"{Path(args.root) / args.name}"
         try:
             answer = input(f"Delete run {args.name} ({state}, {steps} steps per member) from {where}? [y/N] ")
@@ -111,4 +116,3 @@ def cmd_rm(args: argparse.Namespace) -> int:
             return 1
     print(delete_run(args.name, root=args.root, storage=args.storage))
     return 0
-

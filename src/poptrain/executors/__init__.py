@@ -11,7 +11,7 @@ from poptrain.executors.sequential import SequentialExecutor
 EXECUTORS = {"sequential": SequentialExecutor, "processes": ProcessesExecutor, "vectorized": None, "ray": None}
 
 
-def get_executor(executor: "str | Executor", *, workers: int | None = None, address: str | None = None) -> Executor:
+def get_executor(executor: str | Executor, *, workers: int | None = None, address: str | None = None) -> Executor:
     """An executor by name (``"sequential"``, ``"processes"`` with ``workers``, ``"vectorized"``,
     ``"ray"`` with a cluster ``address``) or the instance given."""
     if isinstance(executor, Executor):

@@ -23,7 +23,7 @@ Arrival = tuple[int, "int | None", "SegmentResult | None"]
 class Executor(ABC):
     """Trains the members of a run; all decisions come from the scheduler."""
 
-    def check(self, trainable: object, *, synchronous: bool = False) -> None:  # noqa: B027 - optional hook
+    def check(self, trainable: object, *, synchronous: bool = False) -> None:
         """Refuse, before anything is written, training code (or synchronous PBT) this executor cannot run."""
 
     @abstractmethod
@@ -55,5 +55,5 @@ class Transport(Executor):
     def wait(self) -> list[Arrival]:
         """What came back since the last call, waiting a little when nothing has yet."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Stop the workers (also after an error)."""

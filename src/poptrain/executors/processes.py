@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
 from typing import TYPE_CHECKING, Any
 
-from poptrain.errors import ConfigError, StaleWriteError, TrainableError
+from poptrain.errors import ConfigError, PoptrainError, StaleWriteError, TrainableError
 from poptrain.executors._base import Arrival, Transport
 from poptrain.runner import MemberRunner, RunnerSpec, SegmentTask
 
@@ -81,7 +81,9 @@ def _preload(modules: list[tuple[str, str]]) -> None:  # pragma: no cover - runs
         spec.loader.exec_module(module)
 
 
-def _serve(spec_bytes: bytes, modules: list[tuple[str, str]], conn: Connection, parent: int, device: str | None) -> None:  # pragma: no cover - child
+def _serve(
+    spec_bytes: bytes, modules: list[tuple[str, str]], conn: Connection, parent: int, device: str | None
+) -> None:  # pragma: no cover - child
     """A worker process: train the segments the driver sends until it sends ``None``."""
     _die_with(parent)
     if device is not None and device.startswith("cuda"):
@@ -114,8 +116,13 @@ class ProcessesExecutor(Transport):
     worker_kind = "worker process"
 
     def __init__(
-        self, workers: int = 2, *, torch_threads: int | None = 1, devices: list[str] | None = None,
-        max_live: int | None = None, poll_seconds: float = 0.25,
+        self,
+        workers: int = 2,
+        *,
+        torch_threads: int | None = 1,
+        devices: list[str] | None = None,
+        max_live: int | None = None,
+        poll_seconds: float = 0.25,
     ) -> None:
         if devices is not None:
             if not devices or not all(isinstance(d, str) and (d == "cpu" or d.startswith("cuda")) for d in devices):
@@ -139,12 +146,14 @@ class ProcessesExecutor(Transport):
 
         target = shared_location(scheduler.checkpoints)
         if target is None:
-            raise ConfigError("executor 'processes' needs checkpoints in a folder or URL the workers share, not in memory")
+            raise ConfigError(
+                "executor 'processes' needs checkpoints in a folder or URL the workers share, not in memory"
+            )
         max_live = self.max_live or math.ceil(members / self.workers) + 1
         spec: RunnerSpec = scheduler.runner_spec(target, torch_threads=self.torch_threads, max_live=max_live)
         try:
             self._spec_bytes = pickle.dumps(spec)
-        except Exception as exc:
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise ConfigError(
                 f"executor 'processes' sends the trainable to worker processes, but it cannot be pickled ({exc}); "
                 "define it at the top level of a module or file"
@@ -158,7 +167,9 @@ class ProcessesExecutor(Transport):
         mine, theirs = context.Pipe()
         device = self.devices[index] if self.devices else None
         process = context.Process(
-            target=_serve, args=(self._spec_bytes, self._modules, theirs, os.getpid(), device), daemon=True,
+            target=_serve,
+            args=(self._spec_bytes, self._modules, theirs, os.getpid(), device),
+            daemon=True,
             name=f"poptrain-worker-{index}",
         )
         process.start()
@@ -176,7 +187,9 @@ class ProcessesExecutor(Transport):
             pass  # the worker died: ``wait`` notices its sentinel
 
     def wait(self) -> list[Arrival]:
-        ready = wait_any([w.conn for w in self._pool] + [w.process.sentinel for w in self._pool], timeout=self.poll_seconds)
+        ready = wait_any(
+            [w.conn for w in self._pool] + [w.process.sentinel for w in self._pool], timeout=self.poll_seconds
+        )
         arrived: list[Arrival] = []
         for index, worker in enumerate(self._pool):
             if worker.conn in ready:
@@ -251,10 +264,8 @@ class _Heartbeat:
 
     def _beat(self, storage: Any, run_id: int, slot: int, worker: str, seconds: float) -> None:
         while not self._stop.wait(seconds / 3):
-            try:
+            with contextlib.suppress(PoptrainError):  # the next beat tries again; an expired lease is taken over
                 storage.renew_lease(run_id, slot, worker, seconds)
-            except Exception:  # the next beat tries again; an expired lease is taken over
-                pass
 
     def stop(self) -> None:
         self._stop.set()
@@ -276,13 +287,24 @@ def work(job: WorkerJob, name: str | None = None, progress: ProgressListener | N
     checkpoints = open_shared(job.checkpoint_root)
     strategy = job.strategy or strategy_from_spec(dict(record.spec["strategy"]))
     scheduler = Scheduler(
-        record, storage, checkpoints, SearchSpace(record.spec["space"]), strategy, job.trainable, job.total_steps,
-        progress, job.flush_seconds, job.max_retries, job.keep_checkpoints,
+        record,
+        storage,
+        checkpoints,
+        SearchSpace(record.spec["space"]),
+        strategy,
+        job.trainable,
+        job.total_steps,
+        progress,
+        job.flush_seconds,
+        job.max_retries,
+        job.keep_checkpoints,
     )
     runner = MemberRunner(scheduler.runner_spec(checkpoints, torch_threads=job.torch_threads, max_live=4))
     points = 0
     while True:
-        member = storage.acquire_member(scheduler.run.id, name, total_steps=job.total_steps, lease_seconds=job.lease_seconds)
+        member = storage.acquire_member(
+            scheduler.run.id, name, total_steps=job.total_steps, lease_seconds=job.lease_seconds
+        )
         if member is None:
             if all(m.state == "finished" and m.step >= job.total_steps for m in storage.get_members(scheduler.run.id)):
                 return points

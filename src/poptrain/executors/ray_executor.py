@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from poptrain.checkpoints import shared_location
-from poptrain.errors import ConfigError, PoptrainError, TrainableError
+from poptrain.errors import ConfigError, PoptrainError
 from poptrain.executors._base import Arrival, Transport
 from poptrain.runner import MemberRunner, SegmentTask
 
@@ -33,7 +33,14 @@ if TYPE_CHECKING:
 
 LOOPBACK = "127.0.0.1"
 RAY_EXTRA = 'executor "ray" needs Ray: pip install "poptrain[ray]"'
-_ACTOR_DIED = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError", "NodeDiedError", "OwnerDiedError")
+_ACTOR_DIED = (
+    "RayActorError",
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "OwnerDiedError",
+)
 
 
 def import_ray() -> Any:
@@ -61,7 +68,9 @@ def connect_ray(address: str | None, *, runtime_env: dict[str, Any] | None = Non
     try:
         ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConfigError(f"cannot connect to the Ray cluster at {address}: {str(exc).strip().splitlines()[0]}") from None
+        raise ConfigError(
+            f"cannot connect to the Ray cluster at {address}: {str(exc).strip().splitlines()[0]}"
+        ) from None
 
 
 def probe_address(address: str) -> str | None:
@@ -175,7 +184,7 @@ class RayExecutor(Transport):
                 fits = min(fits, math.floor(resources.get("GPU", 0) / self.gpus_per_member + 1e-9))
             room += fits
         if room < 1:
-            largest = max(nodes, key=lambda r: r.get("CPU", 0), default={})
+            largest: dict[str, Any] = max(nodes, key=lambda r: r.get("CPU", 0), default={})
             raise ConfigError(
                 f"no node of the Ray cluster has room for one member ({self.cpus_per_member:g} CPUs, {self.gpus_per_member:g} "
                 f"GPUs; the largest node has {largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs); "
@@ -194,13 +203,17 @@ class RayExecutor(Transport):
         ray = self._ray = import_ray()
         target = shared_location(scheduler.checkpoints)
         if target is None:
-            raise ConfigError("executor 'ray' needs checkpoints in a folder every node sees or an fsspec URL, not in memory")
+            raise ConfigError(
+                "executor 'ray' needs checkpoints in a folder every node sees or an fsspec URL, not in memory"
+            )
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
             connect_ray(self.address, runtime_env=self.runtime_env)
         scheduler.device = "cuda" if self.gpus_per_member > 0 else "cpu"
         capacity = self._capacity(ray, members)
-        spec = scheduler.runner_spec(target, torch_threads=self.torch_threads, max_live=math.ceil(members / capacity) + 1)
+        spec = scheduler.runner_spec(
+            target, torch_threads=self.torch_threads, max_live=math.ceil(members / capacity) + 1
+        )
         remote = ray.remote(num_cpus=self.cpus_per_member, num_gpus=self.gpus_per_member, max_restarts=0)(MemberRunner)
         self._new_actor = lambda: remote.remote(spec)
         self._actors = [self._new_actor() for _ in range(capacity)]
@@ -236,8 +249,9 @@ class RayExecutor(Transport):
             try:
                 value = ray.get(ref)
             except Exception as exc:
-                if isinstance(getattr(exc, "cause", None), PoptrainError):
-                    raise exc.cause from None  # the member's own error (a state checkpoints cannot hold): one line
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, PoptrainError):
+                    raise cause from None  # the member's own error (a state checkpoints cannot hold): one line
                 if type(exc).__name__ not in _ACTOR_DIED and not isinstance(exc, ray.exceptions.RayActorError):
                     raise
                 self._started.discard(index)

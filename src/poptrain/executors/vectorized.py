@@ -18,15 +18,16 @@ from collections.abc import Sequence
 
 import torch
 
+from poptrain.checkpoints.population import is_population_checkpoint, member_from_checkpoint
 from poptrain.errors import CheckpointError, ConfigError, TrainableError
 from poptrain.executors._base import Executor
-from poptrain.scheduler import Scheduler
 from poptrain.records import CheckpointRecord, MemberRecord
+from poptrain.scheduler import Scheduler
 from poptrain.seeding import member_seed
 from poptrain.strategy import Decision
 from poptrain.trainable import read_score
 from poptrain.vectorized.memory import MemoryPlan, plan_memory
-from poptrain.vectorized.population import Population, is_population_checkpoint, member_from_checkpoint
+from poptrain.vectorized.population import Population
 from poptrain.vectorized.trainable import BatchSource, VectorizedTrainable, dropout_seed, resolve_device
 
 
@@ -34,7 +35,9 @@ class VectorizedExecutor(Executor):
     """Trains a ``VectorizedTrainable``'s whole population at once on ``device`` (``"auto"``:
     the GPU when there is one; default: the trainable's own setting)."""
 
-    def __init__(self, *, device: str | None = None, chunk_size: int | None = None, memory_budget: int | None = None) -> None:
+    def __init__(
+        self, *, device: str | None = None, chunk_size: int | None = None, memory_budget: int | None = None
+    ) -> None:
         self.device = device
         self.chunk_size = chunk_size
         self.memory_budget = memory_budget
@@ -49,41 +52,55 @@ class VectorizedExecutor(Executor):
                 "executor='sequential' for a Trainable subclass"
             )
 
-    def run(self, controller: Scheduler) -> None:
-        spec = controller.trainable_factory
+    def run(self, scheduler: Scheduler) -> None:
+        spec = scheduler.trainable_factory
         self.check(spec)
         assert isinstance(spec, VectorizedTrainable)
-        members = controller.resumable_members()
+        members = scheduler.resumable_members()
         if not members:
             return
         device = resolve_device(self.device or spec.device)
-        batches = BatchSource(spec.data, spec.batch_size, spec.batches_per_step, controller.run.seed, device)
-        population = self._build(controller, spec, members, device, batches)
+        batches = BatchSource(spec.data, spec.batch_size, spec.batches_per_step, scheduler.run.seed, device)
+        population = self._build(scheduler, spec, members, device, batches)
         self.path = population.model.path
-        _Lockstep(controller, population, batches, members).run()
+        _Lockstep(scheduler, population, batches, members).run()
 
     def _build(
-        self, controller: Scheduler, spec: VectorizedTrainable, members: list[MemberRecord], device: torch.device,
+        self,
+        scheduler: Scheduler,
+        spec: VectorizedTrainable,
+        members: list[MemberRecord],
+        device: torch.device,
         batches: BatchSource,
     ) -> Population:
-        seed = controller.run.seed
+        seed = scheduler.run.seed
         template = _first_module(spec, member_seed(seed, members[0].slot))
         self.memory = plan_memory(
-            template.to(device), batches.example(), len(members), len(spec.optimizer.SLOTS), device=device,
-            budget_bytes=self.memory_budget or spec.memory_budget, chunk_size=self.chunk_size or spec.chunk_size,
+            template.to(device),
+            batches.example(),
+            len(members),
+            len(spec.optimizer.SLOTS),
+            device=device,
+            budget_bytes=self.memory_budget or spec.memory_budget,
+            chunk_size=self.chunk_size or spec.chunk_size,
         )
         population = Population(
-            spec, [m.slot for m in members], [member_seed(seed, m.slot) for m in members], [m.hparams for m in members],
-            device, self.memory, seed,
+            spec,
+            [m.slot for m in members],
+            [member_seed(seed, m.slot) for m in members],
+            [m.hparams for m in members],
+            device,
+            self.memory,
+            seed,
         )
         states: dict[str, object] = {}
         for row, member in enumerate(members):
             for checkpoint_id, ready in ((member.checkpoint_id, True), (member.resume_checkpoint_id, False)):
                 if checkpoint_id is None:
                     continue
-                record = controller.storage.get_checkpoint(checkpoint_id)
+                record = scheduler.storage.get_checkpoint(checkpoint_id)
                 try:
-                    population.load_member(row, _member_state(controller, record, states), ready=ready)
+                    population.load_member(row, _member_state(scheduler, record, states), ready=ready)
                 except CheckpointError as exc:
                     raise CheckpointError(f"member {member.slot} cannot resume: {exc}") from exc
             population.set_hparams(row, member.hparams)
@@ -96,11 +113,11 @@ def _first_module(spec: VectorizedTrainable, seed: int) -> torch.nn.Module:
     return seeded_module(spec.model, seed)
 
 
-def _member_state(controller: Scheduler, record: CheckpointRecord, cache: dict[str, object]) -> dict:
+def _member_state(scheduler: Scheduler, record: CheckpointRecord, cache: dict[str, object]) -> dict:
     """A member's state from its checkpoint, each population file read once."""
     if record.uri not in cache:
         cache.clear()  # checkpoints of one resume share a file or two: keep the last
-        cache[record.uri] = controller.checkpoints.load(record)
+        cache[record.uri] = scheduler.checkpoints.load(record)
     state = cache[record.uri]
     return member_from_checkpoint(state, record.slot) if is_population_checkpoint(state) else state  # type: ignore[arg-type, return-value]
 
@@ -108,16 +125,18 @@ def _member_state(controller: Scheduler, record: CheckpointRecord, cache: dict[s
 class _Lockstep:
     """The training loop: every unfinished member at the lowest step trains one more step."""
 
-    def __init__(self, controller: Scheduler, population: Population, batches: BatchSource, members: list[MemberRecord]) -> None:
-        self.controller = controller
+    def __init__(
+        self, scheduler: Scheduler, population: Population, batches: BatchSource, members: list[MemberRecord]
+    ) -> None:
+        self.scheduler = scheduler
         self.population = population
         self.batches = batches
         self.members = {m.slot: m for m in members}
         self.ready_checkpoint = {m.slot: m.checkpoint_id for m in members}
 
     def run(self) -> None:
-        controller, population = self.controller, self.population
-        total = controller.total_steps
+        scheduler, population = self.scheduler, self.population
+        total = scheduler.total_steps
         while self.members:
             step = min(m.step for m in self.members.values()) + 1
             active = [population.index(s) for s, m in self.members.items() if m.step == step - 1]
@@ -125,7 +144,7 @@ class _Lockstep:
             # ran before it in the process, and a resumed run draws what the uninterrupted one did
             device = population.device
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                seed = dropout_seed(controller.run.seed, step)
+                seed = dropout_seed(scheduler.run.seed, step)
                 torch.random.default_generator.manual_seed(seed)
                 if device.type == "cuda":
                     torch.cuda.manual_seed(seed)
@@ -134,22 +153,22 @@ class _Lockstep:
             ready: list[MemberRecord] = []
             for row in active:
                 slot = population.slots[row]
-                value, values = read_score(metrics[row], controller.metric)
-                member = controller.record_score(self.members[slot], step, value, values)
+                value, values = read_score(metrics[row], scheduler.metric)
+                member = scheduler.record_score(self.members[slot], step, value, values)
                 self.members[slot] = member
-                if step >= total or controller.is_ready(member, step):
+                if step >= total or scheduler.is_ready(member, step):
                     ready.append(member)
             if ready:
                 self._round(ready)
 
     def _round(self, ready: Sequence[MemberRecord]) -> None:
         """Checkpoint the population once, record and apply the ready members' decisions."""
-        controller, population = self.controller, self.population
-        steps = [self.members[s].step if s in self.members else controller.total_steps for s in population.slots]
-        checkpoint = controller.checkpoints.save_population(max(m.step for m in ready), population.checkpoint(steps))
-        total = controller.total_steps
+        scheduler, population = self.scheduler, self.population
+        steps = [self.members[s].step if s in self.members else scheduler.total_steps for s in population.slots]
+        checkpoint = scheduler.checkpoints.save_population(max(m.step for m in ready), population.checkpoint(steps))
+        total = scheduler.total_steps
         ordered = sorted(ready, key=lambda m: (m.step, m.slot))
-        results = controller.commit([(m, checkpoint, m.step < total) for m in ordered])
+        results = scheduler.commit([(m, checkpoint, m.step < total) for m in ordered])
         # one round: every donor as of this step
         population.mark_ready([population.index(r.slot) for r, _ in results])
         self.ready_checkpoint.update({r.slot: r.checkpoint_id for r, _ in results})
@@ -157,7 +176,7 @@ class _Lockstep:
             if decision is not None:
                 self._apply(record, decision)
             if record.step >= total:
-                controller.finish_member(record)
+                scheduler.finish_member(record)
                 del self.members[record.slot]
             else:
                 self.members[record.slot] = record
@@ -170,9 +189,11 @@ class _Lockstep:
             if donor in population.slots and self.ready_checkpoint.get(donor) == record.resume_checkpoint_id:
                 population.copy_ready(row, population.index(donor))
             else:  # the donor's checkpoint predates this executor: read it
-                loaded = self.controller.storage.get_checkpoint(record.resume_checkpoint_id)
+                loaded = self.scheduler.storage.get_checkpoint(record.resume_checkpoint_id)
                 try:
-                    population.load_member(row, self.controller.checkpoints.load_member(loaded))
+                    population.load_member(row, self.scheduler.checkpoints.load_member(loaded))
                 except CheckpointError as exc:
-                    raise TrainableError(f"member {record.slot} cannot copy member {donor}: {exc}", slot=record.slot) from exc
+                    raise TrainableError(
+                        f"member {record.slot} cannot copy member {donor}: {exc}", slot=record.slot
+                    ) from exc
         population.set_hparams(row, decision.hparams)

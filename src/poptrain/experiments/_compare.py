@@ -19,13 +19,22 @@ def median_range(values: Sequence[float], digits: int, *, scale: float = 1.0, su
 
 
 def save_table(
-    root: Path, title: str, header: Sequence[str], results: Mapping[str, list[dict[str, Any]]],
-    columns: Sequence[tuple[str, int]], **cell: Any,
+    root: Path,
+    title: str,
+    header: Sequence[str],
+    results: Mapping[str, list[dict[str, Any]]],
+    columns: Sequence[tuple[str, int]],
+    **cell: Any,
 ) -> str:
     """A markdown table, one row per strategy: each column's median [min-max] over the seeds,
     then the median seconds per run; printed and saved with the raw results (``table.md``,
     ``results.json``)."""
-    lines = [title, "", "| " + " | ".join(["strategy", *header, "seconds per run"]) + " |", "|---" * (len(header) + 2) + "|"]
+    lines = [
+        title,
+        "",
+        "| " + " | ".join(["strategy", *header, "seconds per run"]) + " |",
+        "|---" * (len(header) + 2) + "|",
+    ]
     for name, rows in results.items():
         cells = [median_range([r[key] for r in rows], digits, **cell) for key, digits in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {statistics.median(r['seconds'] for r in rows):.0f} |")

@@ -29,13 +29,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 
 import poptrain
-from poptrain.apbt import masked_mlp, size_fitness
+from poptrain.apbt import UnitMask, masked_mlp, size_fitness
 from poptrain.vectorized import SGD, VectorizedTrainable
 
 MAX_WIDTH = 10
@@ -61,18 +61,78 @@ SEED_TABLE: dict[str, list[dict[str, Any]]] = {
 
 # Mitchell (1997), Machine Learning, table 3.2: outlook, temperature, humidity, wind -> play.
 TENNIS_TRAIN = [
-    "Sunny Hot High Weak No", "Sunny Hot High Strong No", "Overcast Hot High Weak Yes", "Rain Mild High Weak Yes",
-    "Rain Cool Normal Weak Yes", "Rain Cool Normal Strong No", "Overcast Cool Normal Strong Yes",
-    "Sunny Mild High Weak No", "Sunny Cool Normal Weak Yes", "Rain Mild Normal Weak Yes",
+    "Sunny Hot High Weak No",
+    "Sunny Hot High Strong No",
+    "Overcast Hot High Weak Yes",
+    "Rain Mild High Weak Yes",
+    "Rain Cool Normal Weak Yes",
+    "Rain Cool Normal Strong No",
+    "Overcast Cool Normal Strong Yes",
+    "Sunny Mild High Weak No",
+    "Sunny Cool Normal Weak Yes",
+    "Rain Mild Normal Weak Yes",
 ]
 TENNIS_TEST = [
-    "Sunny Mild Normal Strong Yes", "Overcast Mild High Strong Yes", "Overcast Hot Normal Weak Yes", "Rain Mild High Strong No",
+    "Sunny Mild Normal Strong Yes",
+    "Overcast Mild High Strong Yes",
+    "Overcast Hot Normal Weak Yes",
+    "Rain Mild High Strong No",
 ]
 # The paper's 50 Iris test rows (its published iris-test.txt), as row numbers of scikit-learn's Iris.
-IRIS_TEST_ROWS = frozenset([
-    2, 3, 6, 7, 12, 15, 18, 26, 29, 30, 33, 36, 41, 42, 45, 47, 58, 64, 65, 67, 69, 72, 75, 77, 82, 86, 87, 89, 90, 92,
-    94, 95, 96, 97, 101, 104, 108, 110, 114, 116, 121, 123, 125, 129, 133, 140, 142, 145, 146, 148,
-])
+IRIS_TEST_ROWS = frozenset(
+    [
+        2,
+        3,
+        6,
+        7,
+        12,
+        15,
+        18,
+        26,
+        29,
+        30,
+        33,
+        36,
+        41,
+        42,
+        45,
+        47,
+        58,
+        64,
+        65,
+        67,
+        69,
+        72,
+        75,
+        77,
+        82,
+        86,
+        87,
+        89,
+        90,
+        92,
+        94,
+        95,
+        96,
+        97,
+        101,
+        104,
+        108,
+        110,
+        114,
+        116,
+        121,
+        123,
+        125,
+        129,
+        133,
+        140,
+        142,
+        145,
+        146,
+        148,
+    ]
+)
 TENNIS_VALUES = [["Sunny", "Overcast", "Rain"], ["Hot", "Mild", "Cool"], ["High", "Normal"], ["Weak", "Strong"]]
 
 
@@ -123,7 +183,9 @@ def problem(name: str) -> Problem:
             from sklearn.datasets import load_iris
             from sklearn.model_selection import train_test_split
         except ImportError:  # pragma: no cover - depends on the environment
-            raise poptrain.ConfigError("the APBT Iris experiment needs scikit-learn: pip install 'poptrain[experiments]'") from None
+            raise poptrain.ConfigError(
+                "the APBT Iris experiment needs scikit-learn: pip install 'poptrain[experiments]'"
+            ) from None
         data = load_iris()
         x_all, y_all = data.data.astype("float32"), data.target
         test = [i in IRIS_TEST_ROWS for i in range(len(y_all))]
@@ -134,21 +196,56 @@ def problem(name: str) -> Problem:
         t = functools.partial(torch.tensor)
         # fitness reads all 100 non-test rows: 20 alone cannot tell 95% from 100% networks apart
         return Problem(
-            "iris", 4, 3, t((x_fit - mean) / std), t(y_fit), t((x_rest - mean) / std), t(y_rest), t((x_test - mean) / std),
-            t(y_test), population=80, ready_epochs=220, epochs=3000, epochs_per_step=20,
+            "iris",
+            4,
+            3,
+            t((x_fit - mean) / std),
+            t(y_fit),
+            t((x_rest - mean) / std),
+            t(y_rest),
+            t((x_test - mean) / std),
+            t(y_test),
+            population=80,
+            ready_epochs=220,
+            epochs=3000,
+            epochs_per_step=20,
         )
     if name == "tennis":
         x_train, y_train = tennis_rows(TENNIS_TRAIN)
         x_test, y_test = tennis_rows(TENNIS_TEST)
         return Problem(
-            "tennis", 10, 2, x_train, y_train, x_train, y_train, x_test, y_test,
-            population=160, ready_epochs=220, epochs=2600, epochs_per_step=20,
+            "tennis",
+            10,
+            2,
+            x_train,
+            y_train,
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            population=160,
+            ready_epochs=220,
+            epochs=2600,
+            epochs_per_step=20,
         )
     if name == "identity":
         eye = torch.eye(8)
         return Problem(
-            "identity", 8, 8, eye, eye, eye, eye, eye, eye, population=600, ready_epochs=400, epochs=8000,
-            epochs_per_step=40, multilabel=True, fitness_metric="val_acc",
+            "identity",
+            8,
+            8,
+            eye,
+            eye,
+            eye,
+            eye,
+            eye,
+            eye,
+            population=600,
+            ready_epochs=400,
+            epochs=8000,
+            epochs_per_step=40,
+            multilabel=True,
+            fitness_metric="val_acc",
         )
     raise poptrain.ConfigError(f"unknown APBT problem {name!r}; use iris, tennis or identity")
 
@@ -179,8 +276,14 @@ def trainable(prob: Problem, device: str = "auto") -> VectorizedTrainable:
 
     loss = F.binary_cross_entropy_with_logits if prob.multilabel else F.cross_entropy
     return VectorizedTrainable(
-        lambda: masked_mlp(prob.inputs, prob.outputs, MAX_WIDTH), (prob.x_train, prob.y_train), loss, evaluate,
-        optimizer=SGD(), batch_size=len(prob.x_train), batches_per_step=prob.epochs_per_step, device=device,
+        lambda: masked_mlp(prob.inputs, prob.outputs, MAX_WIDTH),
+        (prob.x_train, prob.y_train),
+        loss,
+        evaluate,
+        optimizer=SGD(),
+        batch_size=len(prob.x_train),
+        batches_per_step=prob.epochs_per_step,
+        device=device,
         score=size_fitness(prob.fitness_metric),
     )
 
@@ -196,9 +299,16 @@ def experiment(name: str, device: str = "auto") -> dict[str, Any]:
     """``poptrain run`` settings of one trial (the paper's k, readiness and epochs)."""
     prob = problem(name)
     return {
-        "trainable": trainable(prob, device), "space": SPACE, "population_size": prob.population, "steps": prob.steps,
-        "metric": "fitness", "mode": "max", "ready": poptrain.every(prob.ready_steps), "exploit": poptrain.truncation(0.2),
-        "explore": poptrain.perturb((0.8, 1.2)), "executor": "vectorized",
+        "trainable": trainable(prob, device),
+        "space": SPACE,
+        "population_size": prob.population,
+        "steps": prob.steps,
+        "metric": "fitness",
+        "mode": "max",
+        "ready": poptrain.every(prob.ready_steps),
+        "exploit": poptrain.truncation(0.2),
+        "explore": poptrain.perturb((0.8, 1.2)),
+        "executor": "vectorized",
     }
 
 
@@ -206,12 +316,15 @@ def held_out(run: poptrain.Run, prob: Problem, slot: int, last: dict[int, dict[s
     """Member ``slot``'s newest checkpoint measured on the held-out rows, with its size
     (``last``: each member's newest metrics)."""
     member = {m.slot: m for m in run.members()}[slot]
+    assert member.checkpoint_id is not None  # asked only for members with a checkpoint (fittest_and_most_accurate)
     state = run.load_state(run.storage.get_checkpoint(member.checkpoint_id))
     model = masked_mlp(prob.inputs, prob.outputs, MAX_WIDTH)
     model.load_state_dict(state["model"])
     with torch.no_grad():
-        result = {k: float(v) for k, v in measures(model(prob.x_test).unsqueeze(0), prob.y_test, prob.multilabel).items()}
-    widths = [int(model[2].mask.sum())]
+        result = {
+            k: float(v) for k, v in measures(model(prob.x_test).unsqueeze(0), prob.y_test, prob.multilabel).items()
+        }
+    widths = [int(cast(UnitMask, model[2]).mask.sum())]
     result["weights"] = float(prob.inputs * widths[0] + widths[0] * prob.outputs)
     result["topology"] = ",".join(map(str, [prob.inputs, *widths, prob.outputs]))  # type: ignore[assignment]
     result["val_acc"] = last[slot].get("val_acc", float("nan"))
@@ -249,22 +362,34 @@ def summarize(run: poptrain.Run, name: str) -> dict[str, float]:
     picks = fittest_and_most_accurate(run, prob)
     best = picks["best"]
     return {
-        "test_acc": best["acc"], "test_seed_acc": best["seed_acc"], "weights": best["weights"],
-        "most_accurate_test_acc": picks["most_accurate"]["acc"], "most_accurate_weights": picks["most_accurate"]["weights"],
+        "test_acc": best["acc"],
+        "test_seed_acc": best["seed_acc"],
+        "weights": best["weights"],
+        "most_accurate_test_acc": picks["most_accurate"]["acc"],
+        "most_accurate_weights": picks["most_accurate"]["weights"],
     }
 
 
 # --- trials: the paper's table, ours beside it ---------------------------------------------
-def run_trial(name: str, seed: int, root: Path, *, scale: float = 1.0, device: str = "auto", prob: Problem | None = None) -> poptrain.Run:
+def run_trial(
+    name: str, seed: int, root: Path, *, scale: float = 1.0, device: str = "auto", prob: Problem | None = None
+) -> poptrain.Run:
     """One APBT run of problem ``name`` (``scale`` < 1 shortens it: fewer members and epochs)."""
     prob = prob or problem(name)
     settings = experiment(name, device)
     population = max(8, int(prob.population * scale))
     steps = max(2 * prob.ready_steps, int(prob.steps * scale))
     run = poptrain.create_run(
-        name=f"{prob.name}-seed{seed}", space=settings["space"], population_size=population, metric="fitness",
-        ready=settings["ready"], exploit=settings["exploit"], explore=settings["explore"], seed=seed,
-        root=root, storage="memory" if prob.name.startswith("tennis-loo") else None,
+        name=f"{prob.name}-seed{seed}",
+        space=settings["space"],
+        population_size=population,
+        metric="fitness",
+        ready=settings["ready"],
+        exploit=settings["exploit"],
+        explore=settings["explore"],
+        seed=seed,
+        root=root,
+        storage="memory" if prob.name.startswith("tennis-loo") else None,
     )
     spec = trainable(prob, device) if prob is not problem(name) else settings["trainable"]
     return run.optimize(spec, steps=steps, executor="vectorized")
@@ -278,8 +403,19 @@ def leave_one_out(seed: int, root: Path, *, scale: float = 1.0, device: str = "a
     for row in range(len(y_all)):
         keep = [i for i in range(len(y_all)) if i != row]
         prob = Problem(
-            f"tennis-loo{row}", 10, 2, x_all[keep], y_all[keep], x_all[keep], y_all[keep], x_all[row : row + 1],
-            y_all[row : row + 1], base.population, base.ready_epochs, base.epochs, base.epochs_per_step,
+            f"tennis-loo{row}",
+            10,
+            2,
+            x_all[keep],
+            y_all[keep],
+            x_all[keep],
+            y_all[keep],
+            x_all[row : row + 1],
+            y_all[row : row + 1],
+            base.population,
+            base.ready_epochs,
+            base.epochs,
+            base.epochs_per_step,
         )
         run = run_trial("tennis", seed, root, scale=scale, device=device, prob=prob)
         correct += int(fittest_and_most_accurate(run, prob)["best"]["acc"] == 1.0)
@@ -309,7 +445,9 @@ def table(name: str, trials: list[dict[str, Any]]) -> str:
                 f"{100 * pick['acc']:.2f}% [{100 * pick['seed_acc']:.2f}% / {100 * pick['fit_seed_acc']:.2f}%] / "
                 f"{int(pick['weights'])} / {pick['topology']}"
             )
-        lines.append(f"| {index} | {_cell(seed_row['best'])} | {_cell(seed_row['most_accurate'])} | {ours[0]} | {ours[1]} |")
+        lines.append(
+            f"| {index} | {_cell(seed_row['best'])} | {_cell(seed_row['most_accurate'])} | {ours[0]} | {ours[1]} |"
+        )
     return "\n".join(lines)
 
 
@@ -341,7 +479,9 @@ def plot_schedules(runs: list[poptrain.Run], prob: Problem, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Augmented PBT on the APBT paper's problems, with its table beside ours")
+    parser = argparse.ArgumentParser(
+        description="Augmented PBT on the APBT paper's problems, with its table beside ours"
+    )
     parser.add_argument("problem", choices=["iris", "tennis", "identity"])
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--root", default="runs/apbt", help="where runs, the table and the plot are saved")
@@ -369,8 +509,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trial {seed}: {seconds:.1f} s, fittest {trial['picks']['best']}", flush=True)
     text = table(args.problem, trials)
     if args.problem == "tennis" and not args.no_loo:
-        text += "\n\nLeave-one-out accuracy over the 14 rows (the fittest member of an APBT run on the other 13): " + ", ".join(
-            f"trial {t['seed']}: {100 * t['leave_one_out_acc']:.1f}%" for t in trials
+        text += (
+            "\n\nLeave-one-out accuracy over the 14 rows (the fittest member of an APBT run on the other 13): "
+            + ", ".join(f"trial {t['seed']}: {100 * t['leave_one_out_acc']:.1f}%" for t in trials)
         )
     text += "\n\nSeconds per trial: " + ", ".join(f"{t['seconds']:.1f}" for t in trials)
     print(text)

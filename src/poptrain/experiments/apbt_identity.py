@@ -1,7 +1,7 @@
 """Augmented PBT on identity with the APBT paper's settings (see ``poptrain.experiments.apbt``):
 
-    poptrain run poptrain.experiments.apbt_identity
-    python -m poptrain.experiments.apbt identity --trials 3    # the paper's table, ours beside it
+poptrain run poptrain.experiments.apbt_identity
+python -m poptrain.experiments.apbt identity --trials 3    # the paper's table, ours beside it
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Augmented PBT on iris with the APBT paper's settings (see ``poptrain.experiments.apbt``):
 
-    poptrain run poptrain.experiments.apbt_iris
-    python -m poptrain.experiments.apbt iris --trials 3    # the paper's table, ours beside it
+poptrain run poptrain.experiments.apbt_iris
+python -m poptrain.experiments.apbt iris --trials 3    # the paper's table, ours beside it
 """
 
 from __future__ import annotations

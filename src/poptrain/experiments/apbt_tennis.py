@@ -1,7 +1,7 @@
 """Augmented PBT on tennis with the APBT paper's settings (see ``poptrain.experiments.apbt``):
 
-    poptrain run poptrain.experiments.apbt_tennis
-    python -m poptrain.experiments.apbt tennis --trials 3    # the paper's table, ours beside it
+poptrain run poptrain.experiments.apbt_tennis
+python -m poptrain.experiments.apbt tennis --trials 3    # the paper's table, ours beside it
 """
 
 from __future__ import annotations

@@ -56,7 +56,9 @@ def load_cifar10(folder: str | Path) -> dict[str, torch.Tensor]:
     [0, 1]; the last 5000 training images are the validation split."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise ConfigError(f"CIFAR-10 folder {folder} does not exist; give the folder that holds data_batch_1 ... test_batch")
+        raise ConfigError(
+            f"CIFAR-10 folder {folder} does not exist; give the folder that holds data_batch_1 ... test_batch"
+        )
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
@@ -70,7 +72,9 @@ def load_cifar10(folder: str | Path) -> dict[str, torch.Tensor]:
                 batch = pickle.load(handle, encoding="bytes")
             data, labels = batch[b"data"], batch[b"labels"]
         except (pickle.UnpicklingError, KeyError, EOFError, TypeError) as exc:
-            raise ConfigError(f"{folder / name} is not a CIFAR-10 batch ({type(exc).__name__}); re-extract the archive") from None
+            raise ConfigError(
+                f"{folder / name} is not a CIFAR-10 batch ({type(exc).__name__}); re-extract the archive"
+            ) from None
         x = torch.as_tensor(data, dtype=torch.float32).reshape(len(labels), -1) / 255.0
         if x.shape[1] != 3072:
             raise ConfigError(f"{folder / name} holds images of {x.shape[1]} values, not 3072 (32x32x3): not CIFAR-10")
@@ -79,8 +83,12 @@ def load_cifar10(folder: str | Path) -> dict[str, torch.Tensor]:
     y_train = torch.cat([p[1] for p in parts[:5]])
     held = max(1, len(y_train) // 10)
     return {
-        "x_train": x_train[:-held], "y_train": y_train[:-held], "x_val": x_train[-held:], "y_val": y_train[-held:],
-        "x_test": parts[5][0], "y_test": parts[5][1],
+        "x_train": x_train[:-held],
+        "y_train": y_train[:-held],
+        "x_val": x_train[-held:],
+        "y_val": y_train[-held:],
+        "x_test": parts[5][0],
+        "y_test": parts[5][1],
     }
 
 
@@ -105,16 +113,27 @@ def trainable(data: dict[str, torch.Tensor], *, batch_size: int = 64, device: st
         return {"val_acc": (logits.argmax(-1) == data["y_val"]).float().mean(-1)}
 
     return VectorizedTrainable(
-        model_for(inputs, 128 if inputs < 1000 else 256), (data["x_train"], data["y_train"]), F.cross_entropy, evaluate,
-        optimizer=SGD(momentum=0.9), batch_size=batch_size, device=device,
+        model_for(inputs, 128 if inputs < 1000 else 256),
+        (data["x_train"], data["y_train"]),
+        F.cross_entropy,
+        evaluate,
+        optimizer=SGD(momentum=0.9),
+        batch_size=batch_size,
+        device=device,
     )
 
 
 def experiment() -> dict[str, Any]:
     """One run with the seed's rule on digits (``poptrain run poptrain.experiments.classify``)."""
     return {
-        "trainable": trainable(load_data(None)), "space": SPACE, "population_size": POPULATION, "steps": 40,
-        "metric": "val_acc", "ready": poptrain.every(4), "executor": "vectorized", **VARIANTS["pbt-seed"],
+        "trainable": trainable(load_data(None)),
+        "space": SPACE,
+        "population_size": POPULATION,
+        "steps": 40,
+        "metric": "val_acc",
+        "ready": poptrain.every(4),
+        "executor": "vectorized",
+        **VARIANTS["pbt-seed"],
     }
 
 
@@ -135,7 +154,13 @@ def summarize(run: poptrain.Run) -> dict[str, float]:
 
 
 def compare(
-    seeds: int, root: Path, *, steps: int = 40, population: int = POPULATION, data: str | None = None, device: str = "auto",
+    seeds: int,
+    root: Path,
+    *,
+    steps: int = 40,
+    population: int = POPULATION,
+    data: str | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Every variant for ``seeds`` seeds: the chosen model's validation and test accuracy."""
     dataset = load_data(data)
@@ -147,10 +172,14 @@ def compare(
     ):
         run.optimize(spec, steps=steps, executor="vectorized")
         best = run.best()
-        results[name].append({
-            "seed": seed, "val_acc": best.score if best else float("nan"), "test_acc": test_accuracy(run, dataset),
-            "seconds": time.perf_counter() - started,
-        })
+        results[name].append(
+            {
+                "seed": seed,
+                "val_acc": best.score if best else float("nan"),
+                "test_acc": test_accuracy(run, dataset),
+                "seconds": time.perf_counter() - started,
+            }
+        )
         if seed == 0:
             kept[name] = run
     return {"results": results, "runs": kept, "steps": steps, "population": population}
@@ -159,8 +188,10 @@ def compare(
 def table(outcome: dict[str, Any], dataset: str) -> str:
     """Markdown: per variant, the chosen model's test and validation accuracy over the seeds."""
     lines = [
-        f"Image classification on {dataset}: population {outcome['population']}, {outcome['steps']} epochs per member, "
-        f"{len(next(iter(outcome['results'].values())))} seeds (median [min-max])",
+        (
+            f"Image classification on {dataset}: population {outcome['population']}, {outcome['steps']} epochs per member, "
+            f"{len(next(iter(outcome['results'].values())))} seeds (median [min-max])"
+        ),
         "",
         "| strategy | test accuracy | validation accuracy | seconds per run |",
         "|---|---|---|---|",

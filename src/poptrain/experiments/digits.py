@@ -47,9 +47,12 @@ def load_split() -> dict[str, torch.Tensor]:
     x, y = x[order], y[order]
     n_train, n_val = int(0.6 * len(y)), int(0.2 * len(y))
     return {
-        "x_train": x[:n_train], "y_train": y[:n_train],
-        "x_val": x[n_train : n_train + n_val], "y_val": y[n_train : n_train + n_val],
-        "x_test": x[n_train + n_val :], "y_test": y[n_train + n_val :],
+        "x_train": x[:n_train],
+        "y_train": y[:n_train],
+        "x_val": x[n_train : n_train + n_val],
+        "y_val": y[n_train : n_train + n_val],
+        "x_test": x[n_train + n_val :],
+        "y_test": y[n_train + n_val :],
     }
 
 
@@ -68,7 +71,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return acc, loss
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+def train_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, data: dict[str, torch.Tensor], generator: torch.Generator
+) -> None:
     """One epoch of minibatch SGD over the training split, in a seeded order."""
     model.train()
     x, y = data["x_train"], data["y_train"]
@@ -99,7 +104,9 @@ class DigitsMLP(poptrain.Trainable):
             torch.manual_seed(context.seed)
             self.model = build_model(float(hparams["dropout"]))
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=float(hparams["lr"]), momentum=float(hparams["momentum"]),
+            self.model.parameters(),
+            lr=float(hparams["lr"]),
+            momentum=float(hparams["momentum"]),
             weight_decay=float(hparams["weight_decay"]),
         )
         self.epoch = 0
@@ -156,16 +163,27 @@ def vectorized_trainable(device: str = "auto") -> Any:
 
     data = load_split()
     return VectorizedTrainable(
-        vectorized_model, (data["x_train"], data["y_train"]), nn.functional.cross_entropy, evaluate_population,
-        optimizer=SGD(), batch_size=BATCH_SIZE, device=device,
+        vectorized_model,
+        (data["x_train"], data["y_train"]),
+        nn.functional.cross_entropy,
+        evaluate_population,
+        optimizer=SGD(),
+        batch_size=BATCH_SIZE,
+        device=device,
     )
 
 
 def experiment() -> dict[str, Any]:
     """The run ``poptrain run poptrain.experiments.digits`` performs."""
     return {
-        "trainable": DigitsMLP, "space": SPACE, "population_size": 16, "steps": 30, "metric": "val_acc",
-        "mode": "max", "ready": poptrain.every(4), "exploit": poptrain.truncation(0.2),
+        "trainable": DigitsMLP,
+        "space": SPACE,
+        "population_size": 16,
+        "steps": 30,
+        "metric": "val_acc",
+        "mode": "max",
+        "ready": poptrain.every(4),
+        "exploit": poptrain.truncation(0.2),
         "explore": poptrain.perturb((0.8, 1.2), resample_probability=0.25),
     }
 

@@ -48,19 +48,31 @@ SPACE = {
 
 def generator() -> nn.Module:
     return nn.Sequential(
-        nn.Linear(NOISE, 64 * 2 * 2), nn.Unflatten(1, (64, 2, 2)), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),  # 4x4
-        nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Tanh(),  # 8x8
+        nn.Linear(NOISE, 64 * 2 * 2),
+        nn.Unflatten(1, (64, 2, 2)),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.ConvTranspose2d(64, 32, 4, 2, 1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),  # 4x4
+        nn.ConvTranspose2d(32, 1, 4, 2, 1),
+        nn.Tanh(),  # 8x8
     )
 
 
 def discriminator() -> nn.Module:
     """The seed's discriminator: conv, LeakyReLU, conv, batch norm, conv, batch norm, output layer."""
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, 2, 1), nn.LeakyReLU(0.2),  # 4x4
-        nn.Conv2d(32, 64, 3, 2, 1), nn.BatchNorm2d(64), nn.LeakyReLU(0.2),  # 2x2
-        nn.Conv2d(64, 128, 3, 1, 1), nn.BatchNorm2d(128), nn.LeakyReLU(0.2),
-        nn.Flatten(), nn.Linear(128 * 2 * 2, 1),
+        nn.Conv2d(1, 32, 3, 2, 1),
+        nn.LeakyReLU(0.2),  # 4x4
+        nn.Conv2d(32, 64, 3, 2, 1),
+        nn.BatchNorm2d(64),
+        nn.LeakyReLU(0.2),  # 2x2
+        nn.Conv2d(64, 128, 3, 1, 1),
+        nn.BatchNorm2d(128),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(128 * 2 * 2, 1),
     )
 
 
@@ -138,7 +150,9 @@ class DigitsGAN(poptrain.Trainable):
             torch.random.default_generator.manual_seed(context.seed)
             self.generator, self.discriminator = generator(), discriminator()
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=hparams["lr_g"], betas=(hparams["beta1"], 0.999))
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hparams["lr_d"], betas=(hparams["beta1"], 0.999))
+        self.opt_d = torch.optim.Adam(
+            self.discriminator.parameters(), lr=hparams["lr_d"], betas=(hparams["beta1"], 0.999)
+        )
         self.rng = torch.Generator().manual_seed(context.seed)
         self.noise = torch.randn(SAMPLES, NOISE, generator=torch.Generator().manual_seed(12345))  # fixed for scoring
         self.images = real_images()
@@ -151,7 +165,9 @@ class DigitsGAN(poptrain.Trainable):
             real = self.images[torch.randint(len(self.images), (BATCH,), generator=self.rng)]
             fake = self.generator(torch.randn(BATCH, NOISE, generator=self.rng))
             self.opt_d.zero_grad(set_to_none=True)
-            d_loss = loss(self.discriminator(real), torch.ones(BATCH, 1)) + loss(self.discriminator(fake.detach()), torch.zeros(BATCH, 1))
+            d_loss = loss(self.discriminator(real), torch.ones(BATCH, 1)) + loss(
+                self.discriminator(fake.detach()), torch.zeros(BATCH, 1)
+            )
             d_loss.backward()
             self.opt_d.step()
             self.opt_g.zero_grad(set_to_none=True)
@@ -168,8 +184,12 @@ class DigitsGAN(poptrain.Trainable):
         return {"score": inception_score(images), "frechet": frechet_distance(images)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
@@ -192,8 +212,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def experiment() -> dict[str, Any]:
     """One PBT run, population 20 (``poptrain run poptrain.experiments.gan``)."""
-    return {"trainable": DigitsGAN, "space": SPACE, "population_size": 20, "steps": 12, "metric": "score",
-            "ready": poptrain.every(2), **VARIANTS["pbt"]}
+    return {
+        "trainable": DigitsGAN,
+        "space": SPACE,
+        "population_size": 20,
+        "steps": 12,
+        "metric": "score",
+        "ready": poptrain.every(2),
+        **VARIANTS["pbt"],
+    }
 
 
 def summarize(run: poptrain.Run) -> dict[str, float]:
@@ -243,19 +270,36 @@ def main(argv: list[str] | None = None) -> int:
     from poptrain.experiments.digits import load_split
 
     held_out = (load_split()["x_test"] * 2 - 1).reshape(-1, 1, 8, 8)
-    print(f"the judge's score on real test digits: {inception_score(held_out):.2f} "
-          "(about the best a generator can expect; 10 is the formula's maximum)")
+    print(
+        f"the judge's score on real test digits: {inception_score(held_out):.2f} "
+        "(about the best a generator can expect; 10 is the formula's maximum)"
+    )
     results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory(dir=root) as scratch:
         for seed, name, run, started in variant_runs(
-            VARIANTS, seeds, scratch, space=SPACE, population_size=population, metric="score", ready=poptrain.every(ready)
+            VARIANTS,
+            seeds,
+            scratch,
+            space=SPACE,
+            population_size=population,
+            metric="score",
+            ready=poptrain.every(ready),
         ):
             run.optimize(DigitsGAN, steps=steps, keep_checkpoints=None if seed == 0 else 2)
             best = run.best()
-            results[name].append({"seed": seed, "score": best.score, "frechet": best.metrics.get("frechet", float("nan")),
-                                  "seconds": time.perf_counter() - started})
-            print(f"{name}, seed {seed}: score {best.score:.3f}, Fréchet {results[name][-1]['frechet']:.2f}, "
-                  f"{results[name][-1]['seconds']:.0f} s", flush=True)
+            results[name].append(
+                {
+                    "seed": seed,
+                    "score": best.score,
+                    "frechet": best.metrics.get("frechet", float("nan")),
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+            print(
+                f"{name}, seed {seed}: score {best.score:.3f}, Fréchet {results[name][-1]['frechet']:.2f}, "
+                f"{results[name][-1]['seconds']:.0f} s",
+                flush=True,
+            )
             if seed == 0:
                 folder = root / slug(name)
                 run.write_report(folder)
@@ -266,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         f"DCGAN on digits: population {population}, {steps} steps of {GENERATOR_STEPS} generator updates, {seeds} seed(s); "
         "the best member at the end (median [min-max]). Scores use a digits classifier, not Inception: not comparable "
         "with CIFAR-10 Inception scores.",
-        ["score (higher is better)", "Fréchet distance (lower is better)"], results, [("score", 3), ("frechet", 2)],
+        ["score (higher is better)", "Fréchet distance (lower is better)"],
+        results,
+        [("score", 3), ("frechet", 2)],
     )
     return 0
 

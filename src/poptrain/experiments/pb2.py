@@ -101,12 +101,24 @@ def run_toy(seeds: int, root: Path, *, steps: int, population: int, ready: int) 
     """Every variant on the noisy quadratic: the best member's final log10 loss and learning rate."""
     results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     for seed, name, run, started in variant_runs(
-        VARIANTS, seeds, root, space=TOY_SPACE, population_size=population, metric="log_loss", mode="min",
-        ready=poptrain.every(ready), storage="memory",
+        VARIANTS,
+        seeds,
+        root,
+        space=TOY_SPACE,
+        population_size=population,
+        metric="log_loss",
+        mode="min",
+        ready=poptrain.every(ready),
+        storage="memory",
     ):
         run.optimize(NoisyQuadratic, steps=steps, keep_checkpoints=None)
         best = run.best()
-        row = {"seed": seed, "log_loss": best.score, "lr": float(best.hparams["lr"]), "seconds": time.perf_counter() - started}
+        row = {
+            "seed": seed,
+            "log_loss": best.score,
+            "lr": float(best.hparams["lr"]),
+            "seconds": time.perf_counter() - started,
+        }
         results[name].append(row)
         print(f"{name}, seed {seed}: log10 loss {row['log_loss']:.3f}, final lr {row['lr']:.3g}", flush=True)
         run.close()
@@ -122,14 +134,21 @@ def run_digits(seeds: int, root: Path, *, steps: int, population: int, ready: in
     spec = digits.vectorized_trainable(device="cpu")
     results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     for seed, name, run, started in variant_runs(
-        VARIANTS, seeds, root, space=digits.SPACE, population_size=population, metric="val_acc",
+        VARIANTS,
+        seeds,
+        root,
+        space=digits.SPACE,
+        population_size=population,
+        metric="val_acc",
         ready=poptrain.every(ready),
     ):
         torch.manual_seed(seed)  # the same global generator state for every variant, whatever ran before
         run.optimize(spec, steps=steps, executor="vectorized")
         best = run.best()
         row = {
-            "seed": seed, "val_acc": best.score, "test_acc": digits.summarize(run).get("test_acc", float("nan")),
+            "seed": seed,
+            "val_acc": best.score,
+            "test_acc": digits.summarize(run).get("test_acc", float("nan")),
             "seconds": time.perf_counter() - started,
         }
         results[name].append(row)
@@ -160,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ITERATIONS_PER_STEP} iterations, ready every {args.ready}, {args.seeds} seed(s); the best member "
                 f"at the end (median [min-max]). The best constant (lr, momentum) of a 13x10 grid reaches "
                 f"{loss:.3f} (lr {lr:.3g}, momentum {momentum:.2f}).",
-                ["log10 loss (lower is better)", "final lr of the best member"], results, [("log_loss", 3), ("lr", 3)],
+                ["log10 loss (lower is better)", "final lr of the best member"],
+                results,
+                [("log_loss", 3), ("lr", 3)],
             )
         else:
             results = run_digits(args.seeds, Path(scratch), steps=steps, population=args.population, ready=args.ready)
@@ -168,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
                 root,
                 f"Digits MLP (vectorized): population {args.population}, {steps} epochs, ready every {args.ready}, "
                 f"{args.seeds} seed(s); the member with the best validation accuracy at the end (median [min-max]).",
-                ["test accuracy", "validation accuracy"], results, [("test_acc", 2), ("val_acc", 2)], scale=100, suffix="%",
+                ["test accuracy", "validation accuracy"],
+                results,
+                [("test_acc", 2), ("val_acc", 2)],
+                scale=100,
+                suffix="%",
             )
     print(f"table: {root / 'table.md'}")
     return 0

@@ -39,7 +39,7 @@ def make_env(name: str, max_steps: int | None = None) -> Any:
         raise ConfigError("the RL experiment needs gymnasium: pip install 'gymnasium[box2d]'") from None
     try:
         return gym.make(name, max_episode_steps=max_steps) if max_steps else gym.make(name)
-    except Exception as exc:  # Box2D missing, unknown id
+    except Exception as exc:  # noqa: BLE001 - gymnasium raises many kinds (Box2D missing, unknown id): one line for all
         raise ConfigError(f"cannot make the gymnasium environment {name!r} ({type(exc).__name__}: {exc})") from None
 
 
@@ -59,8 +59,12 @@ class DoubleSarsa(poptrain.Trainable):
         inputs, actions = self.env.observation_space.shape[0], self.env.action_space.n
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(context.seed)
-            self.q = nn.ModuleList([nn.Sequential(nn.Linear(inputs, self.hidden), nn.ReLU(), nn.Linear(self.hidden, actions))
-                                    for _ in range(2)])
+            self.q = nn.ModuleList(
+                [
+                    nn.Sequential(nn.Linear(inputs, self.hidden), nn.ReLU(), nn.Linear(self.hidden, actions))
+                    for _ in range(2)
+                ]
+            )
         self.optimizers = [torch.optim.Adam(q.parameters(), lr=hparams["lr"]) for q in self.q]
         self.gamma = float(hparams["gamma"])
         self.rng = np.random.default_rng(context.seed)
@@ -96,7 +100,9 @@ class DoubleSarsa(poptrain.Trainable):
                 with torch.no_grad():
                     target = float(reward)
                     if not terminated:
-                        target += self.gamma * float(self.q[1 - learner](torch.as_tensor(following, dtype=torch.float32))[next_action])
+                        target += self.gamma * float(
+                            self.q[1 - learner](torch.as_tensor(following, dtype=torch.float32))[next_action]
+                        )
                 value = self.q[learner](torch.as_tensor(state, dtype=torch.float32))[action]
                 self.optimizers[learner].zero_grad(set_to_none=True)
                 nn.functional.smooth_l1_loss(value, torch.tensor(target)).backward()
@@ -150,8 +156,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def experiment() -> dict[str, Any]:
     """One PBT run on LunarLander (``poptrain run poptrain.experiments.rl``)."""
-    return {"trainable": DoubleSarsa, "space": SPACE, "population_size": 8, "steps": DoubleSarsa.total_rounds,
-            "metric": "return", "ready": poptrain.every(1), **VARIANTS["pbt"]}
+    return {
+        "trainable": DoubleSarsa,
+        "space": SPACE,
+        "population_size": 8,
+        "steps": DoubleSarsa.total_rounds,
+        "metric": "return",
+        "ready": poptrain.every(1),
+        **VARIANTS["pbt"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,10 +183,19 @@ def main(argv: list[str] | None = None) -> int:
         ):
             run.optimize(trainable, steps=trainable.total_rounds)
             finals = [s.value for s in run.scores() if s.step == trainable.total_rounds]
-            results[name].append({"seed": seed, "best": max(finals), "mean": float(np.mean(finals)),
-                                  "seconds": time.perf_counter() - started})
-            print(f"{name}, seed {seed}: best final return {max(finals):.1f}, population mean {np.mean(finals):.1f}, "
-                  f"{results[name][-1]['seconds']:.0f} s", flush=True)
+            results[name].append(
+                {
+                    "seed": seed,
+                    "best": max(finals),
+                    "mean": float(np.mean(finals)),
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+            print(
+                f"{name}, seed {seed}: best final return {max(finals):.1f}, population mean {np.mean(finals):.1f}, "
+                f"{results[name][-1]['seconds']:.0f} s",
+                flush=True,
+            )
             if seed == 0:
                 run.write_report(root / slug(name))
             run.close()
@@ -182,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Deep Double SARSA on {trainable.env_name}: population {population}, {trainable.total_rounds} rounds of "
         f"{trainable.episodes} training and {trainable.evaluations} evaluation episodes, {seeds} seed(s) "
         "(median [min-max] of the final evaluation return)",
-        ["best member", "population mean"], results, [("best", 1), ("mean", 1)],
+        ["best member", "population mean"],
+        results,
+        [("best", 1), ("mean", 1)],
     )
     return 0
 

@@ -77,12 +77,29 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_variant(variant: str, *, seed: int = 0, steps: int = STEPS, storage: Any = "memory", name: str | None = None, root: str = "runs") -> poptrain.Run:
+def run_variant(
+    variant: str,
+    *,
+    seed: int = 0,
+    steps: int = STEPS,
+    storage: Any = "memory",
+    name: str | None = None,
+    root: str = "runs",
+) -> poptrain.Run:
     """Run one of the four variants and return the finished run."""
     run = poptrain.create_run(
-        name=name or f"toy-{variant}", space=SPACE, population_size=2, metric="Q", mode="max",
-        ready=poptrain.every(READY_EVERY), synchronous=True, seed=seed,
-        storage=storage, root=root, initial_hparams=INITIAL_H, **VARIANTS[variant],
+        name=name or f"toy-{variant}",
+        space=SPACE,
+        population_size=2,
+        metric="Q",
+        mode="max",
+        ready=poptrain.every(READY_EVERY),
+        synchronous=True,
+        seed=seed,
+        storage=storage,
+        root=root,
+        initial_hparams=INITIAL_H,
+        **VARIANTS[variant],
     )
     return run.optimize(ToyQuadratic, steps=steps)
 
@@ -97,9 +114,16 @@ def best_q(run: poptrain.Run) -> float:
 def experiment() -> dict[str, Any]:
     """What ``poptrain run poptrain.experiments.toy`` runs: PBT on the toy problem."""
     return {
-        "trainable": ToyQuadratic, "space": SPACE, "population_size": 2, "metric": "Q", "mode": "max",
-        "steps": STEPS, "ready": poptrain.every(READY_EVERY), "synchronous": True,
-        "initial_hparams": INITIAL_H, **VARIANTS["pbt"],
+        "trainable": ToyQuadratic,
+        "space": SPACE,
+        "population_size": 2,
+        "metric": "Q",
+        "mode": "max",
+        "steps": STEPS,
+        "ready": poptrain.every(READY_EVERY),
+        "synchronous": True,
+        "initial_hparams": INITIAL_H,
+        **VARIANTS["pbt"],
     }
 
 

@@ -40,11 +40,51 @@ from poptrain.space import HParams
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
-EN_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-           "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+EN_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 EN_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-DE_ONES = ["null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun", "zehn", "elf", "zwölf",
-           "dreizehn", "vierzehn", "fünfzehn", "sechzehn", "siebzehn", "achtzehn", "neunzehn"]
+DE_ONES = [
+    "null",
+    "eins",
+    "zwei",
+    "drei",
+    "vier",
+    "fünf",
+    "sechs",
+    "sieben",
+    "acht",
+    "neun",
+    "zehn",
+    "elf",
+    "zwölf",
+    "dreizehn",
+    "vierzehn",
+    "fünfzehn",
+    "sechzehn",
+    "siebzehn",
+    "achtzehn",
+    "neunzehn",
+]
 DE_TENS = ["", "", "zwanzig", "dreißig", "vierzig", "fünfzig", "sechzig", "siebzig", "achtzig", "neunzig"]
 
 
@@ -117,7 +157,9 @@ def read_parallel(src: str | Path, tgt: str | Path) -> tuple[list[str], list[str
             raise ConfigError(f"parallel corpus file {path} does not exist")
     source, target = (p.read_text(encoding="utf-8").splitlines() for p in paths)
     if len(source) != len(target):
-        raise ConfigError(f"{paths[0]} has {len(source)} lines and {paths[1]} has {len(target)}; a parallel corpus needs aligned lines")
+        raise ConfigError(
+            f"{paths[0]} has {len(source)} lines and {paths[1]} has {len(target)}; a parallel corpus needs aligned lines"
+        )
     pairs = [(s, t) for s, t in zip(source, target) if s.strip() and t.strip()]
     if not pairs:
         raise ConfigError(f"{paths[0]} and {paths[1]} hold no sentence pairs")
@@ -142,8 +184,13 @@ def make_corpus(source: list[str], target: list[str], *, held_out: int, vocab: i
     train_src, train_tgt = src_tok[held_out:], tgt_tok[held_out:]
     sv, tv = Vocabulary.build(train_src, vocab), Vocabulary.build(train_tgt, vocab)
     return Corpus(
-        sv, tv, torch.tensor([sv.encode(s, length) for s in train_src]), torch.tensor([tv.encode(t, length) for t in train_tgt]),
-        torch.tensor([sv.encode(s, length) for s in src_tok[:held_out]]), [" ".join(t) for t in tgt_tok[:held_out]], length,
+        sv,
+        tv,
+        torch.tensor([sv.encode(s, length) for s in train_src]),
+        torch.tensor([tv.encode(t, length) for t in train_tgt]),
+        torch.tensor([sv.encode(s, length) for s in src_tok[:held_out]]),
+        [" ".join(t) for t in tgt_tok[:held_out]],
+        length,
     )
 
 
@@ -153,7 +200,10 @@ class Seq2Seq(nn.Module):
 
     def __init__(self, src_vocab: int, tgt_vocab: int, embed: int = 100, hidden: int = 96) -> None:
         super().__init__()
-        self.src_embed, self.tgt_embed = nn.Embedding(src_vocab, embed, padding_idx=PAD), nn.Embedding(tgt_vocab, embed, padding_idx=PAD)
+        self.src_embed, self.tgt_embed = (
+            nn.Embedding(src_vocab, embed, padding_idx=PAD),
+            nn.Embedding(tgt_vocab, embed, padding_idx=PAD),
+        )
         self.encoder, self.decoder = nn.GRU(embed, hidden, batch_first=True), nn.GRU(embed, hidden, batch_first=True)
         self.dense, self.prediction = nn.Linear(2 * hidden, hidden), nn.Linear(hidden, tgt_vocab)
         self.rates = {"attention_dropout": 0.0, "layer_dropout": 0.0, "relu_dropout": 0.0}
@@ -165,7 +215,9 @@ class Seq2Seq(nn.Module):
         states, last = self.encoder(self._drop(self.src_embed(src), "layer_dropout"))
         return states, last
 
-    def decode(self, states: torch.Tensor, mask: torch.Tensor, inputs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self, states: torch.Tensor, mask: torch.Tensor, inputs: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         out, hidden = self.decoder(self._drop(self.tgt_embed(inputs), "layer_dropout"), hidden)
         scores = out @ states.transpose(1, 2)  # dot-product attention over the encoder states
         weights = self._drop(scores.masked_fill(~mask.unsqueeze(1), -1e9).softmax(-1), "attention_dropout")
@@ -268,8 +320,16 @@ class Translator(poptrain.Trainable):
 
 def experiment() -> dict[str, Any]:
     """One PBT run, population 8 (``poptrain run poptrain.experiments.translate``)."""
-    return {"trainable": Translator, "space": SPACE, "population_size": 8, "steps": 20, "metric": "bleu",
-            "ready": poptrain.every(2), "exploit": poptrain.truncation(0.25), "explore": poptrain.perturb((0.8, 1.2))}
+    return {
+        "trainable": Translator,
+        "space": SPACE,
+        "population_size": 8,
+        "steps": 20,
+        "metric": "bleu",
+        "ready": poptrain.every(2),
+        "exploit": poptrain.truncation(0.25),
+        "explore": poptrain.perturb((0.8, 1.2)),
+    }
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -311,10 +371,20 @@ def main(argv: list[str] | None = None) -> int:
             run.optimize(trainable, steps=steps)
             halfway = [s.value for s in run.scores() if s.step == steps // 2]
             final = [s.value for s in run.scores() if s.step == steps]
-            results[name].append({"seed": seed, "best": max(final), "mean": statistics.mean(final), "best_halfway": max(halfway),
-                                  "seconds": time.perf_counter() - started})
-            print(f"{name}, seed {seed}: best BLEU {max(final):.1f} (halfway {max(halfway):.1f}), "
-                  f"population mean {statistics.mean(final):.1f}, {results[name][-1]['seconds']:.0f} s", flush=True)
+            results[name].append(
+                {
+                    "seed": seed,
+                    "best": max(final),
+                    "mean": statistics.mean(final),
+                    "best_halfway": max(halfway),
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+            print(
+                f"{name}, seed {seed}: best BLEU {max(final):.1f} (halfway {max(halfway):.1f}), "
+                f"population mean {statistics.mean(final):.1f}, {results[name][-1]['seconds']:.0f} s",
+                flush=True,
+            )
             if seed == 0:
                 folder = root / slug(name)
                 run.write_report(folder)
@@ -334,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         f"GRU translation, {'the given corpus' if args.src else 'English to German numbers'}: population {population}, "
         f"{steps} steps of {Translator.batches} batches, {seeds} seed(s); corpus BLEU (sacrebleu, 0-100) on held-out "
         "sentences, median [min-max]. Not comparable with the seed's Europarl BLEU (0.0795 on a 0-1 scale).",
-        ["best member at the end", "best member halfway", "population mean at the end"], results,
+        ["best member at the end", "best member halfway", "population mean at the end"],
+        results,
         [("best", 1), ("best_halfway", 1), ("mean", 1)],
     )
     return 0

@@ -22,7 +22,7 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote
 
 from poptrain.errors import ConfigError, PoptrainError
@@ -31,10 +31,13 @@ from poptrain.errors import ConfigError, PoptrainError
 # and fetch its data from this server, nothing else (no other script, frame, form or image).
 SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
-    ("Content-Security-Policy", (
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )),
+    (
+        "Content-Security-Policy",
+        (
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        ),
+    ),
 )
 
 
@@ -60,7 +63,7 @@ def _host_name(header: str) -> str | None:
         end = header.find("]")
         if end < 0:
             return None
-        name, rest = header[: end + 1], header[end + 1:]
+        name, rest = header[: end + 1], header[end + 1 :]
     else:
         name, colon, port = header.partition(":")
         rest = colon + port
@@ -139,9 +142,13 @@ def _handler(source: RunSource) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # the http.server API names it
             hosts = self.headers.get_all("Host") or []
-            if not allowed_host(self.server.server_address[0], hosts[0] if len(hosts) == 1 else None):
-                self._send(HTTPStatus.FORBIDDEN, "this dashboard answers only requests for localhost or 127.0.0.1\n",
-                           "text/plain")
+            bound = cast("tuple[Any, ...]", self.server.server_address)[0]  # an (IPv4 or IPv6) TCP server
+            if not allowed_host(bound, hosts[0] if len(hosts) == 1 else None):
+                self._send(
+                    HTTPStatus.FORBIDDEN,
+                    "this dashboard answers only requests for localhost or 127.0.0.1\n",
+                    "text/plain",
+                )
                 return
             path = unquote(self.path.split("?", 1)[0])
             try:
@@ -150,11 +157,11 @@ def _handler(source: RunSource) -> type[BaseHTTPRequestHandler]:
                 elif path == "/api/runs":
                     self._send(HTTPStatus.OK, json.dumps(source.names()), "application/json")
                 elif path.startswith("/api/runs/"):
-                    self._send(HTTPStatus.OK, source.report(path[len("/api/runs/"):]), "application/json")
+                    self._send(HTTPStatus.OK, source.report(path[len("/api/runs/") :]), "application/json")
                 elif path.startswith("/runs/"):
                     from poptrain.report.html import page
 
-                    name = path[len("/runs/"):]
+                    name = path[len("/runs/") :]
                     if name not in source.names():
                         self._send(HTTPStatus.NOT_FOUND, f"no run named {name!r}", "text/plain")
                         return
@@ -173,9 +180,10 @@ def _handler(source: RunSource) -> type[BaseHTTPRequestHandler]:
 
 
 def _index(names: list[str]) -> str:
-    items = "".join(
-        f'<li><a href="/runs/{html.escape(quote(n, safe=""))}">{html.escape(n)}</a></li>' for n in names
-    ) or "<li>no runs yet</li>"
+    items = (
+        "".join(f'<li><a href="/runs/{html.escape(quote(n, safe=""))}">{html.escape(n)}</a></li>' for n in names)
+        or "<li>no runs yet</li>"
+    )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'><title>poptrain dashboard</title>"
         "<meta http-equiv='refresh' content='5'></head><body style='font-family: system-ui, sans-serif'>"
@@ -189,7 +197,9 @@ class _IPv6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
-def make_server(storage: str | None, root: str | Path, host: str = "127.0.0.1", port: int = 8321) -> ThreadingHTTPServer:
+def make_server(
+    storage: str | None, root: str | Path, host: str = "127.0.0.1", port: int = 8321
+) -> ThreadingHTTPServer:
     """The dashboard's server, bound but not yet serving (``serve_forever()`` serves). A port
     outside 0..65535 is a ``ConfigError``; one that cannot be bound raises ``OSError``."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:

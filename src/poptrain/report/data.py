@@ -114,12 +114,26 @@ def report_data(
     exploits = [(g.slot, g.start_step, g.donor) for g in ordered if g.kind == "exploit" and g.donor is not None]
     names = sorted({k for g in ordered for k in g.hparams})
     schedules = {
-        name: [Segment(g.slot, g.start_step, ends[g.id], g.hparams.get(name)) for g in ordered if ends[g.id] > g.start_step or g.kind == "init"]
+        name: [
+            Segment(g.slot, g.start_step, ends[g.id], g.hparams.get(name))
+            for g in ordered
+            if ends[g.id] > g.start_step or g.kind == "init"
+        ]
         for name in names
     }
     ancestry = [Segment(s.slot, s.start_step, s.end_step, dict(s.hparams)) for s in best.schedule] if best else []
     tree = [
-        TreeNode(g.id, g.slot, g.number, g.start_step, ends[g.id], g.parent_id, g.donor, g.kind, _finite(last_score.get(g.id)))
+        TreeNode(
+            g.id,
+            g.slot,
+            g.number,
+            g.start_step,
+            ends[g.id],
+            g.parent_id,
+            g.donor,
+            g.kind,
+            _finite(last_score.get(g.id)),
+        )
         for g in ordered
     ]
     decisions = []
@@ -128,21 +142,40 @@ def report_data(
             continue
         before = by_slot.get(g.slot, {}).get(g.start_step)
         after = by_slot.get(g.slot, {}).get(g.start_step + 1)
-        decisions.append(DecisionRow(g.start_step, g.slot, g.kind, g.donor, dict(g.operations), _finite(before), _finite(after)))
+        decisions.append(
+            DecisionRow(g.start_step, g.slot, g.kind, g.donor, dict(g.operations), _finite(before), _finite(after))
+        )
     decisions.sort(key=lambda d: (d.step, d.slot))
     info = {
-        "best_slot": best.slot if best else None, "best_score": best.score if best else None,
-        "best_step": best.step if best else None, "best_metrics": dict(best.metrics) if best else {},
+        "best_slot": best.slot if best else None,
+        "best_score": best.score if best else None,
+        "best_step": best.step if best else None,
+        "best_metrics": dict(best.metrics) if best else {},
         "best_hparams": dict(best.hparams) if best else {},
-        "steps_trained": len(scores), "decisions": len(decisions),
-        "exploits": len(exploits), "wall_seconds": _wall_seconds(scores, run),
-        "settings": {k: v for k, v in run.spec.items() if k in ("population_size", "metric", "mode", "strategy", "space")},
+        "steps_trained": len(scores),
+        "decisions": len(decisions),
+        "exploits": len(exploits),
+        "wall_seconds": _wall_seconds(scores, run),
+        "settings": {
+            k: v for k, v in run.spec.items() if k in ("population_size", "metric", "mode", "strategy", "space")
+        },
         "seed": run.seed,
     }
     info.update(summary or {})
     return ReportData(
-        run.name, run.metric, run.mode, run.state, len(members), curves, best_so_far, exploits, schedules, ancestry, tree,
-        decisions, info,
+        run.name,
+        run.metric,
+        run.mode,
+        run.state,
+        len(members),
+        curves,
+        best_so_far,
+        exploits,
+        schedules,
+        ancestry,
+        tree,
+        decisions,
+        info,
     )
 
 

@@ -55,7 +55,9 @@ def plot_schedules(data: ReportData) -> Any:
     """Each hyperparameter per member (step plots), the best model's ancestry drawn thick."""
     plt = _pyplot()
     names = [n for n, segments in data.schedules.items() if any(_numeric(s.value) is not None for s in segments)]
-    figure, axes = plt.subplots(max(1, len(names)), 1, figsize=(8, 2.2 * max(1, len(names))), sharex=True, squeeze=False)
+    figure, axes = plt.subplots(
+        max(1, len(names)), 1, figsize=(8, 2.2 * max(1, len(names))), sharex=True, squeeze=False
+    )
     for axis, name in zip(axes[:, 0], names):
         for segment in data.schedules[name]:
             value = _numeric(segment.value)
@@ -96,10 +98,20 @@ def plot_lineage(data: ReportData) -> Any:
     cmap = cm.get_cmap("viridis") if hasattr(cm, "get_cmap") else plt.get_cmap("viridis")
     for node in data.tree:
         colour = cmap(norm(node.score)) if node.score is not None else "lightgrey"
-        axis.plot([node.start, max(node.end, node.start + 0.3)], [node.slot, node.slot], color=colour, linewidth=6, solid_capstyle="butt")
+        axis.plot(
+            [node.start, max(node.end, node.start + 0.3)],
+            [node.slot, node.slot],
+            color=colour,
+            linewidth=6,
+            solid_capstyle="butt",
+        )
         if node.kind == "exploit" and node.donor is not None:
-            axis.annotate("", xy=(node.start, node.slot), xytext=(node.start, node.donor),
-                          arrowprops={"arrowstyle": "->", "color": "tab:red", "alpha": 0.6, "linewidth": 0.8})
+            axis.annotate(
+                "",
+                xy=(node.start, node.slot),
+                xytext=(node.start, node.donor),
+                arrowprops={"arrowstyle": "->", "color": "tab:red", "alpha": 0.6, "linewidth": 0.8},
+            )
     mappable = cm.ScalarMappable(norm=norm, cmap=cmap)
     figure.colorbar(mappable, ax=axis, label=_plain(f"last {data.metric} of the generation"))
     axis.set_xlabel("step")

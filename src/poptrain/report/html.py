@@ -164,7 +164,9 @@ def report_html(data: ReportData) -> str:
 # JSON text placed in a <script> element: "<", ">" and "&" (only ever inside JSON strings) and the
 # two line separators JavaScript once treated as line ends, as \u escapes, so that no data can
 # close the script, open a comment in it, or end a string early.
-_SCRIPT_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+_SCRIPT_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
 
 
 def _inside_script(json_text: str) -> str:

@@ -41,7 +41,9 @@ class TerminalProgress(ProgressListener):
     terminal also a table of the members (score, step, generation, hyperparameters, last
     decision), best first, refreshed in place."""
 
-    def __init__(self, metric: str, mode: str, *, stream: IO[str] | None = None, live: bool | None = None, lines: int = 10) -> None:
+    def __init__(
+        self, metric: str, mode: str, *, stream: IO[str] | None = None, live: bool | None = None, lines: int = 10
+    ) -> None:
         self.metric = metric
         self.mode = mode
         self.stream = stream or sys.stderr
@@ -80,18 +82,28 @@ class TerminalProgress(ProgressListener):
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(  # data goes in as task fields, shown without markup
-                TextColumn("{task.fields[run]}", style="bold", markup=False), BarColumn(bar_width=20), MofNCompleteColumn(),
-                TextColumn("steps, ETA"), TimeRemainingColumn(compact=True), TextColumn("{task.fields[status]}", markup=False),
-                console=Console(file=self.stream), transient=False,
+                TextColumn("{task.fields[run]}", style="bold", markup=False),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TextColumn("steps, ETA"),
+                TimeRemainingColumn(compact=True),
+                TextColumn("{task.fields[status]}", markup=False),
+                console=Console(file=self.stream),
+                transient=False,
             )
             from rich.live import Live
 
-            self._task = self._progress.add_task("train", total=total_steps, completed=done_steps, status=self._status(),
-                                                 run=run_name)
+            self._task = self._progress.add_task(
+                "train", total=total_steps, completed=done_steps, status=self._status(), run=run_name
+            )
             self._live = Live(self._view(), console=self._progress.console, refresh_per_second=4, transient=False)
             self._live.start()
         else:
-            print(f"[{run_name}] training {population_size} members, {total_steps} steps in all", file=self.stream, flush=True)
+            print(
+                f"[{run_name}] training {population_size} members, {total_steps} steps in all",
+                file=self.stream,
+                flush=True,
+            )
 
     def on_score(self, slot: int, step: int, value: float, hparams: dict, generation: int) -> None:
         self.done += 1
@@ -111,31 +123,48 @@ class TerminalProgress(ProgressListener):
             print(
                 f"[{self._name}] {self.done}/{self.total} steps ({100 * self.done / max(1, self.total):.0f}%), "
                 f"{self._status()}, {elapsed:.1f}s",
-                file=self.stream, flush=True,
+                file=self.stream,
+                flush=True,
             )
 
     def on_decision(self, decision: Decision) -> None:
         self.decisions += 1
         row = self.members.setdefault(decision.slot, {})
         changes = ", ".join(f"{k} {v}" for k, v in decision.operations.items())
-        row["decision"] = (f"copied {decision.donor}" if decision.kind == "exploit" else "explored") + (f": {changes}" if changes else "")
+        row["decision"] = (f"copied {decision.donor}" if decision.kind == "exploit" else "explored") + (
+            f": {changes}" if changes else ""
+        )
         row["hparams"] = dict(decision.hparams)
 
     def table(self) -> Any:
         """The members table: the best ``rows`` members by their newest score."""
         from rich.table import Table
 
-        table = Table(expand=False, title=f"members (best {self.rows} of {len(self.members)})" if len(self.members) > self.rows else "members")
+        table = Table(
+            expand=False,
+            title=f"members (best {self.rows} of {len(self.members)})" if len(self.members) > self.rows else "members",
+        )
         for column in ("member", "step", self.metric, "gen", "hyperparameters", "last decision"):
             table.add_column(text(column))
         sign = 1 if self.mode == "max" else -1
         ranked = sorted(
             self.members.items(),
-            key=lambda item: -sign * item[1]["score"] if item[1].get("score") == item[1].get("score") and "score" in item[1] else float("inf"),
+            key=lambda item: (
+                -sign * item[1]["score"]
+                if item[1].get("score") == item[1].get("score") and "score" in item[1]
+                else float("inf")
+            ),
         )
         for slot, row in ranked[: self.rows]:
             hparams = ", ".join(f"{k}={_fmt(v)}" for k, v in row.get("hparams", {}).items())
-            cells = (slot, row.get("step", 0), _fmt(row.get("score", "-")), row.get("generation", 0), hparams, row.get("decision", "-"))
+            cells = (
+                slot,
+                row.get("step", 0),
+                _fmt(row.get("score", "-")),
+                row.get("generation", 0),
+                hparams,
+                row.get("decision", "-"),
+            )
             table.add_row(*map(text, cells))
         return table
 
@@ -152,7 +181,15 @@ class TerminalProgress(ProgressListener):
             self._progress = None
 
 
-def print_summary(run_name: str, metric: str, best: BestMember | None, extra: dict[str, Any], *, wall_time: float, stream: IO[str] | None = None) -> None:
+def print_summary(
+    run_name: str,
+    metric: str,
+    best: BestMember | None,
+    extra: dict[str, Any],
+    *,
+    wall_time: float,
+    stream: IO[str] | None = None,
+) -> None:
     """The best member, its metrics and its hyperparameter schedule, as rich tables."""
     from rich.console import Console
     from rich.table import Table
@@ -174,8 +211,10 @@ def print_summary(run_name: str, metric: str, best: BestMember | None, extra: di
     for name in names:
         table.add_column(text(name))
     for seg in best.schedule:
-        began = "initial sample" if seg.kind == "init" else (
-            f"copied member {seg.donor}" if seg.kind == "exploit" else "explored"
+        began = (
+            "initial sample"
+            if seg.kind == "init"
+            else (f"copied member {seg.donor}" if seg.kind == "exploit" else "explored")
         )
         cells = []
         for name in names:

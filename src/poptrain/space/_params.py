@@ -146,7 +146,7 @@ class Int(Param):
 
     def perturb(self, value: JsonValue, factor: float, rng: np.random.Generator) -> tuple[int, str]:
         value = int(value)
-        moved = int(round(value * factor))
+        moved = round(value * factor)
         op = f"* {factor:g}"
         if moved == value:
             moved = value + (1 if factor >= 1 else -1)
@@ -261,7 +261,8 @@ class Widths(Param):
 
     def contains(self, value: JsonValue) -> bool:
         return (
-            isinstance(value, (list, tuple)) and len(value) == self.layers
+            isinstance(value, (list, tuple))
+            and len(value) == self.layers
             and all(isinstance(w, int) and not isinstance(w, bool) and self.low <= w <= self.high for w in value)
         )
 
@@ -283,12 +284,12 @@ def param_from_dict(name: str, spec: Any) -> Param:
         )
     kind = spec.get("type")
     if kind not in _KINDS:
-        raise SearchSpaceError(
-            f"parameter {name!r}: unknown type {kind!r}; use one of {', '.join(sorted(_KINDS))}"
-        )
+        raise SearchSpaceError(f"parameter {name!r}: unknown type {kind!r}; use one of {', '.join(sorted(_KINDS))}")
     fields = {k: v for k, v in spec.items() if k != "type"}
     allowed = {
-        "float": {"low", "high", "log"}, "int": {"low", "high", "log"}, "choice": {"options", "ordered"},
+        "float": {"low", "high", "log"},
+        "int": {"low", "high", "log"},
+        "choice": {"options", "ordered"},
         "widths": {"low", "high", "layers", "step"},
     }[kind]
     unknown = set(fields) - allowed

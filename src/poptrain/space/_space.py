@@ -28,7 +28,9 @@ class SearchSpace(Mapping[str, Param]):
                 f"the search space must be a mapping of names to parameters, got {type(params).__name__}"
             )
         if not params:
-            raise SearchSpaceError("the search space is empty; give at least one parameter, e.g. {'lr': Float(1e-4, 1e-1, log=True)}")
+            raise SearchSpaceError(
+                "the search space is empty; give at least one parameter, e.g. {'lr': Float(1e-4, 1e-1, log=True)}"
+            )
         built: dict[str, Param] = {}
         for name, spec in params.items():
             if not isinstance(name, str) or not name:

@@ -142,7 +142,9 @@ class Storage(ABC):
         ``lease``, every member written (points and scores) must be leased with that token."""
 
     @abstractmethod
-    def acquire_member(self, run_id: int, worker: str, *, total_steps: int, lease_seconds: float) -> MemberRecord | None:
+    def acquire_member(
+        self, run_id: int, worker: str, *, total_steps: int, lease_seconds: float
+    ) -> MemberRecord | None:
         """Lease the least-trained member (by ``last_ready_step``, then slot) that is not finished,
         is below ``total_steps`` and has no live lease, to ``worker`` for ``lease_seconds``;
         ``None`` if there is none. Two workers never hold the same member: a lease that

@@ -156,7 +156,9 @@ class InMemoryStorage(Storage):
                 raise StrategyError(f"a replacement of member {decision.slot} must copy a donor (an exploit decision)")
             donor = self._member(run_id, decision.donor)
             loaded = self._checkpoints[held_by(donor, decision.donor, decision.slot)]
-            new = advance(decision, member, member.step, donor=donor, loaded=loaded, generations=self._generations[run_id])
+            new = advance(
+                decision, member, member.step, donor=donor, loaded=loaded, generations=self._generations[run_id]
+            )
             generation = _generation(self._next_id(), decision.slot, new)
             self._generations[run_id].append(generation)
             replaced = replace(_advanced(member, generation, new), state="pending")
@@ -214,14 +216,24 @@ class InMemoryStorage(Storage):
             def checkpoint(point: ReadyPoint) -> None:
                 member = members[point.slot] if point.slot in members else self._member(run_id, point.slot)
                 ckpt = CheckpointRecord(
-                    self._next_id(), point.slot, point.step, point.checkpoint.uri,
-                    point.checkpoint.sha256, point.checkpoint.size_bytes, _finite(point.score),
+                    self._next_id(),
+                    point.slot,
+                    point.step,
+                    point.checkpoint.uri,
+                    point.checkpoint.sha256,
+                    point.checkpoint.size_bytes,
+                    _finite(point.score),
                 )
                 checkpoints[ckpt.id] = ckpt
                 members[point.slot] = replace(
-                    member, step=max(member.step, point.step), last_ready_step=point.step,
-                    ready_score=_finite(point.score), checkpoint_id=ckpt.id, resume_checkpoint_id=ckpt.id,
-                    ready_hparams=dict(member.hparams), failures=0,
+                    member,
+                    step=max(member.step, point.step),
+                    last_ready_step=point.step,
+                    ready_score=_finite(point.score),
+                    checkpoint_id=ckpt.id,
+                    resume_checkpoint_id=ckpt.id,
+                    ready_hparams=dict(member.hparams),
+                    failures=0,
                 )
 
             def decide(point: ReadyPoint, donors: dict[int, MemberRecord]) -> None:
@@ -261,7 +273,9 @@ class InMemoryStorage(Storage):
                 self._checkpoint_run[ckpt.id] = run_id
             return [copy.deepcopy(members[p.slot]) for p in points]
 
-    def acquire_member(self, run_id: int, worker: str, *, total_steps: int, lease_seconds: float) -> MemberRecord | None:
+    def acquire_member(
+        self, run_id: int, worker: str, *, total_steps: int, lease_seconds: float
+    ) -> MemberRecord | None:
         with self._lock:
             now = time.time()
             for member in sorted(self._members[run_id].values(), key=lambda m: (m.last_ready_step, m.slot)):
@@ -329,8 +343,17 @@ def _finite(value: float | None) -> float | None:
 def _generation(generation_id: int, slot: int, new: NextGeneration) -> GenerationRecord:
     """The generation record of what ``lineage.advance`` decided."""
     return GenerationRecord(
-        generation_id, slot, new.number, new.start_step, dict(new.hparams), new.kind, new.parent_id, new.donor,
-        new.loaded_checkpoint_id, dict(new.operations), time.time(),
+        generation_id,
+        slot,
+        new.number,
+        new.start_step,
+        dict(new.hparams),
+        new.kind,
+        new.parent_id,
+        new.donor,
+        new.loaded_checkpoint_id,
+        dict(new.operations),
+        time.time(),
     )
 
 
@@ -338,8 +361,12 @@ def _advanced(member: MemberRecord, generation: GenerationRecord, new: NextGener
     """``member`` in its new generation, holding what ``lineage.advance`` decided (after a copy,
     at the copied model's step: one clock)."""
     advanced = replace(
-        member, hparams=dict(new.hparams), generation_id=generation.id, generation=new.number,
-        resume_checkpoint_id=new.resume_checkpoint_id, ready_score=new.ready_score,
+        member,
+        hparams=dict(new.hparams),
+        generation_id=generation.id,
+        generation=new.number,
+        resume_checkpoint_id=new.resume_checkpoint_id,
+        ready_score=new.ready_score,
         ready_hparams=None if new.ready_hparams is None else dict(new.ready_hparams),
     )
     if new.kind == "exploit" and new.start_step != member.step:

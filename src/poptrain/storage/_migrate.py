@@ -97,8 +97,12 @@ def _check(state: State, where: str, known: Callable[[], set[str]] = known_revis
     if revision is None and version is None:
         return
     # an older schema version is migrated; a newer one (or an unknown revision) is another poptrain's
-    if (revision is not None and revision not in known()) or version is None or not version.isdigit() \
-            or int(version) > SCHEMA_VERSION:
+    if (
+        (revision is not None and revision not in known())
+        or version is None
+        or not version.isdigit()
+        or int(version) > SCHEMA_VERSION
+    ):
         raise StorageError(
             f"storage {where} has schema version {version!r} (Alembic revision {revision!r}), "
             f"this poptrain reads version {SCHEMA_VERSION} (revision {HEAD_REVISION!r}); "

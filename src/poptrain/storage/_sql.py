@@ -65,8 +65,19 @@ def _sqlite_begin(conn: Connection) -> None:
 # Statements of the per-step and per-ready-point path, built once (building one costs more than
 # SQLite takes to run it); values are bound when executed.
 _M = t.members.c
-_READY_COLUMNS = ("step", "score", "last_ready_step", "ready_score", "checkpoint_id", "resume_checkpoint_id",
-                  "ready_hparams", "hparams", "generation_id", "generation", "failures")
+_READY_COLUMNS = (
+    "step",
+    "score",
+    "last_ready_step",
+    "ready_score",
+    "checkpoint_id",
+    "resume_checkpoint_id",
+    "ready_hparams",
+    "hparams",
+    "generation_id",
+    "generation",
+    "failures",
+)
 _HELD = t.checkpoints.alias("held")  # the checkpoint a member holds (resumes from)
 _L = t.leases.c
 # The members of some slots, with the checkpoint each holds and its lease, locked for the rest of
@@ -74,8 +85,9 @@ _L = t.leases.c
 _MEMBERS_IN_SLOTS = (
     select(t.members, *[c.label(f"held_{c.name}") for c in _HELD.c], _L.expires_at.label("lease_expires_at"))
     .select_from(
-        t.members.outerjoin(_HELD, _HELD.c.id == _M.resume_checkpoint_id)
-        .outerjoin(t.leases, and_(_L.run_id == _M.run_id, _L.slot == _M.slot))
+        t.members.outerjoin(_HELD, _HELD.c.id == _M.resume_checkpoint_id).outerjoin(
+            t.leases, and_(_L.run_id == _M.run_id, _L.slot == _M.slot)
+        )
     )
     .where(_M.run_id == bindparam("run_id"), _M.slot.in_(bindparam("slots", expanding=True)))
     .order_by(_M.slot)
@@ -94,8 +106,18 @@ _MEMBER_READY = (
     .where(_M.id == bindparam("p_id"))
     .values({c: bindparam(f"p_{c}", type_=_M[c].type) for c in _READY_COLUMNS})
 )
-_REPLACED_COLUMNS = ("state", "hparams", "generation_id", "generation", "resume_checkpoint_id", "ready_score",
-                     "ready_hparams", "step", "last_ready_step", "score")
+_REPLACED_COLUMNS = (
+    "state",
+    "hparams",
+    "generation_id",
+    "generation",
+    "resume_checkpoint_id",
+    "ready_score",
+    "ready_hparams",
+    "step",
+    "last_ready_step",
+    "score",
+)
 _INSERT_SCORES = insert(t.scores)
 _INSERT_CHECKPOINT = insert(t.checkpoints)
 _INSERT_GENERATION = insert(t.generations)
@@ -122,7 +144,9 @@ def check_sqlite_file(path: str, *, create: bool) -> None:
             return
         raise not_found(f"{path} is an empty file")
     if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
-        raise StorageError(f"{path} is not a SQLite database (damaged, or another kind of file); move it away or check the path")
+        raise StorageError(
+            f"{path} is not a SQLite database (damaged, or another kind of file); move it away or check the path"
+        )
     if header[18] == 2:  # WAL mode (poptrain's): the engine reads the schema before it writes anything
         return
     # A rollback-journal database is not one poptrain made: look at it read-only (this mode
@@ -194,7 +218,9 @@ class SQLStorage(Storage):
             try:
                 os.makedirs(folder, exist_ok=True)
             except OSError as exc:
-                raise StorageError(f"cannot create the folder {folder!r} for the SQLite database: {exc.strerror}") from exc
+                raise StorageError(
+                    f"cannot create the folder {folder!r} for the SQLite database: {exc.strerror}"
+                ) from exc
         try:
             connect_args = {"timeout": _SQLITE_WAIT_SECONDS} if parsed.get_backend_name() == "sqlite" else {}
             self.engine: Engine = create_engine(url, future=True, connect_args=connect_args)
@@ -227,8 +253,11 @@ class SQLStorage(Storage):
             with self.engine.begin() as conn:
                 _migrate.prepare(conn, where, create=create)
         except SQLAlchemyError as exc:
-            hint = ("check that the path names a database file" if self.engine.dialect.name == "sqlite"
-                    else "check the URL and that the database server is running and reachable")
+            hint = (
+                "check that the path names a database file"
+                if self.engine.dialect.name == "sqlite"
+                else "check the URL and that the database server is running and reachable"
+            )
             raise StorageError(f"cannot open storage {where}: {_first_line(exc)}; {hint}") from None
 
     def _safe_url(self) -> str:
@@ -296,10 +325,22 @@ class SQLStorage(Storage):
     @staticmethod
     def _member(row: Any, generation_number: int | None = None) -> MemberRecord:
         return MemberRecord(
-            row.id, row.slot, row.state, row.step, dict(row.hparams), row.generation_id,
+            row.id,
+            row.slot,
+            row.state,
+            row.step,
+            dict(row.hparams),
+            row.generation_id,
             row.generation if generation_number is None else generation_number,
-            row.last_ready_step, row.score, row.ready_score, row.checkpoint_id, row.resume_checkpoint_id, row.error,
-            None if row.ready_hparams is None else dict(row.ready_hparams), row.failures or 0, row.lease,
+            row.last_ready_step,
+            row.score,
+            row.ready_score,
+            row.checkpoint_id,
+            row.resume_checkpoint_id,
+            row.error,
+            None if row.ready_hparams is None else dict(row.ready_hparams),
+            row.failures or 0,
+            row.lease,
         )
 
     def add_members(self, run_id: int, initial_hparams: Sequence[HParams]) -> list[MemberRecord]:
@@ -315,16 +356,33 @@ class SQLStorage(Storage):
         now = time.time()
         for offset, hparams in enumerate(initial_hparams):
             slot = start + offset
-            gen_id = _new_id(conn.execute(
-                insert(t.generations).values(
-                    run_id=run_id, slot=slot, number=0, start_step=0, hparams=dict(hparams), kind="init",
-                    parent_id=None, donor=None, loaded_checkpoint_id=None, operations={}, created_at=now,
+            gen_id = _new_id(
+                conn.execute(
+                    insert(t.generations).values(
+                        run_id=run_id,
+                        slot=slot,
+                        number=0,
+                        start_step=0,
+                        hparams=dict(hparams),
+                        kind="init",
+                        parent_id=None,
+                        donor=None,
+                        loaded_checkpoint_id=None,
+                        operations={},
+                        created_at=now,
+                    )
                 )
-            ))
+            )
             conn.execute(
                 insert(t.members).values(
-                    run_id=run_id, slot=slot, state="pending", step=0, hparams=dict(hparams),
-                    generation_id=gen_id, generation=0, last_ready_step=0,
+                    run_id=run_id,
+                    slot=slot,
+                    state="pending",
+                    step=0,
+                    hparams=dict(hparams),
+                    generation_id=gen_id,
+                    generation=0,
+                    last_ready_step=0,
                 )
             )
 
@@ -342,7 +400,7 @@ class SQLStorage(Storage):
         members = {}
         for row in rows:
             values = dict(row._mapping)
-            held = {name[len("held_"):]: values.pop(name) for name in list(values) if name.startswith("held_")}
+            held = {name[len("held_") :]: values.pop(name) for name in list(values) if name.startswith("held_")}
             values["_held"] = None if held["id"] is None else self._checkpoint(_Row(held))
             members[values["slot"]] = values
         return members
@@ -379,10 +437,18 @@ class SQLStorage(Storage):
 
     def record_failure(self, run_id: int, slot: int, error: str, *, lease: int | None = None) -> MemberRecord:
         with self._begin() as conn:
-            return self._rewind(conn, run_id, slot, {"state": "failed", "error": error}, count_failure=True, lease=lease)
+            return self._rewind(
+                conn, run_id, slot, {"state": "failed", "error": error}, count_failure=True, lease=lease
+            )
 
     def _rewind(
-        self, conn: Connection, run_id: int, slot: int, changes: dict[str, Any], *, count_failure: bool = False,
+        self,
+        conn: Connection,
+        run_id: int,
+        slot: int,
+        changes: dict[str, Any],
+        *,
+        count_failure: bool = False,
         lease: int | None = None,
     ) -> MemberRecord:
         """Delete a member's scores past its newest ready point, set its step and score back
@@ -393,7 +459,9 @@ class SQLStorage(Storage):
         self._check_lease(conn, run_id, members, [slot], lease)
         row = members[slot]
         keep = row["last_ready_step"]
-        conn.execute(delete(t.scores).where(t.scores.c.run_id == run_id, t.scores.c.slot == slot, t.scores.c.step > keep))
+        conn.execute(
+            delete(t.scores).where(t.scores.c.run_id == run_id, t.scores.c.slot == slot, t.scores.c.step > keep)
+        )
         update_values = {"step": keep, "score": row["ready_score"] if keep > 0 else None, **changes}
         if count_failure:
             update_values["failures"] = (row["failures"] or 0) + 1
@@ -410,12 +478,20 @@ class SQLStorage(Storage):
             member = rows[decision.slot]
             self._decide(conn, run_id, decision, member, member["step"], rows, time.time())
             member["state"] = "pending"
-            conn.execute(update(t.members).where(_M.id == member["id"]).values({k: member[k] for k in _REPLACED_COLUMNS}))
+            conn.execute(
+                update(t.members).where(_M.id == member["id"]).values({k: member[k] for k in _REPLACED_COLUMNS})
+            )
             return self._member(_Row(member))
 
     def _decide(
-        self, conn: Connection, run_id: int, decision: Decision, member: dict[str, Any], start_step: int,
-        donors: dict[int, dict[str, Any]], now: float,
+        self,
+        conn: Connection,
+        run_id: int,
+        decision: Decision,
+        member: dict[str, Any],
+        start_step: int,
+        donors: dict[int, dict[str, Any]],
+        now: float,
     ) -> None:
         """Insert the generation ``decision`` starts (``lineage.advance``) and apply it to the
         ``member`` row dict (not written here). ``donors``: rows from ``_lock_members``."""
@@ -431,28 +507,48 @@ class SQLStorage(Storage):
             loaded = donor_row["_held"]
             if loaded is not None:
                 generations = [
-                    self._generation(r) for r in conn.execute(_GENERATIONS_OF_SLOT, {"run_id": run_id, "slot": loaded.slot})
+                    self._generation(r)
+                    for r in conn.execute(_GENERATIONS_OF_SLOT, {"run_id": run_id, "slot": loaded.slot})
                 ]
-        new = advance(decision, self._member(_Row(member)), start_step, donor=donor, loaded=loaded, generations=generations)
-        gen_id = _new_id(conn.execute(
-            _INSERT_GENERATION,
-            {
-                "run_id": run_id, "slot": decision.slot, "number": new.number, "start_step": new.start_step,
-                "hparams": dict(new.hparams), "kind": new.kind, "parent_id": new.parent_id, "donor": new.donor,
-                "loaded_checkpoint_id": new.loaded_checkpoint_id, "operations": dict(new.operations), "created_at": now,
-            },
-        ))
+        new = advance(
+            decision, self._member(_Row(member)), start_step, donor=donor, loaded=loaded, generations=generations
+        )
+        gen_id = _new_id(
+            conn.execute(
+                _INSERT_GENERATION,
+                {
+                    "run_id": run_id,
+                    "slot": decision.slot,
+                    "number": new.number,
+                    "start_step": new.start_step,
+                    "hparams": dict(new.hparams),
+                    "kind": new.kind,
+                    "parent_id": new.parent_id,
+                    "donor": new.donor,
+                    "loaded_checkpoint_id": new.loaded_checkpoint_id,
+                    "operations": dict(new.operations),
+                    "created_at": now,
+                },
+            )
+        )
         member.update(
-            hparams=dict(new.hparams), generation_id=gen_id, generation=new.number,
-            resume_checkpoint_id=new.resume_checkpoint_id, ready_score=new.ready_score,
+            hparams=dict(new.hparams),
+            generation_id=gen_id,
+            generation=new.number,
+            resume_checkpoint_id=new.resume_checkpoint_id,
+            ready_score=new.ready_score,
             ready_hparams=None if new.ready_hparams is None else dict(new.ready_hparams),
         )
         if loaded is not None:
             member["_held"] = loaded
             if new.start_step != member["step"]:  # one clock: the member continues from the copied model's step
-                conn.execute(delete(t.scores).where(
-                    t.scores.c.run_id == run_id, t.scores.c.slot == decision.slot, t.scores.c.step > new.start_step,
-                ))
+                conn.execute(
+                    delete(t.scores).where(
+                        t.scores.c.run_id == run_id,
+                        t.scores.c.slot == decision.slot,
+                        t.scores.c.step > new.start_step,
+                    )
+                )
                 member.update(step=new.start_step, last_ready_step=new.start_step, score=loaded.score)
 
     # --- scores and ready points ------------------------------------------------
@@ -474,7 +570,10 @@ class SQLStorage(Storage):
             _INSERT_SCORES,
             [
                 {
-                    "run_id": run_id, "slot": s.slot, "generation_id": s.generation_id, "step": s.step,
+                    "run_id": run_id,
+                    "slot": s.slot,
+                    "generation_id": s.generation_id,
+                    "step": s.step,
                     "value": None if math.isnan(s.value) else s.value,
                     "metrics": {k: _nan_to_none(v) for k, v in s.metrics.items()},  # JSON has no NaN/inf
                     "wall_time": s.wall_time,
@@ -510,7 +609,8 @@ class SQLStorage(Storage):
                     sc = t.scores.c
                     found = conn.execute(
                         select(sc.slot, sc.step).where(
-                            sc.run_id == run_id, sc.slot.in_(sorted({k[0] for k in seen})),
+                            sc.run_id == run_id,
+                            sc.slot.in_(sorted({k[0] for k in seen})),
                             sc.step.in_(sorted({k[1] for k in seen})),
                         )
                     )
@@ -546,13 +646,23 @@ class SQLStorage(Storage):
             def checkpoint(p: ReadyPoint) -> None:
                 row = member(p.slot)
                 values = {
-                    "run_id": run_id, "slot": p.slot, "step": p.step, "uri": p.checkpoint.uri,
-                    "sha256": p.checkpoint.sha256, "size_bytes": p.checkpoint.size_bytes, "score": _nan_to_none(p.score),
+                    "run_id": run_id,
+                    "slot": p.slot,
+                    "step": p.step,
+                    "uri": p.checkpoint.uri,
+                    "sha256": p.checkpoint.sha256,
+                    "size_bytes": p.checkpoint.size_bytes,
+                    "score": _nan_to_none(p.score),
                 }
                 ckpt_id = _new_id(conn.execute(_INSERT_CHECKPOINT, values))
                 row.update(
-                    step=max(row["step"], p.step), last_ready_step=p.step, ready_score=_nan_to_none(p.score),
-                    checkpoint_id=ckpt_id, resume_checkpoint_id=ckpt_id, ready_hparams=dict(row["hparams"]), failures=0,
+                    step=max(row["step"], p.step),
+                    last_ready_step=p.step,
+                    ready_score=_nan_to_none(p.score),
+                    checkpoint_id=ckpt_id,
+                    resume_checkpoint_id=ckpt_id,
+                    ready_hparams=dict(row["hparams"]),
+                    failures=0,
                     _held=self._checkpoint(_Row({**values, "id": ckpt_id, "deleted": False})),
                 )
 
@@ -576,7 +686,9 @@ class SQLStorage(Storage):
             return [self._member(_Row(members[p.slot])) for p in points]
 
     # --- leases -------------------------------------------------------------------
-    def acquire_member(self, run_id: int, worker: str, *, total_steps: int, lease_seconds: float) -> MemberRecord | None:
+    def acquire_member(
+        self, run_id: int, worker: str, *, total_steps: int, lease_seconds: float
+    ) -> MemberRecord | None:
         with self._begin() as conn:
             # every member of the run locked (in slot order), so acquisitions happen one at a time
             rows = conn.execute(select(t.members).where(_M.run_id == run_id).order_by(_M.slot).with_for_update()).all()
@@ -591,9 +703,14 @@ class SQLStorage(Storage):
                 values = {"worker": worker, "expires_at": now + lease_seconds}
                 if lease is None:
                     conn.execute(insert(t.leases).values(run_id=run_id, slot=row.slot, **values))
-                elif conn.execute(
-                    update(t.leases).where(_L.id == lease.id, or_(_L.expires_at <= now, _L.worker == worker)).values(values)
-                ).rowcount != 1:
+                elif (
+                    conn.execute(
+                        update(t.leases)
+                        .where(_L.id == lease.id, or_(_L.expires_at <= now, _L.worker == worker))
+                        .values(values)
+                    ).rowcount
+                    != 1
+                ):
                     continue  # its worker renewed it meanwhile
                 token = (row.lease or 0) + 1
                 conn.execute(update(t.members).where(_M.id == row.id).values(lease=token))
@@ -619,7 +736,9 @@ class SQLStorage(Storage):
         ckpts = t.checkpoints.c
         with self._begin() as conn:
             result = conn.execute(
-                update(t.checkpoints).where(ckpts.run_id == run_id, ckpts.id.in_(list(checkpoint_ids))).values(deleted=True)
+                update(t.checkpoints)
+                .where(ckpts.run_id == run_id, ckpts.id.in_(list(checkpoint_ids)))
+                .values(deleted=True)
             )
             if result.rowcount != len(set(checkpoint_ids)):
                 raise KeyError(f"some of checkpoints {sorted(checkpoint_ids)} are not in run {run_id}")
@@ -628,13 +747,24 @@ class SQLStorage(Storage):
     @staticmethod
     def _generation(r: Any) -> GenerationRecord:
         return GenerationRecord(
-            r.id, r.slot, r.number, r.start_step, dict(r.hparams), r.kind, r.parent_id, r.donor,
-            r.loaded_checkpoint_id, dict(r.operations), r.created_at,
+            r.id,
+            r.slot,
+            r.number,
+            r.start_step,
+            dict(r.hparams),
+            r.kind,
+            r.parent_id,
+            r.donor,
+            r.loaded_checkpoint_id,
+            dict(r.operations),
+            r.created_at,
         )
 
     def get_generations(self, run_id: int) -> list[GenerationRecord]:
         with self._read() as conn:
-            rows = conn.execute(select(t.generations).where(t.generations.c.run_id == run_id).order_by(t.generations.c.id))
+            rows = conn.execute(
+                select(t.generations).where(t.generations.c.run_id == run_id).order_by(t.generations.c.id)
+            )
             return [self._generation(r) for r in rows]
 
     def get_scores(self, run_id: int) -> list[ScoreRecord]:
@@ -642,8 +772,12 @@ class SQLStorage(Storage):
             rows = conn.execute(select(t.scores).where(t.scores.c.run_id == run_id).order_by(t.scores.c.id))
             return [
                 ScoreRecord(
-                    r.slot, r.step, math.nan if r.value is None else r.value, r.generation_id,
-                    {k: math.nan if v is None else v for k, v in r.metrics.items()}, r.wall_time,
+                    r.slot,
+                    r.step,
+                    math.nan if r.value is None else r.value,
+                    r.generation_id,
+                    {k: math.nan if v is None else v for k, v in r.metrics.items()},
+                    r.wall_time,
                 )
                 for r in rows
             ]
@@ -661,7 +795,9 @@ class SQLStorage(Storage):
 
     def get_checkpoints(self, run_id: int) -> list[CheckpointRecord]:
         with self._read() as conn:
-            rows = conn.execute(select(t.checkpoints).where(t.checkpoints.c.run_id == run_id).order_by(t.checkpoints.c.id))
+            rows = conn.execute(
+                select(t.checkpoints).where(t.checkpoints.c.run_id == run_id).order_by(t.checkpoints.c.id)
+            )
             return [self._checkpoint(r) for r in rows]
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poptrain.errors import StrategyError
 from poptrain.strategy.exploit import replace_worst, tournament, truncation
@@ -18,9 +18,18 @@ from poptrain.strategy.pb2 import pb2
 from poptrain.strategy.plan import Strategy
 from poptrain.strategy.ready import every
 
-BUILT_IN: dict[str, type] = {
-    "every": every, "truncation": truncation, "tournament": tournament, "perturb": perturb, "resample": resample,
-    "replace_worst": replace_worst, "gaussian": gaussian, "pb2": pb2,
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+BUILT_IN: dict[str, type[DataclassInstance]] = {
+    "every": every,
+    "truncation": truncation,
+    "tournament": tournament,
+    "perturb": perturb,
+    "resample": resample,
+    "replace_worst": replace_worst,
+    "gaussian": gaussian,
+    "pb2": pb2,
 }
 
 
@@ -43,7 +52,9 @@ def callable_from_spec(spec: Any, role: str) -> Any:
     if spec is None:
         return None
     if not isinstance(spec, dict) or "type" not in spec:
-        raise StrategyError(f"{role}: expected a mapping with a 'type', e.g. {{type: truncation, fraction: 0.2}}, got {spec!r}")
+        raise StrategyError(
+            f"{role}: expected a mapping with a 'type', e.g. {{type: truncation, fraction: 0.2}}, got {spec!r}"
+        )
     kind = spec["type"]
     args = {k: v for k, v in spec.items() if k != "type"}
     if kind == "custom":
@@ -54,7 +65,9 @@ def callable_from_spec(spec: Any, role: str) -> Any:
             )
         return import_object(path, role)
     if kind not in BUILT_IN:
-        raise StrategyError(f"{role}: unknown strategy type {kind!r}; use one of {', '.join(sorted(BUILT_IN))} or custom")
+        raise StrategyError(
+            f"{role}: unknown strategy type {kind!r}; use one of {', '.join(sorted(BUILT_IN))} or custom"
+        )
     try:
         return BUILT_IN[kind](**args)
     except TypeError as exc:
@@ -71,7 +84,9 @@ def import_object(path: str, role: str) -> Any:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
-        raise StrategyError(f"{role}: cannot import {path!r} ({exc}); check the name and that it is on sys.path") from None
+        raise StrategyError(
+            f"{role}: cannot import {path!r} ({exc}); check the name and that it is on sys.path"
+        ) from None
     return obj
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from poptrain.records import Decision  # defined next to the records it is stored with
 from poptrain.space import HParams, SearchSpace
 
-__all__ = ["Decision", "ExploitFn", "ExploreFn", "Explored", "MemberSnapshot", "ReadyFn"]
+if TYPE_CHECKING:
+    from poptrain.strategy.history import History
+
+__all__ = ["Decision", "ExploitFn", "ExploreFn", "Explored", "HistoryExploreFn", "MemberSnapshot", "ReadyFn"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,13 @@ class ExploreFn(Protocol):
     """``explore(hparams, space, rng) -> Explored``."""
 
     def __call__(self, hparams: HParams, space: SearchSpace, rng: np.random.Generator) -> Explored: ...
+
+
+class HistoryExploreFn(Protocol):
+    """``explore(hparams, space, rng, *, history) -> Explored``: an explore that learns from the
+    population's past (PB2). It says so with ``uses_history = True``, and is then called with
+    ``history=`` (see ``strategy.history.uses_history``)."""
+
+    def __call__(
+        self, hparams: HParams, space: SearchSpace, rng: np.random.Generator, *, history: History
+    ) -> Explored: ...

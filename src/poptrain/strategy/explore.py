@@ -13,7 +13,7 @@ from poptrain.strategy._types import Explored
 
 
 @dataclass(frozen=True)
-class perturb:  # noqa: N801
+class perturb:
     """Move each hyperparameter by a factor drawn from ``factors``, or resample it from its prior
     with probability ``resample_probability``."""
 
@@ -23,7 +23,9 @@ class perturb:  # noqa: N801
     def __post_init__(self) -> None:
         factors = tuple(self.factors) if isinstance(self.factors, (list, tuple)) else ()
         if not factors or any(isinstance(f, bool) or not isinstance(f, (int, float)) or f <= 0 for f in factors):
-            raise StrategyError(f"perturb(factors=...) needs a non-empty list of positive numbers, got {self.factors!r}")
+            raise StrategyError(
+                f"perturb(factors=...) needs a non-empty list of positive numbers, got {self.factors!r}"
+            )
         if not isinstance(self.resample_probability, (int, float)) or not 0.0 <= self.resample_probability <= 1.0:
             raise StrategyError(
                 f"perturb(resample_probability=...) must be in [0, 1], got {self.resample_probability!r}"
@@ -43,7 +45,7 @@ class perturb:  # noqa: N801
 
 
 @dataclass(frozen=True)
-class resample:  # noqa: N801
+class resample:
     """Draw every hyperparameter afresh from its prior."""
 
     def __call__(self, hparams: HParams, space: SearchSpace, rng: np.random.Generator) -> Explored:
@@ -55,7 +57,7 @@ class resample:  # noqa: N801
 
 
 @dataclass(frozen=True)
-class gaussian:  # noqa: N801
+class gaussian:
     """Add Gaussian noise to the named hyperparameters (default: every Float and Int): a
     standard deviation of ``scale`` times the parameter's range, measured on its own scale (in
     log space for a log parameter), clipped to the bounds. Others are kept."""
@@ -92,6 +94,6 @@ class gaussian:  # noqa: N801
             else:
                 moved = value + rng.normal(0.0, self.scale * (high - low))
             moved = min(max(moved, low), high)
-            new[name] = int(round(moved)) if isinstance(param, Int) else moved
+            new[name] = round(moved) if isinstance(param, Int) else moved
             operations[name] = f"+ gaussian noise ({value:.3g} -> {new[name]:.3g})"
         return Explored(new, operations)

@@ -11,11 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from poptrain.lineage import trained_at
 from poptrain.records import CheckpointRecord, GenerationRecord, ScoreRecord
 from poptrain.space import HParams
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
+    from poptrain.strategy._types import HistoryExploreFn
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class History:
     step: int = 0
 
 
-def uses_history(explore: Any) -> bool:
+def uses_history(explore: object) -> TypeIs[HistoryExploreFn]:
     """Whether an explore strategy asks for a ``history=`` argument (``uses_history = True``)."""
     return explore is not None and bool(getattr(explore, "uses_history", False))
 
@@ -93,7 +98,11 @@ def build_history(
                 continue
             last_step, last_generation = previous
             previous = (at, generation)
-            if last_generation is not None and last_generation.id == generation.id and last_step > generation.start_step:
+            if (
+                last_generation is not None
+                and last_generation.id == generation.id
+                and last_step > generation.start_step
+            ):
                 before, since = _fitness(points[(slot, last_step)], mode), last_step
             elif generation.loaded_checkpoint_id is not None and generation.number > 0:
                 before, since = _fitness(scores_by_id.get(generation.loaded_checkpoint_id), mode), generation.start_step
@@ -116,7 +125,9 @@ def build_history(
     return History(tuple(observations), pending, step)
 
 
-def first_scores(scores: Iterable[ScoreRecord], generations: Sequence[GenerationRecord]) -> dict[int, tuple[int, float | None]]:
+def first_scores(
+    scores: Iterable[ScoreRecord], generations: Sequence[GenerationRecord]
+) -> dict[int, tuple[int, float | None]]:
     """Each member's first score, ``slot -> (step, value)``, from the scores of its generation 0
     (the start of its first interval, which has no checkpoint before it)."""
     initial = {g.id: g.slot for g in generations if g.number == 0}

@@ -58,17 +58,19 @@ def _sklearn() -> Any:
 
 def to_unit(param: Float | Int, value: Any) -> float:
     """``value`` on [0, 1] across the parameter's range (its log scale for a log parameter)."""
-    low, high, value = float(param.low), float(param.high), float(value)
+    low, high, point = float(param.low), float(param.high), float(value)
     if param.log:
-        low, high, value = math.log(low), math.log(high), math.log(max(value, float(param.low)))
-    return min(max((value - low) / (high - low), 0.0), 1.0)
+        low, high, point = math.log(low), math.log(high), math.log(max(point, float(param.low)))
+    return min(max((point - low) / (high - low), 0.0), 1.0)
 
 
 def from_unit(param: Float | Int, unit: float) -> float | int:
     """The parameter's value at ``unit`` in [0, 1] (rounded for an ``Int``), within bounds."""
     low, high = float(param.low), float(param.high)
     unit = min(max(float(unit), 0.0), 1.0)
-    value = math.exp(math.log(low) + unit * (math.log(high) - math.log(low))) if param.log else low + unit * (high - low)
+    value = (
+        math.exp(math.log(low) + unit * (math.log(high) - math.log(low))) if param.log else low + unit * (high - low)
+    )
     value = min(max(value, low), high)
     return int(min(max(round(value), int(param.low)), int(param.high))) if isinstance(param, Int) else value
 
@@ -101,7 +103,9 @@ class pb2:
     uses_history: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if self.beta is not None and (isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta >= 0):
+        if self.beta is not None and (
+            isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta >= 0
+        ):
             raise StrategyError(f"pb2(beta=...) must be a number >= 0 or None, got {self.beta!r}")
         if self.window is not None:
             _check_int("window", self.window, 1)
@@ -127,9 +131,13 @@ class pb2:
                 new[name] = param.sample(rng)
                 operations[name] = f"pb2 resample ({len(observations)} observations) -> {new[name]:.4g}"
         elif numeric:
-            x = np.array([[o.end_step] + [to_unit(p, o.hparams[n]) for n, p in numeric] for o in observations], dtype=float)
+            x = np.array(
+                [[o.end_step] + [to_unit(p, o.hparams[n]) for n, p in numeric] for o in observations], dtype=float
+            )
             y = np.array([o.change for o in observations], dtype=float)
-            pending = np.array([[to_unit(p, h[n]) for n, p in numeric] for _, h in sorted(history.pending.items())], dtype=float)
+            pending = np.array(
+                [[to_unit(p, h[n]) for n, p in numeric] for _, h in sorted(history.pending.items())], dtype=float
+            )
             base = np.array([to_unit(p, hparams[n]) for n, p in numeric], dtype=float)
             best, beta = self.suggest(x, y, pending.reshape(-1, len(numeric)), base, float(history.step), rng)
             for (name, param), unit in zip(numeric, best):
@@ -138,10 +146,10 @@ class pb2:
                     f"pb2 ucb ({len(observations)} observations, {len(history.pending)} pending, beta {beta:.2f}): "
                     f"{hparams[name]:.4g} -> {new[name]:.4g}"
                 )
-        for name, param in space.items():
-            if name in new and isinstance(param, (Float, Int)):
+        for name, other in space.items():
+            if name in new and isinstance(other, (Float, Int)):
                 continue
-            new[name], operations[name] = self._other(param, hparams[name], rng)
+            new[name], operations[name] = self._other(other, hparams[name], rng)
         return Explored(new, operations)
 
     def recent(self, history: History) -> list[Any]:
@@ -177,9 +185,9 @@ class pb2:
         t_now = (now - low) / span
         spread = float(y.std())
         y = (y - y.mean()) / spread if spread > 0 else np.zeros_like(y)
-        kernel = kernels.ConstantKernel(1.0, (1e-3, 1e3)) * kernels.RBF(np.ones(dims + 1), (5e-2, 1e2)) + kernels.WhiteKernel(
-            0.1, (1e-6, 1e1)
-        )
+        kernel = kernels.ConstantKernel(1.0, (1e-3, 1e3)) * kernels.RBF(
+            np.ones(dims + 1), (5e-2, 1e2)
+        ) + kernels.WhiteKernel(0.1, (1e-6, 1e1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             gp = gp_module.GaussianProcessRegressor(kernel, alpha=1e-8, normalize_y=False, n_restarts_optimizer=0)
@@ -187,7 +195,9 @@ class pb2:
             variance_gp = gp
             if len(pending):
                 hallucinated = np.hstack([np.full((len(pending), 1), t_now), pending])
-                variance_gp = gp_module.GaussianProcessRegressor(gp.kernel_, alpha=1e-8, optimizer=None, normalize_y=False)
+                variance_gp = gp_module.GaussianProcessRegressor(
+                    gp.kernel_, alpha=1e-8, optimizer=None, normalize_y=False
+                )
                 variance_gp.fit(np.vstack([x, hallucinated]), np.concatenate([y, gp.predict(hallucinated)]))
         beta = float(self.beta) if self.beta is not None else 0.2 + max(0.0, math.log(0.4 * n))
         kappa = math.sqrt(beta)
@@ -196,7 +206,8 @@ class pb2:
             points = np.hstack([np.full((len(units), 1), t_now), np.clip(units, 0.0, 1.0)])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                mean = gp.predict(points)
+                mean: np.ndarray = gp.predict(points)
+                std: np.ndarray
                 _, std = variance_gp.predict(points, return_std=True)
             return mean + kappa * std
 
@@ -206,7 +217,10 @@ class pb2:
         best, best_value = starts[best_index], float(values[best_index])
         for index in np.argsort(-values, kind="stable")[: self.restarts]:
             result = minimize(
-                lambda u: -float(ucb(u.reshape(1, -1))[0]), starts[index], method="L-BFGS-B", bounds=[(0.0, 1.0)] * dims,
+                lambda u: -float(ucb(u.reshape(1, -1))[0]),
+                starts[index],
+                method="L-BFGS-B",
+                bounds=[(0.0, 1.0)] * dims,
                 options={"maxiter": 50},
             )
             if np.all(np.isfinite(result.x)) and -float(result.fun) > best_value:

@@ -10,8 +10,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from poptrain.errors import PoptrainError, StrategyError
-from poptrain.space import SearchSpace
-from poptrain.strategy._types import Decision, ExploitFn, Explored, ExploreFn, MemberSnapshot, ReadyFn
+from poptrain.space import JsonValue, SearchSpace
+from poptrain.strategy._types import (
+    Decision,
+    ExploitFn,
+    Explored,
+    ExploreFn,
+    HistoryExploreFn,
+    MemberSnapshot,
+    ReadyFn,
+)
 from poptrain.strategy.exploit import rank, truncation
 from poptrain.strategy.explore import perturb
 from poptrain.strategy.history import History, uses_history
@@ -30,14 +38,16 @@ class Strategy:
 
     ready: ReadyFn = every(4)
     exploit: ExploitFn | None = truncation(0.2)
-    explore: ExploreFn | None = perturb((0.8, 1.2), resample_probability=0.25)
+    explore: ExploreFn | HistoryExploreFn | None = perturb((0.8, 1.2), resample_probability=0.25)
     inherit_hparams: bool = True
     synchronous: bool = False
 
     def __post_init__(self) -> None:
         for label, fn in (("ready", self.ready), ("exploit", self.exploit), ("explore", self.explore)):
             if fn is not None and not callable(fn):
-                raise StrategyError(f"{label} must be a callable (a poptrain strategy or your own function), got {fn!r}")
+                raise StrategyError(
+                    f"{label} must be a callable (a poptrain strategy or your own function), got {fn!r}"
+                )
         if self.ready is None:
             raise StrategyError("ready must be given, e.g. poptrain.every(steps=4)")
 
@@ -55,7 +65,11 @@ def decision_rng(seed: int, slot: int, step: int) -> np.random.Generator:
 
 
 def explore_hparams(
-    strategy: Strategy, hparams: dict, space: SearchSpace, rng: np.random.Generator, history: History | None = None
+    strategy: Strategy,
+    hparams: Mapping[str, JsonValue],
+    space: SearchSpace,
+    rng: np.random.Generator,
+    history: History | None = None,
 ) -> Explored:
     """Apply the strategy's explore to ``hparams``, checking what it returns. An explore with
     ``uses_history = True`` also gets ``history=`` (empty when none is given)."""
@@ -63,7 +77,9 @@ def explore_hparams(
         return Explored(dict(hparams), {})
     try:
         if uses_history(strategy.explore):
-            explored = strategy.explore(dict(hparams), space, rng, history=history if history is not None else History())
+            explored = strategy.explore(
+                dict(hparams), space, rng, history=history if history is not None else History()
+            )
         else:
             explored = strategy.explore(dict(hparams), space, rng)
     except PoptrainError:
@@ -150,8 +166,14 @@ def plan_generation(
 
 
 def replacement(
-    slot: int, step: int, donor: MemberSnapshot, reason: str, space: SearchSpace, strategy: Strategy,
-    rng: np.random.Generator, history: History | None = None,
+    slot: int,
+    step: int,
+    donor: MemberSnapshot,
+    reason: str,
+    space: SearchSpace,
+    strategy: Strategy,
+    rng: np.random.Generator,
+    history: History | None = None,
 ) -> Decision:
     """A decision copying ``donor`` into member ``slot`` (its hyperparameters explored): what
     replaces a member that scored NaN/inf or failed too often."""
@@ -203,9 +225,24 @@ def plan_round(
                 decision = None
             if skipped is not None:  # the member keeps its weights and explores its own hyperparameters
                 explored = explore_hparams(strategy, me.hparams, space, rng, seen)
-                decision = Decision(me.slot, me.step, "explore", explored.hparams, None, {"exploit skipped": skipped, **explored.operations})
-        if (decision is None or decision.kind != "exploit") and me.fitness is not None and not math.isfinite(me.fitness):
-            healthy = [p for p in rank(population) if p.slot != me.slot and math.isfinite(p.fitness or 0.0) and p.last_ready_step > 0]
+                decision = Decision(
+                    me.slot,
+                    me.step,
+                    "explore",
+                    explored.hparams,
+                    None,
+                    {"exploit skipped": skipped, **explored.operations},
+                )
+        if (
+            (decision is None or decision.kind != "exploit")
+            and me.fitness is not None
+            and not math.isfinite(me.fitness)
+        ):
+            healthy = [
+                p
+                for p in rank(population)
+                if p.slot != me.slot and math.isfinite(p.fitness or 0.0) and p.last_ready_step > 0
+            ]
             if healthy:
                 decision = replacement(me.slot, me.step, healthy[0], "score not finite", space, strategy, rng, seen)
         if decision is not None:
@@ -220,7 +257,9 @@ def _twins(donor: MemberSnapshot, member: MemberSnapshot) -> bool:
 
 
 def at_step(
-    population: Sequence[MemberSnapshot], scores: Mapping[int, Mapping[int, float | None]], step: int,
+    population: Sequence[MemberSnapshot],
+    scores: Mapping[int, Mapping[int, float | None]],
+    step: int,
     fitness: Callable[[float | None], float | None],
 ) -> list[MemberSnapshot]:
     """The population as of ``step``, for a fair comparison at that step: a member whose newest

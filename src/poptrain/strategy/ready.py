@@ -9,7 +9,7 @@ from poptrain.strategy._types import MemberSnapshot
 
 
 @dataclass(frozen=True)
-class every:  # noqa: N801 - reads as a function: poptrain.every(steps=4)
+class every:
     """Ready every ``steps`` steps since the member's last ready point, once ``burn_in`` steps are done."""
 
     steps: int

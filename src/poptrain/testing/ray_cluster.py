@@ -66,7 +66,7 @@ def _ray_bin() -> str:
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float = 120) -> None:
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:3])} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
 
@@ -134,8 +134,15 @@ def local_cluster(workers: int = 1, cpus_per_node: int = 1) -> Iterator[LocalClu
     port = _free_port()
     address = f"{LOOPBACK}:{port}"
     head = [
-        _ray_bin(), "start", "--head", f"--node-ip-address={LOOPBACK}", f"--port={port}", f"--num-cpus={cpus_per_node}",
-        "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+        _ray_bin(),
+        "start",
+        "--head",
+        f"--node-ip-address={LOOPBACK}",
+        f"--port={port}",
+        f"--num-cpus={cpus_per_node}",
+        "--num-gpus=0",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
         f"--object-store-memory={200 * 1024 * 1024}",
     ]
     temp_dir = tempfile.mkdtemp(prefix="ptray-", dir="/tmp")  # short: Ray's socket paths must stay short
@@ -161,7 +168,8 @@ def _refresh_ray_config() -> None:
     """Ray reads the authentication settings from the environment once; a process that had
     imported Ray before reads them again."""
     if "ray" in sys.modules:
-        from ray._raylet import AuthenticationTokenLoader, Config
+        # private names of Ray's compiled module, absent from its type information
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()  # the token of a cluster met before
@@ -179,13 +187,19 @@ def wait_for_nodes(count: int, timeout: float = 60.0) -> None:
 
 
 def _join(address: str, cpus: str) -> None:  # pragma: no cover - runs as `ray start` in a child process
-    import ray._private.services as services
+    from ray._private import services
     from ray.scripts.scripts import main
 
     services.resolve_ip_for_localhost = lambda host: host  # keep 127.0.0.1 as given
     sys.argv = [
-        "ray", "start", f"--address={address}", f"--node-ip-address={LOOPBACK}", f"--num-cpus={cpus}", "--num-gpus=0",
-        "--disable-usage-stats", f"--object-store-memory={200 * 1024 * 1024}",
+        "ray",
+        "start",
+        f"--address={address}",
+        f"--node-ip-address={LOOPBACK}",
+        f"--num-cpus={cpus}",
+        "--num-gpus=0",
+        "--disable-usage-stats",
+        f"--object-store-memory={200 * 1024 * 1024}",
     ]
     main()
 

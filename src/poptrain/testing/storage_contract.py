@@ -107,8 +107,12 @@ class StorageContract:
     @staticmethod
     def everything(storage: Storage, run_id: int) -> tuple[Any, ...]:
         """All that is stored for a run: what a refused write must leave as it was."""
-        return (storage.get_members(run_id), storage.get_generations(run_id), storage.get_scores(run_id),
-                storage.get_checkpoints(run_id))
+        return (
+            storage.get_members(run_id),
+            storage.get_generations(run_id),
+            storage.get_scores(run_id),
+            storage.get_checkpoints(run_id),
+        )
 
     # --- rewinding a member to its newest ready point ----------------------------------
     def test_rewind_member_drops_what_came_after_the_ready_point(self, storage: Storage) -> None:
@@ -215,8 +219,12 @@ class StorageContract:
             storage.record_scores(r.id, [_score(0, 1, 0.1, m.generation_id)])
             storage.record_ready(r.id, [ReadyPoint(0, 2, _ckpt(f"{r.name}"), 0.2, _explore(0, 2, _hparams(5)))])
             assert storage.acquire_member(r.id, "w", total_steps=10, lease_seconds=60) is not None
-        before = (storage.get_members(kept.id), storage.get_generations(kept.id), storage.get_scores(kept.id),
-                  storage.get_checkpoints(kept.id))
+        before = (
+            storage.get_members(kept.id),
+            storage.get_generations(kept.id),
+            storage.get_scores(kept.id),
+            storage.get_checkpoints(kept.id),
+        )
         gone_checkpoint = storage.get_checkpoints(run.id)[0].id
         storage.delete_run(run.id)
         assert [r.name for r in storage.list_runs()] == ["kept"]
@@ -226,8 +234,12 @@ class StorageContract:
             storage.get_members(run.id)
         with pytest.raises(KeyError):
             storage.get_checkpoint(gone_checkpoint)
-        assert (storage.get_members(kept.id), storage.get_generations(kept.id), storage.get_scores(kept.id),
-                storage.get_checkpoints(kept.id)) == before
+        assert (
+            storage.get_members(kept.id),
+            storage.get_generations(kept.id),
+            storage.get_scores(kept.id),
+            storage.get_checkpoints(kept.id),
+        ) == before
         with pytest.raises(KeyError):
             storage.delete_run(run.id)
         again = storage.create_run("gone", spec=SPEC, seed=1)  # the name is free again
@@ -297,15 +309,25 @@ class StorageContract:
     def test_set_member_state(self, storage: Storage) -> None:
         run, _ = self.new_run(storage)
         storage.set_member_state(run.id, 1, "failed", "Traceback: boom")
-        assert (self.member(storage, run.id, 1).state, self.member(storage, run.id, 1).error) == ("failed", "Traceback: boom")
+        assert (self.member(storage, run.id, 1).state, self.member(storage, run.id, 1).error) == (
+            "failed",
+            "Traceback: boom",
+        )
         assert self.member(storage, run.id, 0).state == "pending"
         storage.set_member_state(run.id, 1, "running")  # the last error stays, for `poptrain status`
-        assert (self.member(storage, run.id, 1).state, self.member(storage, run.id, 1).error) == ("running", "Traceback: boom")
+        assert (self.member(storage, run.id, 1).state, self.member(storage, run.id, 1).error) == (
+            "running",
+            "Traceback: boom",
+        )
 
     # --- scores -------------------------------------------------------------------------
     def test_record_scores_appends_and_updates_members(self, storage: Storage) -> None:
         run, (m0, m1) = self.new_run(storage)
-        first = [_score(0, 1, 0.5, m0.generation_id), _score(0, 2, 0.7, m0.generation_id), _score(1, 1, 0.1, m1.generation_id)]
+        first = [
+            _score(0, 1, 0.5, m0.generation_id),
+            _score(0, 2, 0.7, m0.generation_id),
+            _score(1, 1, 0.1, m1.generation_id),
+        ]
         storage.record_scores(run.id, first)
         assert storage.get_scores(run.id) == first
         assert (self.member(storage, run.id, 0).step, self.member(storage, run.id, 0).score) == (2, 0.7)
@@ -325,10 +347,13 @@ class StorageContract:
     def test_nan_and_infinite_scores(self, storage: Storage) -> None:
         run, (m0, m1) = self.new_run(storage)
         nan = float("nan")
-        storage.record_scores(run.id, [
-            ScoreRecord(0, 1, nan, m0.generation_id, {"acc": nan}),
-            ScoreRecord(1, 1, float("-inf"), m1.generation_id, {"acc": float("-inf")}),
-        ])
+        storage.record_scores(
+            run.id,
+            [
+                ScoreRecord(0, 1, nan, m0.generation_id, {"acc": nan}),
+                ScoreRecord(1, 1, float("-inf"), m1.generation_id, {"acc": float("-inf")}),
+            ],
+        )
         s0, s1 = storage.get_scores(run.id)
         assert math.isnan(s0.value) and math.isnan(s0.metrics["acc"])
         # a metric that is not finite may come back as NaN (JSON has no infinities)
@@ -367,7 +392,12 @@ class StorageContract:
         [member] = storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("0-4"), 0.5, _explore(0, 4, first))])
         gen = self.generation(storage, run.id, member.generation_id)
         assert (gen.slot, gen.number, gen.start_step, gen.kind) == (0, 1, 4, "explore")
-        assert (gen.parent_id, gen.donor, gen.hparams, gen.operations) == (m0.generation_id, None, first, {"lr": "* 0.8"})
+        assert (gen.parent_id, gen.donor, gen.hparams, gen.operations) == (
+            m0.generation_id,
+            None,
+            first,
+            {"lr": "* 0.8"},
+        )
         assert gen.loaded_checkpoint_id == member.checkpoint_id == member.resume_checkpoint_id
         assert self.checkpoint(storage, member.checkpoint_id).step == 4
         assert (member.hparams, member.generation) == (first, 1)
@@ -408,7 +438,9 @@ class StorageContract:
         # so the weights copied were trained by the donor's previous generation
         run, (m0, _) = self.new_run(storage)
         storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("0-4"), 0.8)])
-        [donor] = storage.record_ready(run.id, [ReadyPoint(0, 8, _ckpt("0-8"), 0.9, _explore(0, 8, {**m0.hparams, "lr": 0.008}))])
+        [donor] = storage.record_ready(
+            run.id, [ReadyPoint(0, 8, _ckpt("0-8"), 0.9, _explore(0, 8, {**m0.hparams, "lr": 0.008}))]
+        )
         assert donor.generation_id != m0.generation_id
         [member] = storage.record_ready(run.id, [ReadyPoint(1, 8, _ckpt("1-8"), 0.1, _exploit(1, 8, 0, donor.hparams))])
         gen = self.generation(storage, run.id, member.generation_id)
@@ -420,10 +452,13 @@ class StorageContract:
         run, (m0, _) = self.new_run(storage)
         storage.record_ready(run.id, [ReadyPoint(0, 4, _ckpt("0-4"), 0.8), ReadyPoint(1, 4, _ckpt("1-4"), 0.1)])
         # the donor's point comes after the member that copies it
-        updated = storage.record_ready(run.id, [
-            ReadyPoint(1, 8, _ckpt("1-8"), 0.2, _exploit(1, 8, 0, m0.hparams)),
-            ReadyPoint(0, 8, _ckpt("0-8"), 0.9),
-        ])
+        updated = storage.record_ready(
+            run.id,
+            [
+                ReadyPoint(1, 8, _ckpt("1-8"), 0.2, _exploit(1, 8, 0, m0.hparams)),
+                ReadyPoint(0, 8, _ckpt("0-8"), 0.9),
+            ],
+        )
         member, donor = updated
         assert (member.slot, donor.slot) == (1, 0)
         assert self.checkpoint(storage, donor.checkpoint_id).uri == _ckpt("0-8").uri
@@ -459,12 +494,22 @@ class StorageContract:
         # copies slot 2's older checkpoint; slot 1 decides after slot 0's turn and copies the model
         # slot 0 holds then: the one slot 0 copied, not slot 0's own discarded checkpoint
         run, members = self.new_run(storage, n=3)
-        first = {m.slot: m for m in storage.record_ready(run.id, [ReadyPoint(s, 4, _ckpt(f"{s}-4"), 0.1 * s) for s in range(3)])}
-        updated = {m.slot: m for m in storage.record_ready(run.id, [
-            ReadyPoint(0, 8, _ckpt("0-8"), 0.6, _exploit(0, 8, 2, members[2].hparams)),
-            ReadyPoint(1, 8, _ckpt("1-8"), 0.1, _exploit(1, 8, 0, members[0].hparams)),
-            ReadyPoint(2, 8, _ckpt("2-8"), 0.9),
-        ], in_turn=True)}
+        first = {
+            m.slot: m
+            for m in storage.record_ready(run.id, [ReadyPoint(s, 4, _ckpt(f"{s}-4"), 0.1 * s) for s in range(3)])
+        }
+        updated = {
+            m.slot: m
+            for m in storage.record_ready(
+                run.id,
+                [
+                    ReadyPoint(0, 8, _ckpt("0-8"), 0.6, _exploit(0, 8, 2, members[2].hparams)),
+                    ReadyPoint(1, 8, _ckpt("1-8"), 0.1, _exploit(1, 8, 0, members[0].hparams)),
+                    ReadyPoint(2, 8, _ckpt("2-8"), 0.9),
+                ],
+                in_turn=True,
+            )
+        }
         gen0 = self.generation(storage, run.id, updated[0].generation_id)
         gen1 = self.generation(storage, run.id, updated[1].generation_id)
         assert gen0.loaded_checkpoint_id == first[2].checkpoint_id == updated[0].resume_checkpoint_id
@@ -479,10 +524,14 @@ class StorageContract:
         run, members = self.new_run(storage, n=2)
         storage.record_ready(run.id, [ReadyPoint(s, 4, _ckpt(f"{s}-4"), 0.1 * s) for s in range(2)])
         explored = {**members[0].hparams, "lr": 0.5}
-        updated = storage.record_ready(run.id, [
-            ReadyPoint(0, 8, _ckpt("0-8"), 0.6, _explore(0, 8, explored)),
-            ReadyPoint(1, 8, _ckpt("1-8"), 0.1, _exploit(1, 8, 0, explored)),
-        ], in_turn=True)
+        updated = storage.record_ready(
+            run.id,
+            [
+                ReadyPoint(0, 8, _ckpt("0-8"), 0.6, _explore(0, 8, explored)),
+                ReadyPoint(1, 8, _ckpt("1-8"), 0.1, _exploit(1, 8, 0, explored)),
+            ],
+            in_turn=True,
+        )
         donor, member = updated
         gen1 = self.generation(storage, run.id, member.generation_id)
         assert gen1.loaded_checkpoint_id == donor.checkpoint_id == donor.resume_checkpoint_id
@@ -508,7 +557,10 @@ class StorageContract:
         # so slot 0 copying slot 1 gets slot 2's checkpoint, descends from slot 2's generation
         # and inherits that model's score and the hyperparameters that trained it
         run, members = self.new_run(storage, n=3)
-        first = {m.slot: m for m in storage.record_ready(run.id, [ReadyPoint(s, 4, _ckpt(f"{s}-4"), 0.1 * s) for s in (1, 2)])}
+        first = {
+            m.slot: m
+            for m in storage.record_ready(run.id, [ReadyPoint(s, 4, _ckpt(f"{s}-4"), 0.1 * s) for s in (1, 2)])
+        }
         storage.record_ready(run.id, [ReadyPoint(1, 8, _ckpt("1-8"), 0.05, _exploit(1, 8, 2, {"lr": 0.7}))])
         [member] = storage.record_ready(run.id, [ReadyPoint(0, 8, _ckpt("0-8"), 0.0, _exploit(0, 8, 1, {"lr": 0.8}))])
         gen = self.generation(storage, run.id, member.generation_id)
@@ -521,9 +573,13 @@ class StorageContract:
         storage.record_ready(run.id, [ReadyPoint(2, 4, _ckpt("2-4"), 0.5)])
         before = self.everything(storage, run.id)
         with pytest.raises(ValueError, match=r"member 0 .*member 1") as info:
-            storage.record_ready(run.id, [
-                ReadyPoint(2, 8, _ckpt("2-8"), 0.6), ReadyPoint(0, 4, _ckpt("0-4"), 0.1, _exploit(0, 4, 1, {"lr": 0.5})),
-            ])
+            storage.record_ready(
+                run.id,
+                [
+                    ReadyPoint(2, 8, _ckpt("2-8"), 0.6),
+                    ReadyPoint(0, 4, _ckpt("0-4"), 0.1, _exploit(0, 4, 1, {"lr": 0.5})),
+                ],
+            )
         assert "checkpoint" in str(info.value)
         with pytest.raises(ValueError, match=r"member 0 .*member 1"):
             storage.record_replacement(run.id, _exploit(0, 0, 1, {"lr": 0.5}))
@@ -558,14 +614,21 @@ class StorageContract:
         with pytest.raises(StaleWriteError, match="member 1 .* at step 3"):  # twice in one call
             storage.record_scores(run.id, [_score(1, 3, 0.5, m1.generation_id), _score(1, 3, 0.6, m1.generation_id)])
         with pytest.raises(StaleWriteError, match="at step 1"):
-            storage.record_ready(run.id, [ReadyPoint(0, 3, _ckpt("0-3"), 0.3)], [
-                _score(0, 3, 0.3, m0.generation_id), _score(0, 1, 0.3, m0.generation_id),
-            ])
+            storage.record_ready(
+                run.id,
+                [ReadyPoint(0, 3, _ckpt("0-3"), 0.3)],
+                [
+                    _score(0, 3, 0.3, m0.generation_id),
+                    _score(0, 1, 0.3, m0.generation_id),
+                ],
+            )
         assert self.everything(storage, run.id) == before
 
     def test_steps_after_a_rewind_may_be_scored_again(self, storage: Storage) -> None:
         run, (m0, _) = self.new_run(storage)
-        storage.record_ready(run.id, [ReadyPoint(0, 2, _ckpt("0-2"), 0.2)], [_score(0, s, 0.1 * s, m0.generation_id) for s in (1, 2)])
+        storage.record_ready(
+            run.id, [ReadyPoint(0, 2, _ckpt("0-2"), 0.2)], [_score(0, s, 0.1 * s, m0.generation_id) for s in (1, 2)]
+        )
         storage.record_scores(run.id, [_score(0, 3, 0.3, m0.generation_id)])
         storage.rewind_member(run.id, 0)
         storage.record_scores(run.id, [_score(0, 3, 0.35, m0.generation_id)])
@@ -596,7 +659,9 @@ class StorageContract:
         assert alive is not None and alive.slot == 0 and alive.lease == dead.lease + 1
         before = self.everything(storage, run.id)
         score = _score(0, 1, 0.5, m0.generation_id)
-        with pytest.raises(StaleWriteError, match=rf"member 0 of run 'run' is no longer leased with token {dead.lease}"):
+        with pytest.raises(
+            StaleWriteError, match=rf"member 0 of run 'run' is no longer leased with token {dead.lease}"
+        ):
             storage.record_scores(run.id, [score], lease=dead.lease)
         with pytest.raises(StaleWriteError):
             storage.record_ready(run.id, [ReadyPoint(0, 1, _ckpt("0-1"), 0.5)], [score], lease=dead.lease)
@@ -609,8 +674,9 @@ class StorageContract:
         assert self.member(storage, run.id, 0) == before[0][0]
         # the worker holding the lease writes
         storage.record_scores(run.id, [score], lease=alive.lease)
-        [member] = storage.record_ready(run.id, [ReadyPoint(0, 2, _ckpt("0-2"), 0.6)], [_score(0, 2, 0.6, m0.generation_id)],
-                                        lease=alive.lease)
+        [member] = storage.record_ready(
+            run.id, [ReadyPoint(0, 2, _ckpt("0-2"), 0.6)], [_score(0, 2, 0.6, m0.generation_id)], lease=alive.lease
+        )
         assert (member.step, member.last_ready_step) == (2, 2)
         assert storage.rewind_member(run.id, 0, lease=alive.lease).step == 2
 
@@ -677,7 +743,9 @@ class CheckpointStoreContract:
 
     @staticmethod
     def record(new: NewCheckpoint, slot: int = 0, step: int = 1, **changes: Any) -> CheckpointRecord:
-        return dataclasses.replace(CheckpointRecord(1, slot, step, new.uri, new.sha256, new.size_bytes, None), **changes)
+        return dataclasses.replace(
+            CheckpointRecord(1, slot, step, new.uri, new.sha256, new.size_bytes, None), **changes
+        )
 
     @staticmethod
     def state(seed: float = 0.0) -> dict[str, Any]:
@@ -712,7 +780,9 @@ class CheckpointStoreContract:
         assert (sha256(data), len(data)) == (new.sha256, new.size_bytes)
 
     def test_each_slot_and_step_has_its_own_checkpoint(self, store: CheckpointStore) -> None:
-        news = {(slot, step): store.save(slot, step, self.state(10 * slot + step)) for slot in (0, 1) for step in (4, 8)}
+        news = {
+            (slot, step): store.save(slot, step, self.state(10 * slot + step)) for slot in (0, 1) for step in (4, 8)
+        }
         assert len({n.uri for n in news.values()}) == 4
         for (slot, step), new in news.items():
             self.assert_same_state(store.load(self.record(new, slot, step)), self.state(10 * slot + step))
@@ -720,12 +790,20 @@ class CheckpointStoreContract:
     def test_population_checkpoint_is_one_file_cut_per_member(self, store: CheckpointStore) -> None:
         import torch
 
-        from poptrain.vectorized.population import FORMAT
+        from poptrain.checkpoints.population import FORMAT
 
         state = {
-            "format": FORMAT, "slots": [0, 1], "steps": [4, 4], "params": {"w": torch.tensor([[1.0, 2.0], [3.0, 4.0]])},
-            "buffers": {}, "optimizer": {"slots": {}, "count": torch.tensor([4.0, 4.0]), "count_in_state": False,
-                                         "groups": [[{"lr": 0.1}], [{"lr": 0.2}]]},
+            "format": FORMAT,
+            "slots": [0, 1],
+            "steps": [4, 4],
+            "params": {"w": torch.tensor([[1.0, 2.0], [3.0, 4.0]])},
+            "buffers": {},
+            "optimizer": {
+                "slots": {},
+                "count": torch.tensor([4.0, 4.0]),
+                "count_in_state": False,
+                "groups": [[{"lr": 0.1}], [{"lr": 0.2}]],
+            },
         }
         new = store.save_population(4, state)
         assert new.uri != store.save_population(4, state).uri  # two rounds at one step never collide

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -23,14 +23,32 @@ from torch import nn
 from poptrain.errors import ConfigError
 
 ELEMENTWISE = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid,
-    nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink, nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Tanhshrink,
+    nn.Identity,
 )
 
 
 class Dropout(nn.Module):
     """Dropout whose rate is a hyperparameter of the member (a buffer, so it is stacked,
     copied on exploit and written on explore). ``hparam`` names the search-space entry."""
+
+    rate: torch.Tensor  # a buffer (register_buffer): declared for type checkers
 
     def __init__(self, rate: float = 0.0, hparam: str = "dropout") -> None:
         super().__init__()
@@ -48,7 +66,9 @@ class Dropout(nn.Module):
 
 def hparam_buffers(module: nn.Module) -> dict[str, str]:
     """Buffers that carry a hyperparameter: ``{buffer name: hyperparameter name}``."""
-    return {f"{name}.rate" if name else "rate": m.hparam for name, m in module.named_modules() if isinstance(m, Dropout)}
+    return {
+        f"{name}.rate" if name else "rate": m.hparam for name, m in module.named_modules() if isinstance(m, Dropout)
+    }
 
 
 def _fast_plan(module: nn.Module) -> list[tuple[str, str, nn.Module]] | None:
@@ -121,7 +141,7 @@ class StackedModel:
         if fn is None:
             base = self._base.train(train)
 
-            def member(p: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+            def member(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
                 return torch.func.functional_call(base, (p, b), (inputs,))
 
             fn = self._vmapped[train] = torch.func.vmap(member, in_dims=(0, 0, None), randomness="different")
@@ -142,11 +162,15 @@ class StackedModel:
                 size, out_features = weight.shape[0], weight.shape[1]
                 if hidden is None:  # the shared input: one matrix product for the whole population
                     flat = weight.reshape(size * out_features, -1)
-                    hidden = (
-                        torch.addmm(bias.reshape(-1, 1), flat, x.T) if bias is not None else flat @ x.T
-                    ).view(size, out_features, -1)
+                    hidden = (torch.addmm(bias.reshape(-1, 1), flat, x.T) if bias is not None else flat @ x.T).view(
+                        size, out_features, -1
+                    )
                 else:
-                    hidden = torch.baddbmm(bias.unsqueeze(-1), weight, hidden) if bias is not None else torch.bmm(weight, hidden)
+                    hidden = (
+                        torch.baddbmm(bias.unsqueeze(-1), weight, hidden)
+                        if bias is not None
+                        else torch.bmm(weight, hidden)
+                    )
             elif hidden is None:
                 raise RuntimeError("unreachable: layers before the first Linear")
             elif kind == "elementwise":
@@ -155,7 +179,7 @@ class StackedModel:
                 hidden = hidden * buffers[f"{name}.mask"].unsqueeze(-1)
             elif train and kind == "dropout":
                 hidden = hidden * dropout_mask(hidden, buffers[f"{name}.rate"].view(-1, 1, 1))
-            elif train and kind == "fixed_dropout" and layer.p > 0:
+            elif train and kind == "fixed_dropout" and cast(nn.Dropout, layer).p > 0:
                 hidden = hidden * dropout_mask(hidden, torch.tensor(layer.p, device=hidden.device))
         assert hidden is not None
         return hidden
@@ -172,7 +196,9 @@ def stack_states(modules: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dic
                 "the model factory returned modules of different shapes; every member must have the same "
                 "architecture (put architecture choices in the factory's fixed arguments, not in hparams)"
             )
-    params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in modules]) for n, _ in first.named_parameters()}
+    params = {
+        n: torch.stack([dict(m.named_parameters())[n].detach() for m in modules]) for n, _ in first.named_parameters()
+    }
     buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in modules]) for n, _ in first.named_buffers()}
     return params, buffers
 

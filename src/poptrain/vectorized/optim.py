@@ -54,7 +54,9 @@ class VectorizedOptimizer(ABC):
         return state
 
     @abstractmethod
-    def update(self, params: Tensors, grads: Tensors, state: dict[str, Tensors], hp: Mapping[str, torch.Tensor]) -> None:
+    def update(
+        self, params: Tensors, grads: Tensors, state: dict[str, Tensors], hp: Mapping[str, torch.Tensor]
+    ) -> None:
         """One step in place for every member (``hp`` values are ``[P]`` tensors)."""
 
     @abstractmethod
@@ -114,7 +116,9 @@ class SGD(VectorizedOptimizer):
     HPARAMS: ClassVar[tuple[str, ...]] = ("lr", "momentum", "weight_decay")
     SLOTS: ClassVar[tuple[str, ...]] = ("momentum_buffer",)
 
-    def update(self, params: Tensors, grads: Tensors, state: dict[str, Tensors], hp: Mapping[str, torch.Tensor]) -> None:
+    def update(
+        self, params: Tensors, grads: Tensors, state: dict[str, Tensors], hp: Mapping[str, torch.Tensor]
+    ) -> None:
         state["step"][0].add_(1)
         decay_any = bool((hp["weight_decay"] != 0).any())
         for param, grad, buf in zip(params, grads, state["momentum_buffer"]):
@@ -127,7 +131,10 @@ class SGD(VectorizedOptimizer):
 
     def torch_optimizer(self, params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
         return torch.optim.SGD(
-            params, lr=float(hp["lr"]), momentum=float(hp["momentum"]), weight_decay=float(hp["weight_decay"]),
+            params,
+            lr=float(hp["lr"]),
+            momentum=float(hp["momentum"]),
+            weight_decay=float(hp["weight_decay"]),
             nesterov=self.nesterov,
         )
 
@@ -138,8 +145,15 @@ class SGD(VectorizedOptimizer):
 
     def torch_param_group(self, hp: Mapping[str, float]) -> dict:
         return {
-            "lr": float(hp["lr"]), "momentum": float(hp["momentum"]), "dampening": 0, "weight_decay": float(hp["weight_decay"]),
-            "nesterov": self.nesterov, "maximize": False, "foreach": None, "differentiable": False, "fused": None,
+            "lr": float(hp["lr"]),
+            "momentum": float(hp["momentum"]),
+            "dampening": 0,
+            "weight_decay": float(hp["weight_decay"]),
+            "nesterov": self.nesterov,
+            "maximize": False,
+            "foreach": None,
+            "differentiable": False,
+            "fused": None,
         }
 
 
@@ -157,7 +171,9 @@ class Adam(VectorizedOptimizer):
     COUNT_IN_STATE: ClassVar[bool] = True
     decoupled: ClassVar[bool] = False
 
-    def update(self, params: Tensors, grads: Tensors, state: dict[str, Tensors], hp: Mapping[str, torch.Tensor]) -> None:
+    def update(
+        self, params: Tensors, grads: Tensors, state: dict[str, Tensors], hp: Mapping[str, torch.Tensor]
+    ) -> None:
         step = state["step"][0].add_(1)
         for param, grad, exp_avg, exp_avg_sq in zip(params, grads, state["exp_avg"], state["exp_avg_sq"]):
             lr, beta1, beta2, decay = (_per_member(hp[k], param) for k in ("lr", "beta1", "beta2", "weight_decay"))
@@ -176,7 +192,10 @@ class Adam(VectorizedOptimizer):
     def torch_optimizer(self, params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
         kind = torch.optim.AdamW if self.decoupled else torch.optim.Adam
         return kind(
-            params, lr=float(hp["lr"]), betas=(float(hp["beta1"]), float(hp["beta2"])), eps=self.eps,
+            params,
+            lr=float(hp["lr"]),
+            betas=(float(hp["beta1"]), float(hp["beta2"])),
+            eps=self.eps,
             weight_decay=float(hp["weight_decay"]),
         )
 
@@ -187,9 +206,17 @@ class Adam(VectorizedOptimizer):
 
     def torch_param_group(self, hp: Mapping[str, float]) -> dict:
         return {
-            "lr": float(hp["lr"]), "betas": (float(hp["beta1"]), float(hp["beta2"])), "eps": self.eps,
-            "weight_decay": float(hp["weight_decay"]), "amsgrad": False, "maximize": False, "foreach": None,
-            "capturable": False, "differentiable": False, "fused": None, "decoupled_weight_decay": self.decoupled,
+            "lr": float(hp["lr"]),
+            "betas": (float(hp["beta1"]), float(hp["beta2"])),
+            "eps": self.eps,
+            "weight_decay": float(hp["weight_decay"]),
+            "amsgrad": False,
+            "maximize": False,
+            "foreach": None,
+            "capturable": False,
+            "differentiable": False,
+            "fused": None,
+            "decoupled_weight_decay": self.decoupled,
         }
 
 

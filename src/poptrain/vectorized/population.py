@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from poptrain.apbt.topology import Topology, model_view
+from poptrain.checkpoints.population import FORMAT
 from poptrain.errors import CheckpointError
 from poptrain.space import HParams
 from poptrain.vectorized.memory import MemoryPlan
@@ -28,15 +29,19 @@ from poptrain.vectorized.trainable import (
     seeded_module,
 )
 
-FORMAT = "poptrain.population/1"
-
 
 class Population:
     """Every member's training state, stacked along the first dimension."""
 
     def __init__(
-        self, spec: VectorizedTrainable, slots: Sequence[int], seeds: Sequence[int], hparams: Sequence[HParams],
-        device: torch.device, memory: MemoryPlan, seed: int = 0,
+        self,
+        spec: VectorizedTrainable,
+        slots: Sequence[int],
+        seeds: Sequence[int],
+        hparams: Sequence[HParams],
+        device: torch.device,
+        memory: MemoryPlan,
+        seed: int = 0,
     ) -> None:
         self.spec = spec
         self.slots = list(slots)
@@ -51,12 +56,16 @@ class Population:
         self.optimizer = spec.optimizer
         self.opt_state = self.optimizer.init_state(list(self.params.values()))
         resolved = [spec.resolve(h, self.template) for h in hparams]
-        self.hp = {name: torch.tensor([r[name] for r in resolved], dtype=torch.float32, device=device) for name in resolved[0]}
+        self.hp = {
+            name: torch.tensor([r[name] for r in resolved], dtype=torch.float32, device=device) for name in resolved[0]
+        }
         self._write_buffers(range(len(self.slots)))
         self.topology = Topology(self.template)
         self.generator = torch.Generator().manual_seed(seed)  # fresh weights of grown units
         for row, member_hparams in enumerate(hparams):
-            self.topology.apply(self.params, self.buffers, self._state_of, row, member_hparams, self.generator, initial=True)
+            self.topology.apply(
+                self.params, self.buffers, self._state_of, row, member_hparams, self.generator, initial=True
+            )
         self.ready_params = {k: v.clone() for k, v in self.params.items()}
         self.ready_buffers = {k: v.clone() for k, v in self.buffers.items()}
         self.ready_opt = {k: [t.clone() for t in v] for k, v in self.opt_state.items()}
@@ -94,7 +103,11 @@ class Population:
     def mark_ready(self, rows: Sequence[int]) -> None:
         """Keep members' current state as the state another member copies on exploit."""
         index = torch.tensor(list(rows), device=self.device)
-        for live, kept in ((self.params, self.ready_params), (self.buffers, self.ready_buffers), (self.hp, self.ready_hp)):
+        for live, kept in (
+            (self.params, self.ready_params),
+            (self.buffers, self.ready_buffers),
+            (self.hp, self.ready_hp),
+        ):
             for name, tensor in live.items():
                 kept[name][index] = tensor[index]
         for name, tensors in self.opt_state.items():
@@ -113,11 +126,17 @@ class Population:
 
     def load_member(self, row: int, state: Mapping[str, Any], *, ready: bool = False) -> None:
         """Write a member state (``MemberTrainable.state_dict()`` layout) into a row."""
-        params, buffers, opt = (self.ready_params, self.ready_buffers, self.ready_opt) if ready else (self.params, self.buffers, self.opt_state)
+        params, buffers, opt = (
+            (self.ready_params, self.ready_buffers, self.ready_opt)
+            if ready
+            else (self.params, self.buffers, self.opt_state)
+        )
         model = state["model"]
         missing = [name for name in (*params, *buffers) if name not in model]
         if missing:
-            raise CheckpointError(f"checkpoint of the wrong model: it lacks {missing[:3]}; resume with the model the run was started with")
+            raise CheckpointError(
+                f"checkpoint of the wrong model: it lacks {missing[:3]}; resume with the model the run was started with"
+            )
         with torch.no_grad():
             for name, tensor in (*params.items(), *buffers.items()):
                 tensor[row] = model[name].to(self.device)
@@ -150,7 +169,9 @@ class Population:
         }
 
     # --- training ----------------------------------------------------------------------
-    def train_step(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], active: Sequence[int] | None = None) -> None:
+    def train_step(
+        self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], active: Sequence[int] | None = None
+    ) -> None:
         """One training step of every member (or only the ``active`` rows) on shared batches."""
         frozen = None
         if active is not None and len(active) < self.size:
@@ -208,7 +229,9 @@ class Population:
                 parts = [
                     self.model.forward(
                         {k: v[s : s + size] for k, v in self.params.items()},
-                        {k: v[s : s + size] for k, v in self.buffers.items()}, x, train=False,
+                        {k: v[s : s + size] for k, v in self.buffers.items()},
+                        x,
+                        train=False,
                     )
                     for s in range(0, self.size, size)
                 ]
@@ -218,28 +241,3 @@ class Population:
         if self.spec.score is not None:
             metrics.update(self.spec.score(as_tensors(metrics), model_view(self.template, self.buffers, self.size)))
         return metric_rows(metrics, self.size)
-
-
-def is_population_checkpoint(state: Any) -> bool:
-    return isinstance(state, Mapping) and state.get("format") == FORMAT
-
-
-def member_from_checkpoint(state: Mapping[str, Any], slot: int) -> dict[str, Any]:
-    """Member ``slot``'s state cut out of a population checkpoint (``MemberTrainable`` layout)."""
-    if slot not in state["slots"]:
-        raise CheckpointError(f"population checkpoint has no member {slot} (it holds slots {state['slots'][:8]}...)")
-    row = state["slots"].index(slot)
-    model = {k: v[row].clone() for k, v in state["params"].items()}
-    model.update({k: v[row].clone() for k, v in state["buffers"].items()})
-    opt = state["optimizer"]
-    per_param: dict[int, dict[str, Any]] = {}
-    for name, tensors in opt["slots"].items():
-        for i, tensor in enumerate(tensors):
-            per_param.setdefault(i, {})[name] = tensor[row].clone()
-    if opt["count_in_state"]:
-        for entry in per_param.values():
-            entry["step"] = opt["count"][row].clone()
-    groups = [dict(g) for g in opt["groups"][row]]
-    for group in groups:
-        group["params"] = list(range(len(per_param)))
-    return {"model": model, "optimizer": {"state": per_param, "param_groups": groups}, "step": int(state["steps"][row])}

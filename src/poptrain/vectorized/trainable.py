@@ -68,13 +68,17 @@ class BatchSource:
     again when it ends.
     """
 
-    def __init__(self, data: Any, batch_size: int, batches_per_step: int | None, seed: int, device: torch.device) -> None:
+    def __init__(
+        self, data: Any, batch_size: int, batches_per_step: int | None, seed: int, device: torch.device
+    ) -> None:
         self.device = device
         self.seed = seed
         if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
             x, y = data
             if len(x) != len(y) or len(x) == 0:
-                raise ConfigError(f"data tensors must have the same, non-zero length; got {len(x)} inputs and {len(y)} targets")
+                raise ConfigError(
+                    f"data tensors must have the same, non-zero length; got {len(x)} inputs and {len(y)} targets"
+                )
             self.tensors: tuple[torch.Tensor, torch.Tensor] | None = (x.to(device), y.to(device))
             self.loader = None
             self.per_epoch = math.ceil(len(x) / batch_size)
@@ -84,7 +88,9 @@ class BatchSource:
             self._iterator: Any = None
             self._position = 0
         else:
-            raise ConfigError("data must be a pair of tensors (inputs, targets) or an iterable of (inputs, targets) batches")
+            raise ConfigError(
+                "data must be a pair of tensors (inputs, targets) or an iterable of (inputs, targets) batches"
+            )
         self.batch_size = batch_size
         self.batches_per_step = batches_per_step or self.per_epoch
         if not self.batches_per_step:
@@ -190,7 +196,11 @@ class VectorizedTrainable:
             raise ConfigError("model must be a zero-argument factory of a torch.nn.Module (e.g. a class or a lambda)")
         if not callable(loss) or not callable(evaluate):
             raise ConfigError("loss and evaluate must be callables (see poptrain.VectorizedTrainable)")
-        for label, value in (("batch_size", batch_size), ("batches_per_step", batches_per_step or 1), ("chunk_size", chunk_size or 1)):
+        for label, value in (
+            ("batch_size", batch_size),
+            ("batches_per_step", batches_per_step or 1),
+            ("chunk_size", chunk_size or 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{label} must be a whole number >= 1, got {value!r}")
         self.model = model
@@ -200,14 +210,21 @@ class VectorizedTrainable:
         self.optimizer = make_optimizer(optimizer)
         self.batch_size = batch_size
         self.batches_per_step = batches_per_step
-        self.defaults = {**self.optimizer.defaults(), "l1": float(l1), "l2": float(l2),
-                         "grad_clip": math.inf if grad_clip is None else float(grad_clip), **dict(hparams or {})}
+        self.defaults = {
+            **self.optimizer.defaults(),
+            "l1": float(l1),
+            "l2": float(l2),
+            "grad_clip": math.inf if grad_clip is None else float(grad_clip),
+            **dict(hparams or {}),
+        }
         self.device = device
         self.memory_budget = memory_budget
         self.chunk_size = chunk_size
         self.loss_takes_hparams = _takes_hparams(loss)
         if score is not None and not callable(score):
-            raise ConfigError("score must be a callable score(metrics, model) -> {name: values}, e.g. poptrain.apbt.size_fitness()")
+            raise ConfigError(
+                "score must be a callable score(metrics, model) -> {name: values}, e.g. poptrain.apbt.size_fitness()"
+            )
         self.score = score
 
     def __call__(self) -> Trainable:
@@ -237,8 +254,11 @@ class VectorizedTrainable:
 
 def _takes_hparams(loss: LossFn) -> bool:
     try:
-        parameters = [p for p in inspect.signature(loss).parameters.values() if p.default is inspect.Parameter.empty
-                      and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        parameters = [
+            p
+            for p in inspect.signature(loss).parameters.values()
+            if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         return False
     return len(parameters) >= 3
@@ -264,8 +284,10 @@ def metric_rows(result: Mapping[str, Any], size: int) -> list[dict[str, float]]:
 
 def as_tensors(metrics: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Metric values as float tensors (what a score function receives)."""
-    return {k: (v.detach().float() if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=torch.float32)).reshape(-1)
-            for k, v in metrics.items()}
+    return {
+        k: (v.detach().float() if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=torch.float32)).reshape(-1)
+        for k, v in metrics.items()
+    }
 
 
 def regularised(losses: torch.Tensor, params: Sequence[torch.Tensor], hp: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -322,7 +344,9 @@ class MemberTrainable(Trainable):
             if name not in named:
                 return []
             state = self.optimizer.state.get(named[name], {})
-            return [t.unsqueeze(0) for k, t in state.items() if isinstance(t, torch.Tensor) and t.shape == named[name].shape]
+            return [
+                t.unsqueeze(0) for k, t in state.items() if isinstance(t, torch.Tensor) and t.shape == named[name].shape
+            ]
 
         self.topology.apply(params, buffers, state_of, 0, hparams, self.generator, initial=initial)
 

@@ -6,15 +6,20 @@ with the ``alembic`` command line, set ``sqlalchemy.url`` in the configuration i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from alembic import context
 from sqlalchemy import create_engine
 
 from poptrain.storage._schema import metadata
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
 config = context.config
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()

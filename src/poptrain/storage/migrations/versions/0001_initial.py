@@ -107,7 +107,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for index, table in (("ix_checkpoints_run", "checkpoints"), ("ix_scores_run", "scores"), ("ix_generations_run", "generations")):
+    for index, table in (
+        ("ix_checkpoints_run", "checkpoints"),
+        ("ix_scores_run", "scores"),
+        ("ix_generations_run", "generations"),
+    ):
         op.drop_index(index, table_name=table)
     for table in ("checkpoints", "leases", "scores", "generations", "members", "runs", "poptrain_meta"):
         op.drop_table(table)

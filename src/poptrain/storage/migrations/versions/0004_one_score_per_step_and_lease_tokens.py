@@ -18,9 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(
-        sa.text("DELETE FROM scores WHERE id NOT IN (SELECT MAX(id) FROM scores GROUP BY run_id, slot, step)")
-    )
+    op.execute(sa.text("DELETE FROM scores WHERE id NOT IN (SELECT MAX(id) FROM scores GROUP BY run_id, slot, step)"))
     with op.batch_alter_table("scores") as batch:
         batch.create_unique_constraint("uq_scores_run_slot_step", ["run_id", "slot", "step"])
     with op.batch_alter_table("members") as batch:
