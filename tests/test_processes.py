@@ -3,6 +3,7 @@ a consistent lineage, and a killed worker's member taken over after its lease ex
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -24,8 +25,16 @@ TESTS = Path(__file__).resolve().parent
 def assert_complete_and_consistent(run: poptrain.Run, population: int, steps: int) -> None:
     counts = Counter((s.slot, s.step) for s in run.scores())
     assert set(counts.values()) == {1}, "a step was counted twice"
-    assert len(counts) == population * steps, "a step is missing"
     assert all(m.state == "finished" and m.step == steps for m in run.members())
+    # no gaps: each member's model was trained one step at a time from 0 to the end along its
+    # lineage (a member that copied another continues from the copy's step: one clock), and
+    # every step of it has its score
+    for member in run.members():
+        segments = run.schedule(member.slot)
+        assert segments[0].start_step == 0 and segments[-1].end_step == steps
+        assert all(a.end_step == b.start_step for a, b in itertools.pairwise(segments)), "a step is missing"
+        trained = [(seg.slot, step) for seg in segments for step in range(seg.start_step + 1, seg.end_step + 1)]
+        assert all(counts[key] == 1 for key in trained), "a step of the lineage has no score"
     generations = {g.id: g for g in run.lineage()}
     checkpoints = {c.id: c for c in run.storage.get_checkpoints(run.record.id)}
     for gen in generations.values():
@@ -60,18 +69,17 @@ def test_killed_worker_member_is_taken_over(tmp_path: Path) -> None:
     assert child.stdout is not None and child.stdout.readline().strip() == "go"
     run = poptrain.load_run("killed", root=tmp_path)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # kill it between two ready points of a member, past step 4
-        members = run.members()
-        if sum(m.step for m in members) > 6 and any(m.step != m.last_ready_step for m in members):
+    while time.monotonic() < deadline:  # kill it mid-run, past the first ready points
+        if sum(m.step for m in run.members()) > 6:
             break
         time.sleep(0.002)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
-    leased = [m for m in run.members() if m.step != m.last_ready_step]
-    points = work(job(str(tmp_path), 1.0))  # takes over once the dead worker's lease expires
+    # the segment in flight wrote nothing (a segment's scores are written with its result); its
+    # member stays leased to the dead worker until the lease expires, then is taken over
+    points = work(job(str(tmp_path), 1.0))
     assert points > 0
     assert_complete_and_consistent(run, POPULATION, STEPS)
-    assert leased, "the kill should have landed mid-segment (scores are written every step here)"
 
 
 def test_processes_need_checkpoints_the_workers_share(tmp_path: Path) -> None:
@@ -86,3 +94,60 @@ def test_processes_need_checkpoints_the_workers_share(tmp_path: Path) -> None:
         run.optimize(SlowToy, steps=4, executor="processes", workers=2)
     with pytest.raises(poptrain.ConfigError, match="workers=3 needs executor='processes'"):
         run.optimize(SlowToy, steps=4, workers=3)
+
+
+EXPERIMENT_FILE = '''
+import poptrain
+
+
+class Counter(poptrain.Trainable):
+    """Defined in a file that is no importable module: worker processes must load it."""
+
+    def setup(self, hparams, context):
+        self.x, self.rate = 0.0, hparams["rate"]
+
+    def step(self):
+        self.x += self.rate
+
+    def evaluate(self):
+        return self.x
+
+    def state_dict(self):
+        return {"x": self.x}
+
+    def load_state_dict(self, state):
+        self.x = state["x"]
+
+    def set_hparams(self, hparams):
+        self.rate = hparams["rate"]
+
+
+def experiment():
+    return {"trainable": Counter, "space": {"rate": poptrain.Float(0.1, 1.0)}, "population_size": 4, "steps": 8,
+            "ready": poptrain.every(2)}
+'''
+
+
+@pytest.mark.slow
+def test_an_experiment_file_runs_in_worker_processes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from poptrain.cli.main import main
+
+    (tmp_path / "my_counter.py").write_text(EXPERIMENT_FILE)
+    code = main(
+        [
+            "run",
+            str(tmp_path / "my_counter.py"),
+            "--root",
+            str(tmp_path / "runs"),
+            "--executor",
+            "processes",
+            "--workers",
+            "2",
+            "--quiet",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Traceback" not in out + err
+    run = poptrain.load_run("my_counter", root=tmp_path / "runs")
+    assert run.record.state == "finished" and all(m.step == 8 for m in run.members())

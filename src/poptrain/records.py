@@ -4,12 +4,69 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from poptrain.space import HParams
 
 RUN_STATES = ("created", "running", "finished", "failed", "interrupted")
 MEMBER_STATES = ("pending", "running", "finished", "failed")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A run's frozen configuration, typed: what ``create_run`` stores (as JSON, in
+    ``RunRecord.spec``) and everything reads back through ``RunRecord.settings``.
+
+    ``checkpoints``: a checkpoint URL given at creation (``None``: the run folder's).
+    ``meta``: what created the run; ``poptrain run`` records ``target`` (the experiment) and
+    ``steps`` (the steps it planned), read back as ``target`` and ``steps``.
+    """
+
+    space: Mapping[str, Any]
+    population_size: int
+    metric: str = "score"
+    mode: str = "max"
+    strategy: Mapping[str, Any] = field(default_factory=dict)
+    checkpoints: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> RunSpec:
+        """The spec of a stored run (keys a run of an older version lacks take their defaults)."""
+        return cls(
+            space=dict(stored.get("space") or {}),
+            population_size=int(stored.get("population_size") or 1),
+            metric=str(stored.get("metric") or "score"),
+            mode=str(stored.get("mode") or "max"),
+            strategy=dict(stored.get("strategy") or {}),
+            checkpoints=stored.get("checkpoints") or None,
+            meta=dict(stored.get("meta") or {}),
+        )
+
+    def to_stored(self) -> dict[str, Any]:
+        """The JSON form storage keeps."""
+        return {
+            "space": dict(self.space),
+            "population_size": self.population_size,
+            "metric": self.metric,
+            "mode": self.mode,
+            "strategy": dict(self.strategy),
+            "meta": dict(self.meta),
+            "checkpoints": self.checkpoints,
+        }
+
+    @property
+    def target(self) -> str | None:
+        """The experiment ``poptrain run`` ran (``None`` for a run made by ``create_run``)."""
+        target = self.meta.get("target")
+        return str(target) if target is not None else None
+
+    @property
+    def steps(self) -> int | None:
+        """The steps ``poptrain run`` planned (``None`` for a run made by ``create_run``)."""
+        steps = self.meta.get("steps")
+        return int(steps) if steps is not None else None
 
 
 @dataclass(frozen=True)
@@ -23,13 +80,18 @@ class RunRecord:
     state: str
     created_at: float
 
+    @cached_property
+    def settings(self) -> RunSpec:
+        """``spec``, typed (read once)."""
+        return RunSpec.from_stored(self.spec)
+
     @property
     def metric(self) -> str:
-        return str(self.spec.get("metric", "score"))
+        return self.settings.metric
 
     @property
     def mode(self) -> str:
-        return str(self.spec.get("mode", "max"))
+        return self.settings.mode
 
     def fitness(self, value: float | None) -> float | None:
         """A score oriented so that higher is better."""

@@ -15,7 +15,7 @@ from poptrain.errors import ConfigError, RunExistsError, RunNotFoundError
 from poptrain.executors import Executor, get_executor
 from poptrain.limits import MAX_POPULATION, MAX_SEED
 from poptrain.progress import ProgressListener
-from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, ScoreRecord
+from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, RunSpec, ScoreRecord
 from poptrain.replay import ReplayResult, Schedule
 from poptrain.results import BestMember, ScheduleSegment, best_member, generation_at, schedule, score_rows
 from poptrain.run_folders import DATABASE, check_checkpoint_folder, check_free, check_name, delete_run, run_folder
@@ -378,7 +378,7 @@ class Run:
         """The trainable of the experiment ``poptrain run`` created this run from."""
         from poptrain.experiment import load_experiment
 
-        target = (self.record.spec.get("meta") or {}).get("target")
+        target = self.record.settings.target
         fix = f"pass it: load_run({self.name!r}).replay(YourTrainable)"
         if target is None:
             raise ConfigError(
@@ -495,15 +495,15 @@ def create_run(
         first = [search_space.validate(h) for h in initial_hparams]
     else:
         first = [search_space.sample(initial_rng(seed, slot)) for slot in range(population_size)]
-    spec = {
-        "space": search_space.to_dict(),
-        "population_size": population_size,
-        "metric": metric,
-        "mode": mode,
-        "strategy": strategy_to_spec(strategy),
-        "meta": dict(meta or {}),
-        "checkpoints": checkpoints if isinstance(checkpoints, str) and "://" in checkpoints else None,
-    }
+    spec = RunSpec(
+        space=search_space.to_dict(),
+        population_size=population_size,
+        metric=metric,
+        mode=mode,
+        strategy=strategy_to_spec(strategy),
+        checkpoints=checkpoints if isinstance(checkpoints, str) and "://" in checkpoints else None,
+        meta=dict(meta or {}),
+    ).to_stored()
     if storage is None:
         check_free(root, name)
     exists = _run_exists(name, root, storage)
@@ -648,18 +648,18 @@ def load_run(
         raise
 
     def strategy() -> Strategy:
-        base = dict(record.spec["strategy"])
+        base = dict(record.settings.strategy)
         for key in strategy_overrides:  # placeholders, replaced below
             base[key] = {"type": "every", "steps": 1} if key == "ready" else None
         return replace(strategy_from_spec(base), **strategy_overrides)
 
     if checkpoints is None:
-        checkpoints = record.spec.get("checkpoints")  # a URL given when the run was created
+        checkpoints = record.settings.checkpoints  # a URL given when the run was created
     return Run(
         record,
         store,
         checkpoint_store(checkpoints, folder, _in_memory(store)),
-        SearchSpace(record.spec["space"]),
+        SearchSpace(record.settings.space),
         strategy,
         folder,
     )

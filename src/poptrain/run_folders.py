@@ -172,7 +172,7 @@ def delete_run(
         from poptrain.checkpoints import LocalCheckpointStore
         from poptrain.run import checkpoint_store
 
-        files = checkpoint_store(checkpoints or record.spec.get("checkpoints"), run_folder(root, name), False)
+        files = checkpoint_store(checkpoints or record.settings.checkpoints, run_folder(root, name), False)
         uris = [c.uri for c in store.get_checkpoints(record.id) if not c.deleted]
         if isinstance(files, LocalCheckpointStore):  # every path checked before the first file goes
             uris = [uri for uri in uris if files.path(uri).exists()]

@@ -77,6 +77,10 @@ class _Member:
     running_on: int | None = None
     result: SegmentResult | None = None  # a segment trained and recorded, its ready point not yet decided
     arrived_at: float = 0.0
+    lost: int = 0  # segments lost in a row with their worker
+
+
+LOST_WORKERS_FORGIVEN = 3  # segments a member may lose in a row with a dying worker before they count as its failures
 
 
 @dataclass
@@ -324,7 +328,7 @@ class Scheduler:
         )
         self._forget_after(record)
         self._failures_in_a_row += 1
-        limit = int(self.run.spec.get("population_size", 1)) * (self.max_retries + 1)
+        limit = self.run.settings.population_size * (self.max_retries + 1)
         if self._failures_in_a_row > limit:
             raise TrainableError(
                 f"every member keeps failing ({self._failures_in_a_row} failed attempts without a ready point in "
@@ -457,6 +461,13 @@ class Scheduler:
             message = (
                 f"member {slot}: the {self._worker_kind} training it died; it trains again from its newest checkpoint"
             )
+            lost = members[slot]
+            lost.running_on, lost.holder, lost.lost = None, None, lost.lost + 1
+            if lost.lost <= LOST_WORKERS_FORGIVEN:  # not the member's fault: only the segment is lost
+                lost.record = self.storage.rewind_member(self.run.id, slot)
+                self._forget_after(lost.record)
+                self.storage.set_member_state(self.run.id, slot, "pending", error=message)
+                return
             result = SegmentResult(slot, error=(message, None, True))
             worker_kept = None
         else:
@@ -477,7 +488,7 @@ class Scheduler:
             member.record = self.fail(record, error, can_wait=not self.strategy.synchronous)
             return
         member.record, member.result, member.holder = record, result, worker_kept
-        member.arrived_at = time.perf_counter()
+        member.arrived_at, member.lost = time.perf_counter(), 0
 
     def _commit_ready(self, members: dict[int, _Member]) -> None:
         """Decide every ready point that can be decided fairly, a step at a time."""

@@ -245,7 +245,7 @@ def _replace_unstarted(name: str, args: argparse.Namespace) -> None:
     run = load(args, name)
     try:
         state, scored = run.record.state, bool(run.scores())
-        planned = (run.record.spec.get("meta") or {}).get("steps")
+        planned = run.record.settings.steps
         done = min((m.step for m in run.members()), default=0)
     finally:
         run.close()
@@ -365,13 +365,13 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from poptrain.experiment import load_experiment
 
     run = load(args, args.name)
-    meta = run.record.spec.get("meta") or {}
-    if "target" not in meta:
+    target = run.record.settings.target
+    if target is None:
         raise ConfigError(
             f"run {args.name!r} was not started by `poptrain run`; resume it in Python with "
             f"load_run({args.name!r}).optimize(YourTrainable, steps=N)"
         )
-    steps = args.steps if args.steps is not None else int(meta["steps"])
+    steps = args.steps if args.steps is not None else int(run.record.settings.steps or 0)
     if steps < 1:
         raise ConfigError(f"--steps must be a whole number >= 1, got {steps}")
     done = min((m.step for m in run.members()), default=0)
@@ -385,7 +385,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             f"--steps {steps} is not more than the {done} steps every member of run {args.name!r} has trained; "
             f"give --steps above {done}"
         )
-    spec = load_experiment(meta["target"])
+    spec = load_experiment(target)
     return _train_and_report(run, spec, steps, args)
 
 
@@ -394,14 +394,17 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from poptrain.experiment import load_experiment
 
     run = load(args, args.name)
-    meta = run.record.spec.get("meta") or {}
-    if "target" not in meta:
+    target = run.record.settings.target
+    if target is None:
         raise ConfigError(f"run {args.name!r} was not started by `poptrain run`, so a worker cannot know its trainable")
-    spec = load_experiment(meta["target"])
+    spec = load_experiment(target)
     url = args.storage or f"sqlite:///{Path(args.root) / args.name / 'poptrain.db'}"
     checkpoint_root = str((Path(args.root) / args.name / "checkpoints").resolve())
     points = work(
-        WorkerJob(url, args.name, checkpoint_root, spec.trainable, int(meta["steps"]), None, args.lease), progress=None
+        WorkerJob(
+            url, args.name, checkpoint_root, spec.trainable, int(run.record.settings.steps or 0), None, args.lease
+        ),
+        progress=None,
     )
     print(f"worker done: {points} ready points trained for run {args.name}")
     return 0

@@ -28,7 +28,7 @@ def _row(run: Any) -> RunRow:
     members = run.members()
     scores = run.scores()
     best = run.best()
-    planned = (run.record.spec.get("meta") or {}).get("steps")
+    planned = run.record.settings.steps
     done = min((m.step for m in members), default=0)
     updated = max([run.record.created_at, *(s.wall_time for s in scores[-1:])])
     return RunRow(

@@ -285,12 +285,12 @@ def work(job: WorkerJob, name: str | None = None, progress: ProgressListener | N
     storage = open_storage(job.storage_url, create=False)
     record = storage.get_run(job.run_name)
     checkpoints = open_shared(job.checkpoint_root)
-    strategy = job.strategy or strategy_from_spec(dict(record.spec["strategy"]))
+    strategy = job.strategy or strategy_from_spec(dict(record.settings.strategy))
     scheduler = Scheduler(
         record,
         storage,
         checkpoints,
-        SearchSpace(record.spec["space"]),
+        SearchSpace(record.settings.space),
         strategy,
         job.trainable,
         job.total_steps,
