@@ -69,3 +69,24 @@ class RisingCurve(poptrain.Trainable):
 
     def set_hparams(self, hparams):
         self.h = float(hparams["h"])
+
+
+def rising_vectorized() -> object:
+    """``RisingCurve`` for the vectorized executor: a zero-initialised ``Linear(1, 1)`` whose loss
+    ``-h * output`` makes SGD add ``lr * h`` to its weight and bias each step, so the score
+    (its output for 1) rises as ``2 * lr * h * step``: the same order of members at every step."""
+    from poptrain.vectorized import VectorizedTrainable
+
+    def model() -> torch.nn.Module:
+        layer = torch.nn.Linear(1, 1)
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+        return layer
+
+    def loss(output: torch.Tensor, target: torch.Tensor, hparams: dict) -> torch.Tensor:
+        return -(hparams["h"] * output).mean()
+
+    def evaluate(predict) -> dict:
+        return {"score": predict(torch.ones(1, 1))[:, 0, 0]}
+
+    return VectorizedTrainable(model, (torch.ones(8, 1), torch.zeros(8, 1)), loss, evaluate, batch_size=8, device="cpu")

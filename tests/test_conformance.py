@@ -160,3 +160,21 @@ def test_ray_on_a_two_node_cluster_conforms(tmp_path: Path, reference) -> None:
                 assert first and (first[0].kind, first[0].start_step, first[0].donor) == ("exploit", 4, 3)
         finally:
             ray.shutdown()
+
+
+@pytest.mark.parametrize("synchronous", [False, True], ids=["asynchronous", "synchronous"])
+def test_the_vectorized_executor_replaces_the_worst_member_at_once_as_sequential_does(
+    tmp_path: Path, synchronous: bool
+) -> None:
+    from conformance_helpers import rising_vectorized
+
+    runs = {}
+    for executor in ("vectorized", "sequential"):  # the same VectorizedTrainable, trained member by member
+        runs[executor] = rising_run(tmp_path / executor, synchronous=synchronous).optimize(
+            rising_vectorized(), steps=12, executor=executor
+        )
+    first = [g for g in runs["vectorized"].lineage() if g.slot == 0 and g.number == 1]
+    assert first and (first[0].kind, first[0].start_step, first[0].donor) == ("exploit", 4, 3)
+    assert [g.slot for g in runs["vectorized"].lineage() if g.start_step == 4 and g.kind == "exploit"] == [0]
+    lineage = {k: lineage_signature(r)[0] for k, r in runs.items()}
+    assert lineage["vectorized"] == lineage["sequential"]
