@@ -224,6 +224,5 @@ def print_summary(
     console.print(table)
     if len(best.schedule) > 1:
         console.print(
-            "Steps are each member's own count; a copy loads the donor's newest checkpoint, "
-            "which asynchronous PBT may have taken a few steps earlier."
+            "Steps count the steps the model had trained: a copy continues from the copied checkpoint's step."
         )
