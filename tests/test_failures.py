@@ -136,7 +136,7 @@ def test_member_failing_too_often_is_replaced_by_a_copy_of_the_best(tmp_path: Pa
     member0 = run.members()[0]
     assert member0.state == "finished" and member0.hparams == {"h0": 0.5, "h1": 0.5}
     replacement = [g for g in run.lineage() if g.slot == 0 and "replaced" in g.operations]
-    assert len(replacement) == 1 and replacement[0].donor == 1 and replacement[0].kind == "exploit"
+    assert len(replacement) == 1 and replacement[0].donor == 1 and replacement[0].kind == "replace"
     assert "after 3 failures" in replacement[0].operations["replaced"]
     steps = sorted(s.step for s in run.scores() if s.slot == 0)
     start = replacement[0].start_step  # one clock: it continues from the copied checkpoint's step
@@ -231,3 +231,30 @@ def test_worker_command_trains_a_run_to_its_end(tmp_path: Path, capsys: pytest.C
     assert all(m.state == "finished" and m.step == 12 for m in run.members())
     assert main(["worker", "joined", "--root", root]) == 0  # nothing left: returns at once
     assert "worker done: 0 ready points" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("replace_failed", [None, True])
+def test_random_search_retires_a_failed_member_unless_told_to_replace_it(
+    tmp_path: Path, replace_failed: object
+) -> None:
+    """Random search (no exploit, no explore) stays random search: a member that scores NaN is
+    retired, not replaced by a copy of the best (which would make it PBT); replace_failed=True
+    asks for the copy, recorded as a "replace", never as an exploit."""
+    FLAKED.clear()
+    run = toy_run(tmp_path, f"random-{replace_failed}", exploit=None, explore=None, replace_failed=replace_failed)
+    run.optimize(FlakyNaN, steps=16)
+    member0 = run.members()[0]
+    kinds = [g.kind for g in run.lineage() if g.number > 0]
+    if replace_failed is None:
+        assert kinds == [] and member0.state == "failed" and member0.step == 4  # retired at its last checkpoint
+        assert run.members()[1].state == "finished" and run.members()[1].step == 16
+        assert run.refresh().record.state == "finished"
+    else:
+        assert kinds == ["replace"] and member0.state == "finished" and member0.step == 16
+
+
+def test_pbt_replacements_are_their_own_kind(tmp_path: Path) -> None:
+    FLAKED.clear()
+    run = toy_run(tmp_path, "pbt-nan", synchronous=True, exploit=poptrain.truncation(0.5)).optimize(FlakyNaN, steps=16)
+    assert [g.kind for g in run.lineage() if "replaced" in g.operations] == ["replace"]
+    assert run.schedule(0)[1].kind == "replace"

@@ -252,7 +252,7 @@ def test_nan_member_ranks_last_and_is_replaced(storage, mode, tmp_path):
     # slot 0 scores NaN at step 1 (not retried: it would again), waits for the others' first
     # checkpoints and is then replaced by a copy of the best of them, at that copy's step
     first_decision = next(g for g in run.lineage() if g.slot == 0 and g.number == 1)
-    assert (first_decision.kind, first_decision.start_step) == ("exploit", 3)
+    assert (first_decision.kind, first_decision.start_step) == ("replace", 3)
     assert "replaced" in first_decision.operations
     best_at_3 = max((m for m in run.lineage() if m.slot != 0 and m.number == 0), key=lambda g: 0)  # any
     assert first_decision.donor in {1, 2, 3} and best_at_3 is not None

@@ -311,7 +311,7 @@ def test_a_member_that_diverges_is_replaced_at_its_next_ready_point() -> None:
     early = [s.value for s in run.scores() if s.slot == 3 and s.step <= 2]
     assert all(math.isnan(v) for v in early)
     replaced = [g for g in run.lineage() if g.operations.get("replaced") == "score not finite"]
-    assert [(g.slot, g.start_step, g.kind) for g in replaced] == [(3, 2, "exploit")] and replaced[0].donor != 3
+    assert [(g.slot, g.start_step, g.kind) for g in replaced] == [(3, 2, "replace")] and replaced[0].donor != 3
     late = [s.value for s in run.scores() if s.slot == 3 and s.step > 2]
     assert len(late) == 4 and all(math.isfinite(v) for v in late)
 

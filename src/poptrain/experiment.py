@@ -64,6 +64,7 @@ class ExperimentSpec:
             "explore": s.explore,
             "inherit_hparams": s.inherit_hparams,
             "synchronous": s.synchronous,
+            "replace_failed": s.replace_failed,
             "seed": self.seed,
             "initial_hparams": self.initial_hparams,
         }
@@ -176,6 +177,7 @@ MODULE_SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("inherit_hparams", "True or False", _is_bool, True),
     Setting("synchronous", "True or False", _is_bool, False),
+    Setting("replace_failed", "None, True or False", _optional(_is_bool), None),
     Setting(
         "initial_hparams", "None or a list of one dict of hyperparameters per member", _optional(_is_hparams_list), None
     ),
@@ -204,6 +206,7 @@ STRATEGY_SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("inherit_hparams", "true or false", _is_bool, True),
     Setting("synchronous", "true or false", _is_bool, False),
+    Setting("replace_failed", "null, true or false", _optional(_is_bool), None),
 )
 """The keys of a YAML config's ``strategy:`` mapping."""
 
@@ -400,6 +403,7 @@ def _from_module(target: str) -> ExperimentSpec:
             settings["explore"],
             settings["inherit_hparams"],
             settings["synchronous"],
+            settings["replace_failed"],
         ),
     )
     return ExperimentSpec(
@@ -468,6 +472,7 @@ def _from_yaml(path: Path) -> ExperimentSpec:
             roles["explore"],
             parts["inherit_hparams"],
             parts["synchronous"],
+            parts["replace_failed"],
         ),
     )
     return ExperimentSpec(

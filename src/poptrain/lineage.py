@@ -90,7 +90,7 @@ def advance(
     """
     number = member.generation + 1
     operations = dict(decision.operations)
-    if decision.kind != "exploit":
+    if not decision.copies:
         return NextGeneration(
             number,
             start_step,
@@ -115,7 +115,7 @@ def advance(
     return NextGeneration(
         number,
         loaded.step,
-        "exploit",
+        decision.kind,
         dict(decision.hparams),
         parent.id,
         decision.donor,

@@ -147,7 +147,8 @@ class GenerationRecord:
     """One stretch of a member's life with fixed hyperparameters: the lineage is these rows.
 
     Generation 0 starts each member from its prior sample. Each later one records the decision
-    that began it: ``kind`` (``"exploit"`` or ``"explore"``), the ``donor`` whose checkpoint was
+    that began it: ``kind`` (``"exploit"``, ``"explore"`` or ``"replace"``: a member that failed,
+    or scored NaN, replaced by a copy of a healthy one), the ``donor`` whose checkpoint was
     loaded, the ``parent`` generation it descends from, and the ``operations`` applied.
     """
 
@@ -185,21 +186,31 @@ class NewCheckpoint:
     size_bytes: int
 
 
+COPY_KINDS = ("exploit", "replace")  # the decisions that load a donor's model
+
+
 @dataclass(frozen=True)
 class Decision:
     """What a ready member does next, as data.
 
-    ``kind`` is ``"exploit"`` (weights copied from ``donor``, then explored) or ``"explore"``
-    (own weights kept, hyperparameters explored). ``operations`` maps each changed
-    hyperparameter to a readable description such as ``"* 0.8"``.
+    ``kind`` is ``"exploit"`` (weights copied from ``donor``, then explored), ``"explore"``
+    (own weights kept, hyperparameters explored) or ``"replace"`` (a member that failed, or
+    scored NaN, replaced by a copy of ``donor``: loaded like an exploit, told apart in the
+    lineage). ``operations`` maps each changed hyperparameter to a readable description such
+    as ``"* 0.8"``.
     """
 
     slot: int
     step: int
-    kind: Literal["exploit", "explore"]
+    kind: Literal["exploit", "explore", "replace"]
     hparams: HParams
     donor: int | None = None
     operations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def copies(self) -> bool:
+        """Whether the member loads the donor's model (an exploit or a replacement)."""
+        return self.kind in COPY_KINDS
 
 
 @dataclass(frozen=True)

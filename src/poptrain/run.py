@@ -448,6 +448,7 @@ def create_run(
     exploit: ExploitFn | None = truncation(0.2),
     explore: ExploreFn | HistoryExploreFn | None = perturb((0.8, 1.2), resample_probability=0.25),
     inherit_hparams: bool = True,
+    replace_failed: bool | None = None,
     synchronous: bool = False,
     seed: int = 0,
     storage: str | Storage | None = None,
@@ -462,6 +463,9 @@ def create_run(
     ``storage=None`` keeps everything in ``<root>/<name>/poptrain.db`` (SQLite) and
     checkpoints in ``<root>/<name>/checkpoints``. ``storage="memory"`` keeps it in memory.
     ``meta`` is stored with the run (the CLI keeps what ``poptrain resume`` needs there).
+    ``replace_failed`` (see ``poptrain.Strategy``): replace a member that keeps failing by a
+    copy of the best healthy one, or retire it; by default replaced under PBT and retired in
+    random search (``exploit=None, explore=None``).
 
     ``if_exists`` says what to do when a run of that name exists: ``"error"`` (the default,
     ``RunExistsError``), ``"load"`` (return it, as ``load_run``, when it was created with the
@@ -485,7 +489,9 @@ def create_run(
         raise ConfigError(f"metric must be a non-empty string naming what evaluate() returns, got {metric!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
-    strategy = Strategy(ready, exploit, explore, inherit_hparams, synchronous)
+    if replace_failed is not None and not isinstance(replace_failed, bool):
+        raise ConfigError(f"replace_failed must be None, True or False, got {replace_failed!r}")
+    strategy = Strategy(ready, exploit, explore, inherit_hparams, synchronous, replace_failed)
     strategy.check(search_space)
     if initial_hparams is not None:
         if len(initial_hparams) != population_size:

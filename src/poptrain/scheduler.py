@@ -139,7 +139,10 @@ class Scheduler:
         self._scores: dict[int, dict[int, float | None]] = {}  # slot -> step -> value, for fair comparisons
         self.stats = SchedulerStats()
         self._worker_kind = "worker"
-        self.lease: int | None = None  # a fenced lease's token when a worker writes for the member it leased
+        self.lease: int | None = None
+        self.retired: set[int] = (
+            set()
+        )  # members that failed for good (strategy.replace_failed off)  # a fenced lease's token when a worker writes for the member it leased
 
     # --- views ------------------------------------------------------------------
     def members(self) -> list[MemberRecord]:
@@ -315,7 +318,9 @@ class Scheduler:
     def fail(self, member: MemberRecord, error: TrainableError, *, can_wait: bool = True) -> MemberRecord:
         """Record a failed attempt of ``member`` and return it ready to try again: rewound to its
         newest checkpoint, or, after ``max_retries`` failures in a row (at once when a retry
-        cannot help), replaced by a copy of the best healthy member. With nobody to copy yet,
+        cannot help), replaced by a copy of the best healthy member (``"replace"`` in the
+        lineage); when the strategy does not replace failed members, it is retired instead
+        (left ``failed``, its slot in ``retired``: it trains no more). With nobody to copy yet,
         ``can_wait`` hands it back to be tried after the others reach a checkpoint. Raises when
         the run keeps failing with no ready point in between, or when a member must be replaced
         and cannot be."""
@@ -335,6 +340,9 @@ class Scheduler:
                 f"between); the last: {error}"
             ) from error
         if record.failures <= self.max_retries and error.retry:
+            return record
+        if not self.strategy.replaces_failed:  # random search stays random search: the member is retired
+            self.retired.add(member.slot)
             return record
         members = {m.slot: m for m in self.members()}
         healthy = [
@@ -443,7 +451,7 @@ class Scheduler:
             fresh,
             restore,
             own,
-            restore if decision is not None and decision.kind == "exploit" else None,
+            restore if decision is not None and decision.copies else None,
             decision is not None,
         )
 
@@ -486,6 +494,10 @@ class Scheduler:
         except TrainableError as error:
             member.holder, member.decision = None, None
             member.record = self.fail(record, error, can_wait=not self.strategy.synchronous)
+            if record.slot in self.retired:
+                del members[record.slot]
+                if len(self.retired) >= self.run.settings.population_size:
+                    raise TrainableError(f"every member failed for good; the last: {error}") from error
             return
         member.record, member.result, member.holder = record, result, worker_kept
         member.arrived_at, member.lost = time.perf_counter(), 0

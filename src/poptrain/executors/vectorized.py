@@ -184,7 +184,7 @@ class _Lockstep:
     def _apply(self, record: MemberRecord, decision: Decision) -> None:
         population = self.population
         row = population.index(record.slot)
-        if decision.kind == "exploit" and record.resume_checkpoint_id is not None:
+        if decision.copies and record.resume_checkpoint_id is not None:
             donor = decision.donor
             if donor in population.slots and self.ready_checkpoint.get(donor) == record.resume_checkpoint_id:
                 population.copy_ready(row, population.index(donor))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from poptrain.records import GenerationRecord, MemberRecord, RunRecord, ScoreRecord
+from poptrain.records import COPY_KINDS, GenerationRecord, MemberRecord, RunRecord, ScoreRecord
 from poptrain.results import BestMember
 
 
@@ -111,7 +111,7 @@ def report_data(
     ordered = sorted(generations, key=lambda g: g.id)
     ends = _generation_ends(ordered, members)
     last_score = _last_scores(scores)
-    exploits = [(g.slot, g.start_step, g.donor) for g in ordered if g.kind == "exploit" and g.donor is not None]
+    exploits = [(g.slot, g.start_step, g.donor) for g in ordered if g.kind in COPY_KINDS and g.donor is not None]
     names = sorted({k for g in ordered for k in g.hparams})
     schedules = {
         name: [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from poptrain.records import COPY_KINDS
 from poptrain.report.data import ReportData
 
 
@@ -105,7 +106,7 @@ def plot_lineage(data: ReportData) -> Any:
             linewidth=6,
             solid_capstyle="butt",
         )
-        if node.kind == "exploit" and node.donor is not None:
+        if node.kind in COPY_KINDS and node.donor is not None:
             axis.annotate(
                 "",
                 xy=(node.start, node.slot),

@@ -71,7 +71,7 @@ function drawLineage(d) {
   const scale = v => { if (v === null || high === low) return 0.5; const t = (v - low) / (high - low); return d.mode === "min" ? 1 - t : t; };
   traces.forEach((t, i) => { const s = scale(d.tree[i].score); t.line.color = d.tree[i].score === null ? "#ccc" :
     "rgb(" + Math.round(68 + 185 * s) + "," + Math.round(1 + 230 * s) + "," + Math.round(84 - 50 * s) + ")"; });
-  const arrows = d.tree.filter(n => n.kind === "exploit" && n.donor !== null).map(n => ({x: n.start, y: n.slot, ax: n.start,
+  const arrows = d.tree.filter(n => (n.kind === "exploit" || n.kind === "replace") && n.donor !== null).map(n => ({x: n.start, y: n.slot, ax: n.start,
     ay: n.donor, xref: "x", yref: "y", axref: "x", ayref: "y", showarrow: true, arrowhead: 2, arrowcolor: "rgba(200,0,0,0.6)"}));
   Plotly.react("lineage", traces, {title: {text: "population development: bars coloured by score (yellow best), arrows from donors"},
     xaxis: {title: {text: "step"}}, yaxis: {title: {text: "member"}, autorange: "reversed", dtick: 1}, annotations: arrows,

@@ -131,7 +131,7 @@ class TerminalProgress(ProgressListener):
         self.decisions += 1
         row = self.members.setdefault(decision.slot, {})
         changes = ", ".join(f"{k} {v}" for k, v in decision.operations.items())
-        row["decision"] = (f"copied {decision.donor}" if decision.kind == "exploit" else "explored") + (
+        row["decision"] = (f"copied {decision.donor}" if decision.copies else "explored") + (
             f": {changes}" if changes else ""
         )
         row["hparams"] = dict(decision.hparams)
@@ -211,11 +211,11 @@ def print_summary(
     for name in names:
         table.add_column(text(name))
     for seg in best.schedule:
-        began = (
-            "initial sample"
-            if seg.kind == "init"
-            else (f"copied member {seg.donor}" if seg.kind == "exploit" else "explored")
-        )
+        began = {
+            "init": "initial sample",
+            "exploit": f"copied member {seg.donor}",
+            "replace": f"replaced: copy of {seg.donor}",
+        }.get(seg.kind, "explored")
         cells = []
         for name in names:
             op = seg.operations.get(name)

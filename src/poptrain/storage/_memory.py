@@ -13,6 +13,7 @@ from typing import Any
 from poptrain.errors import RunExistsError, RunNotFoundError, StaleWriteError, StrategyError
 from poptrain.lineage import NextGeneration, advance, held_by
 from poptrain.records import (
+    COPY_KINDS,
     CheckpointRecord,
     Decision,
     GenerationRecord,
@@ -152,7 +153,7 @@ class InMemoryStorage(Storage):
     def record_replacement(self, run_id: int, decision: Decision) -> MemberRecord:
         with self._lock:
             member = self._member(run_id, decision.slot)
-            if decision.kind != "exploit" or decision.donor is None:
+            if not decision.copies or decision.donor is None:
                 raise StrategyError(f"a replacement of member {decision.slot} must copy a donor (an exploit decision)")
             donor = self._member(run_id, decision.donor)
             loaded = self._checkpoints[held_by(donor, decision.donor, decision.slot)]
@@ -241,7 +242,7 @@ class InMemoryStorage(Storage):
                 if decision is None:
                     return
                 donor = loaded = None
-                if decision.kind == "exploit":
+                if decision.copies:
                     slot = decision.donor
                     donor = None if slot is None else donors.get(slot) or self._member(run_id, slot)
                     held = held_by(donor, decision.donor, point.slot)
@@ -369,6 +370,6 @@ def _advanced(member: MemberRecord, generation: GenerationRecord, new: NextGener
         ready_score=new.ready_score,
         ready_hparams=None if new.ready_hparams is None else dict(new.ready_hparams),
     )
-    if new.kind == "exploit" and new.start_step != member.step:
+    if new.kind in COPY_KINDS and new.start_step != member.step:
         advanced = replace(advanced, step=new.start_step, last_ready_step=new.start_step, score=new.ready_score)
     return advanced

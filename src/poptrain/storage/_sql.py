@@ -469,7 +469,7 @@ class SQLStorage(Storage):
         return self._member(_Row({**row, **update_values}))
 
     def record_replacement(self, run_id: int, decision: Decision) -> MemberRecord:
-        if decision.kind != "exploit" or decision.donor is None:
+        if not decision.copies or decision.donor is None:
             raise StrategyError(f"a replacement of member {decision.slot} must copy a donor (an exploit decision)")
         with self._begin() as conn:
             rows = self._lock_members(conn, run_id, [decision.slot, decision.donor])
@@ -498,7 +498,7 @@ class SQLStorage(Storage):
         donor: MemberRecord | None = None
         loaded: CheckpointRecord | None = None
         generations: list[GenerationRecord] = []
-        if decision.kind == "exploit":
+        if decision.copies:
             if decision.donor not in donors:
                 raise KeyError(f"no member in slot {decision.donor} of run {run_id}")
             donor_row = donors[decision.donor]

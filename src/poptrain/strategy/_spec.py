@@ -97,6 +97,7 @@ def strategy_to_spec(strategy: Strategy) -> dict[str, Any]:
         "explore": callable_to_spec(strategy.explore),
         "inherit_hparams": strategy.inherit_hparams,
         "synchronous": strategy.synchronous,
+        "replace_failed": strategy.replace_failed,
     }
 
 
@@ -107,4 +108,5 @@ def strategy_from_spec(spec: dict[str, Any]) -> Strategy:
         explore=callable_from_spec(spec.get("explore"), "explore"),
         inherit_hparams=bool(spec.get("inherit_hparams", True)),
         synchronous=bool(spec.get("synchronous", False)),
+        replace_failed=spec.get("replace_failed"),
     )

@@ -34,6 +34,11 @@ class Strategy:
     changing the hyperparameters (exploit-only). ``inherit_hparams=False`` copies only the
     weights and explores from the member's own hyperparameters. ``synchronous=True`` makes
     all members reach each ready point before any decides (generations).
+
+    ``replace_failed``: whether a member that keeps failing (or scores NaN or inf) is replaced
+    by a copy of the best healthy member (a ``"replace"`` in the lineage) or retired (marked
+    ``failed``; it trains no more). ``None`` (the default): replaced under PBT, retired when
+    the run neither exploits nor explores (random search stays random search).
     """
 
     ready: ReadyFn = every(4)
@@ -41,6 +46,14 @@ class Strategy:
     explore: ExploreFn | HistoryExploreFn | None = perturb((0.8, 1.2), resample_probability=0.25)
     inherit_hparams: bool = True
     synchronous: bool = False
+    replace_failed: bool | None = None
+
+    @property
+    def replaces_failed(self) -> bool:
+        """Whether failed members are replaced (``replace_failed``, or its default)."""
+        if self.replace_failed is not None:
+            return self.replace_failed
+        return self.exploit is not None or self.explore is not None
 
     def __post_init__(self) -> None:
         for label, fn in (("ready", self.ready), ("exploit", self.exploit), ("explore", self.explore)):
@@ -182,7 +195,7 @@ def replacement(
     explored = explore_hparams(strategy, dict(donor.hparams), space, rng, history) if strategy.explore else None
     hparams = explored.hparams if explored else dict(donor.hparams)
     operations = {"replaced": reason, **(explored.operations if explored else {})}
-    return Decision(slot, step, "exploit", hparams, donor.slot, operations)
+    return Decision(slot, step, "replace", hparams, donor.slot, operations)
 
 
 def plan_round(
@@ -233,11 +246,8 @@ def plan_round(
                     None,
                     {"exploit skipped": skipped, **explored.operations},
                 )
-        if (
-            (decision is None or decision.kind != "exploit")
-            and me.fitness is not None
-            and not math.isfinite(me.fitness)
-        ):
+        replace_non_finite = strategy.replaces_failed and (decision is None or not decision.copies)
+        if replace_non_finite and me.fitness is not None and not math.isfinite(me.fitness):
             healthy = [
                 p
                 for p in rank(population)
