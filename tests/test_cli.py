@@ -28,7 +28,7 @@ def test_run_status_export_round_trip(tmp_path: Path, capsys: pytest.CaptureFixt
 
     code, out, _ = run_cli(capsys, "status", "toy", "--root", root)
     assert code == 0
-    assert "finished" in out and "h0" in out and "Best: member" in out
+    assert "finished" in out and "h0" in out and "Best model (best ever): member" in out
 
     code, out, _ = run_cli(capsys, "export", "toy", "--root", root, "--format", "csv")
     assert code == 0

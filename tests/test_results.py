@@ -23,12 +23,16 @@ def final_scores(run, steps):
 
 # --- best() ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["max", "min"])
-def test_best_is_the_best_final_checkpoint(mode):
+def test_best_final_is_the_best_final_checkpoint(mode):
     run = make_run(seed=1, mode=mode).optimize(Tracer, steps=12)
     finals = final_scores(run, 12)
     assert len(finals) == 6
     pick = max if mode == "max" else min
-    best = run.best()
+    ever = run.best()  # Tracer's score only rises: the best-ever is final under max, the first under min
+    assert ever.step == (12 if mode == "max" else 3) and ever.score == pick(
+        c.score for c in run.storage.get_checkpoints(run.record.id)
+    )
+    best = run.best(final=True)
     assert best.score == pick(finals.values())
     assert best.slot == pick(sorted(finals), key=lambda slot: finals[slot])
     assert (best.step, best.checkpoint.slot, best.checkpoint.step) == (12, best.slot, 12)

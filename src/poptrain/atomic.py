@@ -17,6 +17,11 @@ def _umask() -> int:
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically; a missing folder is a ``ConfigError``."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; a missing folder is a ``ConfigError``."""
     if path.is_dir():
         raise ConfigError(f"cannot write {path}: it is a folder; give a file name")
     if not path.parent.is_dir():
@@ -27,8 +32,8 @@ def write_text_atomic(path: Path, text: str) -> Path:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}; choose another place") from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # as an ordinary new file (mkstemp makes it private)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -14,6 +14,9 @@ class ProgressListener:
     def on_score(self, slot: int, step: int, value: float, hparams: dict, generation: int) -> None:
         """Member ``slot`` finished ``step`` with score ``value``."""
 
+    def on_checkpoint(self, slot: int, step: int, value: float) -> None:
+        """Member ``slot`` saved its model at ``step`` with score ``value`` (a model ``best()`` can hand over)."""
+
     def on_decision(self, decision: Decision) -> None:
         """A ready member exploited or explored."""
 

@@ -32,7 +32,8 @@ class ScheduleSegment:
 
 @dataclass(frozen=True)
 class BestMember:
-    """The best member at its newest checkpoint, and the schedule that produced that model."""
+    """The best model (by default the best-ever scored checkpoint), the member and step that
+    scored it, and the schedule that produced it up to that step."""
 
     slot: int
     score: float
@@ -91,25 +92,28 @@ def best_member(
     generations: Sequence[GenerationRecord],
     checkpoints: Sequence[CheckpointRecord],
     scores: Sequence[ScoreRecord],
+    *,
+    final: bool = False,
 ) -> BestMember | None:
-    """The member whose newest checkpoint scored best (``None`` before any checkpoint)."""
+    """The best-ever model: the checkpoint with the best score whose file is still kept (the
+    collection always keeps it), earliest on ties; ``None`` before any checkpoint. ``final``:
+    the best of the members' newest checkpoints instead (the final population's best)."""
     by_id = {c.id: c for c in checkpoints}
-    candidates = []
-    for member in members:
-        ckpt = by_id.get(member.checkpoint_id) if member.checkpoint_id is not None else None
-        if ckpt is None or ckpt.score is None or math.isnan(ckpt.score):
-            continue
-        candidates.append((-(run.fitness(ckpt.score) or 0.0), member.slot, member, ckpt))
+    if final:
+        pool = [by_id[m.checkpoint_id] for m in members if m.checkpoint_id is not None and m.checkpoint_id in by_id]
+    else:
+        pool = [c for c in checkpoints if not c.deleted]
+    candidates = [c for c in pool if c.score is not None and not math.isnan(c.score)]
     if not candidates:
         return None
-    _, _, member, ckpt = min(candidates, key=lambda c: (c[0], c[1]))
-    gen = generation_at(generations, member.slot, ckpt.step)
+    ckpt = min(candidates, key=lambda c: (-(run.fitness(c.score) or 0.0), c.step, c.slot))
+    gen = generation_at(generations, ckpt.slot, ckpt.step)
     metrics: dict[str, float] = {}
     for score in scores:
-        if score.slot == member.slot and score.step == ckpt.step:
+        if score.slot == ckpt.slot and score.step == ckpt.step:
             metrics = dict(score.metrics)
     return BestMember(
-        member.slot,
+        ckpt.slot,
         float(ckpt.score or 0.0),
         ckpt.step,
         metrics,

@@ -130,6 +130,7 @@ class Run:
         flush_seconds: float = 1.0,
         max_retries: int = 2,
         keep_checkpoints: int | None = 2,
+        keep_best: int = 3,
     ) -> Run:
         """Train every member to ``steps`` steps with PBT. ``trainable`` is a ``Trainable``
         subclass (or any zero-argument factory of one).
@@ -143,10 +144,13 @@ class Run:
         A member that cannot load its checkpoint (corrupt or missing) is replaced at once.
         Checkpoint files are collected as the run goes: each member's newest ``keep_checkpoints``
         stay, and so does every one a member, a pending exploit or the best model's lineage needs
-        (``None`` keeps all).
+        (``None`` keeps all), and the ``keep_best`` best-scored checkpoints of the run (so the
+        best-ever model, ``best()``, is never collected).
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
+        if isinstance(keep_best, bool) or not isinstance(keep_best, int) or keep_best < 1:
+            raise ConfigError(f"keep_best must be a whole number >= 1 (the best-ever model is kept), got {keep_best!r}")
         if not callable(trainable):
             raise ConfigError(f"trainable must be a Trainable subclass or a factory of one, got {trainable!r}")
         chosen = get_executor(executor, workers=workers)
@@ -163,6 +167,7 @@ class Run:
             flush_seconds,
             max_retries,
             keep_checkpoints,
+            keep_best=keep_best,
         )
         listener = scheduler.progress
         members = self.members()  # read once (nothing changes them before training starts)
@@ -271,11 +276,43 @@ class Run:
         """Every generation of every member: who copied whom, when, and what changed."""
         return self.storage.get_generations(self.record.id)
 
-    def best(self) -> BestMember | None:
-        """The member whose newest checkpoint scores best, with its schedule; ``None`` before any."""
+    def best(self, *, final: bool = False) -> BestMember | None:
+        """The best-ever model: the best-scored checkpoint of the run (kept by collection), the
+        member and step that scored it, its metrics, hyperparameters and schedule up to that
+        step; ``None`` before any checkpoint. ``final=True``: the best of the final population
+        (each member's newest checkpoint) instead."""
         return best_member(
-            self.record, self.members(), self.lineage(), self.storage.get_checkpoints(self.record.id), self.scores()
+            self.record,
+            self.members(),
+            self.lineage(),
+            self.storage.get_checkpoints(self.record.id),
+            self.scores(),
+            final=final,
         )
+
+    def load_best(self, trainable: Callable[[], Trainable] | None = None, *, final: bool = False) -> Trainable:
+        """The best model (``best()``) as a live trainable, in one call: built with ``trainable``
+        (default: the one ``poptrain run`` trained it with), set up with its hyperparameters,
+        its checkpoint loaded and ``set_hparams`` applied. Its model is e.g. ``.model``."""
+        from poptrain.seeding import member_seed
+        from poptrain.trainable import TrainContext, call_user, check_trainable
+
+        best = self.best(final=final)
+        if best is None or best.checkpoint is None:
+            raise ConfigError(f"run {self.name!r} has no checkpoint yet; train it before loading its best model")
+        factory = trainable or self._stored_trainable("load_best")
+        made = check_trainable(call_user(best.slot, best.step, "construct", factory), factory)
+        context = TrainContext(
+            self.name,
+            best.slot,
+            member_seed(self.record.seed, best.slot),
+            run_seed=self.record.seed,
+            start_step=best.step,
+        )
+        call_user(best.slot, best.step, "setup", made.setup, dict(best.hparams), context)
+        call_user(best.slot, best.step, "load_state_dict", made.load_state_dict, self.load_state(best.checkpoint))
+        call_user(best.slot, best.step, "set_hparams", made.set_hparams, dict(best.hparams))
+        return made
 
     def schedule(self, slot: int) -> list[ScheduleSegment]:
         """Member ``slot``'s hyperparameter schedule, through its ancestry back to step 0."""
@@ -352,7 +389,7 @@ class Run:
         from poptrain.replay import replay, write_json
 
         if trainable is None:
-            trainable = self._stored_trainable()
+            trainable = self._stored_trainable("replay")
         schedule = self.replay_schedule(member)
         if steps is not None:
             schedule = schedule.truncate(steps)
@@ -374,12 +411,13 @@ class Run:
             write_json(self.folder / "replays" / f"member-{schedule.member}{suffix}.json", result.to_dict())
         return result
 
-    def _stored_trainable(self) -> Callable[[], Trainable]:
-        """The trainable of the experiment ``poptrain run`` created this run from."""
+    def _stored_trainable(self, method: str) -> Callable[[], Trainable]:
+        """The trainable of the experiment ``poptrain run`` created this run from (``method``:
+        the call that needs it, named in the fix)."""
         from poptrain.experiment import load_experiment
 
         target = self.record.settings.target
-        fix = f"pass it: load_run({self.name!r}).replay(YourTrainable)"
+        fix = f"pass it: load_run({self.name!r}).{method}(YourTrainable)"
         if target is None:
             raise ConfigError(
                 f"run {self.name!r} was not started by `poptrain run`, so its trainable is unknown; {fix}"

@@ -115,6 +115,7 @@ class Scheduler:
         max_retries: int = 2,
         keep_checkpoints: int | None = 2,
         gc_seconds: float = 5.0,
+        keep_best: int = 3,
     ) -> None:
         self.run = run
         self.storage = storage
@@ -128,6 +129,7 @@ class Scheduler:
         self.flush_seconds = flush_seconds
         self.max_retries = max_retries
         self.keep_checkpoints = keep_checkpoints
+        self.keep_best = keep_best
         self.gc_seconds = gc_seconds
         self.device = "cpu"
         self._pending: list[ScoreRecord] = []
@@ -282,7 +284,9 @@ class Scheduler:
         self._failures_in_a_row = 0
         if self._population is not None:
             self._population.update({r.slot: r for r in records})
-        for record in records:
+        for (member, _, _), record in zip(updated, records, strict=True):
+            if member.score is not None:
+                self.progress.on_checkpoint(member.slot, member.step, member.score)
             if record.slot in decisions:
                 self.progress.on_decision(decisions[record.slot])
         self.collect_checkpoints()
@@ -302,6 +306,8 @@ class Scheduler:
             self.storage.get_generations(self.run.id),
             keep=self.keep_checkpoints,
             best_slot=ranked[0].slot if ranked else None,
+            keep_best=self.keep_best,
+            mode=self.run.mode,
         )
         if doomed:
             self.storage.mark_checkpoints_deleted(

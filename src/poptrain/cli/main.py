@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
@@ -119,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
         "--format",
         choices=["csv", "json"],
         help="csv: every score; json: everything (default: none, give this or --schedule)",
+    )
+    export.add_argument(
+        "--best-model",
+        metavar="FILE",
+        help="write the best-ever model's state (what its trainable's load_state_dict takes) to FILE with torch.save "
+        "(default: none)",
     )
     export.add_argument(
         "--schedule",
@@ -436,7 +443,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     console.print(table)
     best = run.best()
     if best is not None:
-        console.print(text(f"Best: member {best.slot}, {run.metric} = {best.score:.4f} at step {best.step}"))
+        where = f"; checkpoint {best.checkpoint.uri}" if best.checkpoint is not None else ""
+        console.print(
+            text(
+                f"Best model (best ever): member {best.slot}, {run.metric} = {best.score:.4f} at step {best.step}{where}"
+            )
+        )
     for m in members:
         if m.error and (m.state == "failed" or m.failures > 0):
             console.print(Text.assemble((f"member {m.slot} failed ({m.failures} in a row):", "red"), "\n", m.error))
@@ -523,6 +535,10 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    if args.best_model is not None:
+        if args.format is not None or args.schedule or args.output is not None or args.member is not None:
+            raise ConfigError("--best-model FILE goes alone (not with --format, --schedule, --output or --member)")
+        return _export_best_model(args)
     if args.member is not None and not args.schedule:
         raise ConfigError("--member goes with --schedule")
     if args.schedule == (args.format is not None):
@@ -546,6 +562,29 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     target = write_text_atomic(Path(args.output), text)
     print(f"wrote {target}", file=sys.stderr)
+    return 0
+
+
+def _export_best_model(args: argparse.Namespace) -> int:
+    """Write the best-ever model's state with ``torch.save`` (atomically)."""
+    import torch
+
+    from poptrain.atomic import write_bytes_atomic
+
+    target = Path(args.best_model)
+    check_output_file(target)
+    run = load(args, args.name)
+    best = run.best()
+    if best is None or best.checkpoint is None:
+        raise ConfigError(f"run {args.name!r} has no checkpoint yet; train it before exporting its best model")
+    buffer = io.BytesIO()
+    torch.save(run.load_state(best.checkpoint), buffer)
+    written = write_bytes_atomic(target, buffer.getvalue())
+    print(
+        f"wrote {written}: member {best.slot}'s model at step {best.step} ({run.metric} = {best.score:.6g}); "
+        "load it with torch.load(path, weights_only=True)",
+        file=sys.stderr,
+    )
     return 0
 
 

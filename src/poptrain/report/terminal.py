@@ -105,10 +105,13 @@ class TerminalProgress(ProgressListener):
                 flush=True,
             )
 
+    def on_checkpoint(self, slot: int, step: int, value: float) -> None:
+        # "best so far" is the best saved model's score: the one run.best() hands over
+        if math.isfinite(value) and self._better(value):
+            self.best = value
+
     def on_score(self, slot: int, step: int, value: float, hparams: dict, generation: int) -> None:
         self.done += 1
-        if self._better(value):
-            self.best = value
         row = self.members.setdefault(slot, {"decision": "-"})
         row.update(step=step, score=value, generation=generation, hparams=hparams)
         if self._progress is not None:
@@ -200,7 +203,15 @@ def print_summary(
         console.print(text(f"Run {run_name}: no member has a checkpointed score yet."))
         return
     console.print(Text.assemble(text(f"Run {run_name}", "bold"), f" finished in {wall_time:.1f}s"))
-    console.print(text(f"Best member: {best.slot}, {metric} = {best.score:.4f} at step {best.step}"))
+    console.print(
+        text(f"Best member: {best.slot}, {metric} = {best.score:.4f} at step {best.step} (the best model ever saved)")
+    )
+    if best.checkpoint is not None:
+        console.print(
+            text(
+                f"  its checkpoint: {best.checkpoint.uri} (poptrain export {run_name} --best-model FILE writes it out)"
+            )
+        )
     for key, value in {**{k: v for k, v in best.metrics.items() if k != metric}, **extra}.items():
         console.print(text(f"  {key} = {_fmt(value)}"))
     table = Table(title="Hyperparameter schedule of the best model (through its ancestry)")
