@@ -104,6 +104,27 @@ def test_truncation_quantile_size():
     assert exploit(small[2], small, rng()) is None
 
 
+def test_truncation_min_gap_copies_only_a_donor_better_beyond_the_noise():
+    pop = population([0.50, 0.52, 0.90, 0.91])  # slots 0-1 bottom, 2-3 top (quantile 2 of 4)
+    noisy = truncation(0.5, min_gap=0.39)
+    # member 0 (0.50): both donors are 0.40 or more better; member 1 (0.52): gaps of 0.38 and 0.39, neither above 0.39
+    assert {noisy(pop[0], pop, rng(s)) for s in range(40)} == {2, 3}
+    assert {noisy(pop[1], pop, rng(s)) for s in range(40)} == {None}
+    assert {truncation(0.5, min_gap=0.385)(pop[1], pop, rng(s)) for s in range(40)} == {3}
+    # no gap: the same draws as plain truncation
+    assert [truncation(0.5, min_gap=0.0)(pop[0], pop, rng(s)) for s in range(20)] == [
+        truncation(0.5)(pop[0], pop, rng(s)) for s in range(20)
+    ]
+    with pytest.raises(poptrain.StrategyError, match="min_gap"):
+        truncation(0.2, min_gap=-1.0)
+    assert (
+        poptrain.strategy.strategy_from_spec(
+            poptrain.strategy.strategy_to_spec(poptrain.Strategy(exploit=noisy))
+        ).exploit
+        == noisy
+    )  # stored with the run and read back
+
+
 def test_truncation_needs_two_ranked_members():
     pop = [member(0, 0.1), member(1, None), member(2, None)]
     assert truncation(0.5)(pop[0], pop, rng()) is None
