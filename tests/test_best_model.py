@@ -94,3 +94,32 @@ def test_load_best_without_a_checkpoint_says_so(tmp_path: Path) -> None:
     run = poptrain.create_run(name="fresh", space={"rate": poptrain.Float(0.1, 0.9)}, population_size=2, root=tmp_path)
     with pytest.raises(poptrain.ConfigError, match="no checkpoint yet"):
         run.load_best(Overfits)
+
+
+class Lucky(Overfits):
+    """``rate`` < 0.5: one lucky evaluation (10 at step 4, 1 otherwise); else a steady 5."""
+
+    def evaluate(self):
+        if self.rate >= 0.5:
+            return {"val": 5.0}
+        return {"val": 10.0 if self.steps == 4 else 1.0}
+
+
+def test_a_selection_window_is_not_fooled_by_one_lucky_evaluation(tmp_path: Path) -> None:
+    run = poptrain.create_run(
+        name="lucky",
+        space={"rate": poptrain.Float(0.1, 0.9)},
+        population_size=2,
+        metric="val",
+        root=tmp_path,
+        ready=poptrain.every(2),
+        exploit=None,
+        explore=None,
+        initial_hparams=[{"rate": 0.2}, {"rate": 0.8}],
+    ).optimize(Lucky, steps=8)
+    lucky = run.best()
+    assert (lucky.slot, lucky.step, lucky.score, lucky.selection_score) == (0, 4, 10.0, None)
+    steady = run.best(window=3)
+    assert steady.slot == 1 and steady.score == 5.0 and steady.selection_score == pytest.approx(5.0)
+    with pytest.raises(poptrain.ConfigError, match="window must be"):
+        run.best(window=0)

@@ -42,6 +42,7 @@ class BestMember:
     hparams: HParams
     checkpoint: CheckpointRecord | None
     schedule: list[ScheduleSegment]
+    selection_score: float | None = None  # with best(window=k): the mean it was chosen by
 
 
 def generation_at(generations: Sequence[GenerationRecord], slot: int, step: int) -> GenerationRecord:
@@ -94,10 +95,15 @@ def best_member(
     scores: Sequence[ScoreRecord],
     *,
     final: bool = False,
+    window: int = 1,
 ) -> BestMember | None:
     """The best-ever model: the checkpoint with the best score whose file is still kept (the
     collection always keeps it), earliest on ties; ``None`` before any checkpoint. ``final``:
-    the best of the members' newest checkpoints instead (the final population's best)."""
+    the best of the members' newest checkpoints instead (the final population's best).
+
+    ``window`` > 1 ranks each checkpoint by the mean of the last ``window`` evaluations of the
+    model's lineage up to it (its own and, before a copy, its donor's), so one lucky evaluation
+    does not pick the model: the mean is ``selection_score``."""
     by_id = {c.id: c for c in checkpoints}
     if final:
         pool = [by_id[m.checkpoint_id] for m in members if m.checkpoint_id is not None and m.checkpoint_id in by_id]
@@ -106,7 +112,23 @@ def best_member(
     candidates = [c for c in pool if c.score is not None and not math.isnan(c.score)]
     if not candidates:
         return None
-    ckpt = min(candidates, key=lambda c: (-(run.fitness(c.score) or 0.0), c.step, c.slot))
+    selection: dict[int, float] = {}
+    if window > 1:
+        at = {(s.slot, s.step): s.value for s in scores}
+        for c in candidates:
+            selection[c.id] = _lineage_mean(
+                at,
+                schedule(generations, checkpoints, generation_at(generations, c.slot, c.step).id, c.step),
+                c.step,
+                window,
+            )
+
+    def rank_key(c: CheckpointRecord) -> tuple[float, int, int]:
+        value = selection.get(c.id, c.score)
+        fitness = run.fitness(value)
+        return (-(fitness if fitness is not None and not math.isnan(fitness) else -math.inf), c.step, c.slot)
+
+    ckpt = min(candidates, key=rank_key)
     gen = generation_at(generations, ckpt.slot, ckpt.step)
     metrics: dict[str, float] = {}
     for score in scores:
@@ -120,7 +142,24 @@ def best_member(
         dict(gen.hparams),
         ckpt,
         schedule(generations, checkpoints, gen.id, ckpt.step),
+        selection.get(ckpt.id),
     )
+
+
+def _lineage_mean(
+    at: dict[tuple[int, int], float], segments: Sequence[ScheduleSegment], step: int, window: int
+) -> float:
+    """The mean of the last ``window`` evaluations up to ``step`` along ``segments`` (NaN counts
+    as the worst); NaN when none is known."""
+    values = []
+    for s in range(step, max(0, step - window), -1):
+        owner = next((seg.slot for seg in segments if seg.start_step < s <= seg.end_step), None)
+        value = at.get((owner, s)) if owner is not None else None
+        if value is not None:
+            values.append(value)
+    if not values or any(math.isnan(v) for v in values):
+        return math.nan
+    return sum(values) / len(values)
 
 
 def score_rows(

@@ -276,11 +276,15 @@ class Run:
         """Every generation of every member: who copied whom, when, and what changed."""
         return self.storage.get_generations(self.record.id)
 
-    def best(self, *, final: bool = False) -> BestMember | None:
+    def best(self, *, final: bool = False, window: int = 1) -> BestMember | None:
         """The best-ever model: the best-scored checkpoint of the run (kept by collection), the
         member and step that scored it, its metrics, hyperparameters and schedule up to that
         step; ``None`` before any checkpoint. ``final=True``: the best of the final population
-        (each member's newest checkpoint) instead."""
+        (each member's newest checkpoint) instead. ``window=k`` chooses by the mean of the last
+        ``k`` evaluations along each model's lineage instead of its single score at the
+        checkpoint (a lucky evaluation cannot pick the model; ``selection_score`` is that mean)."""
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ConfigError(f"window must be a whole number >= 1 (evaluations averaged), got {window!r}")
         return best_member(
             self.record,
             self.members(),
@@ -288,6 +292,7 @@ class Run:
             self.storage.get_checkpoints(self.record.id),
             self.scores(),
             final=final,
+            window=window,
         )
 
     def load_best(self, trainable: Callable[[], Trainable] | None = None, *, final: bool = False) -> Trainable:
