@@ -659,6 +659,13 @@ CLI_CASES = [
     cli("root-is-a-file", f"run {TOY} --root {{in}}/afile", "is a file", a_file("afile")),
     cli("ls-root-is-a-file", "ls --root {in}/afile", "is a file", a_file("afile")),
     cli("export-into-missing-folder", f"export t --format csv --output {{tmp}}/nodir/out.csv {R}", "nodir", runs),
+    cli("best-model-into-missing-folder", f"export t --best-model {{tmp}}/nodir/m.pt {R}", "nodir", runs),
+    cli(
+        "best-model-with-format",
+        f"export t --best-model {{tmp}}/m.pt --format csv {R}",
+        "--best-model FILE goes alone",
+        runs,
+    ),
     cli("schedule-into-missing-folder", f"export t --schedule --output {{tmp}}/nodir/s.json {R}", "nodir", runs),
     cli(
         "report-output-is-a-file",
@@ -792,6 +799,17 @@ CLI_CASES = [
         "population-huge",
         f"run {TOY} --population 100000000000000000000000000000 {R}",
         "--population must be a whole number from 1 to 1000000",
+    ),
+    cli("devices-without-processes", f"run {TOY} --devices cuda:0 {R}", "--devices is for --executor processes"),
+    cli(
+        "devices-not-devices",
+        f"run {TOY} --executor processes --devices gpu0 {R}",
+        "devices must be a list such as ['cuda:0', 'cuda:1']",
+    ),
+    cli(
+        "devices-with-workers",
+        f"run {TOY} --executor processes --workers 2 --devices cuda:0 {R}",
+        "--devices is for --executor processes (one worker per device), without --workers",
     ),
     cli(
         "workers-huge",
@@ -1427,6 +1445,39 @@ API_CASES = [
         "unknown executor 'gpu'",
         runs,
     ),
+    Api(
+        "optimize-keep-best-zero",
+        with_run(lambda r: r.optimize(ToyQuadratic, steps=12, keep_best=0)),
+        ConfigError,
+        "keep_best must be a whole number >= 1",
+        runs,
+    ),
+    Api(
+        "best-window-zero",
+        with_run(lambda r: r.best(window=0)),
+        ConfigError,
+        "window must be a whole number >= 1",
+        runs,
+    ),
+    Api(
+        "create-replace-failed-string",
+        lambda e: create(e, replace_failed="yes"),
+        ConfigError,
+        "replace_failed must be None, True or False, got 'yes'",
+    ),
+    Api(
+        "sequential-max-live-zero",
+        lambda e: poptrain.SequentialExecutor(max_live=0),
+        ConfigError,
+        "max_live must be a whole number >= 1 or None, got 0",
+    ),
+    Api(
+        "processes-devices-bad",
+        lambda e: poptrain.ProcessesExecutor(devices=["gpu0"]),
+        ConfigError,
+        "devices must be a list such as ['cuda:0', 'cuda:1']",
+    ),
+    Api("truncation-min-gap-negative", lambda e: poptrain.truncation(0.2, min_gap=-1.0), StrategyError, "min_gap"),
     Api(
         "optimize-workers-zero",
         with_run(lambda r: r.optimize(ToyQuadratic, steps=12, executor="processes", workers=0)),

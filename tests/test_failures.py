@@ -233,16 +233,23 @@ def test_worker_command_trains_a_run_to_its_end(tmp_path: Path, capsys: pytest.C
     assert "worker done: 0 ready points" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("replace_failed", [None, True])
+@pytest.mark.parametrize(
+    ("replace_failed", "executor"),
+    [
+        (None, "sequential"),
+        pytest.param(None, "processes", marks=pytest.mark.slow),  # the same policy in worker processes
+        (True, "sequential"),
+    ],
+)
 def test_random_search_retires_a_failed_member_unless_told_to_replace_it(
-    tmp_path: Path, replace_failed: object
+    tmp_path: Path, replace_failed: object, executor: str
 ) -> None:
     """Random search (no exploit, no explore) stays random search: a member that scores NaN is
     retired, not replaced by a copy of the best (which would make it PBT); replace_failed=True
     asks for the copy, recorded as a "replace", never as an exploit."""
     FLAKED.clear()
     run = toy_run(tmp_path, f"random-{replace_failed}", exploit=None, explore=None, replace_failed=replace_failed)
-    run.optimize(FlakyNaN, steps=16)
+    run.optimize(FlakyNaN, steps=16, executor=executor)
     member0 = run.members()[0]
     kinds = [g.kind for g in run.lineage() if g.number > 0]
     if replace_failed is None:
