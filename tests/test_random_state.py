@@ -249,27 +249,6 @@ def test_checkpoints_without_random_state_load_with_none(tmp_path: Any) -> None:
     assert random_state is None and loaded["step"] == 3
 
 
-def test_population_checkpoints_have_no_random_state() -> None:
-    from poptrain.checkpoints.population import FORMAT
-
-    store = InMemoryCheckpointStore()
-    state = {
-        "format": FORMAT,
-        "slots": [0, 1],
-        "steps": [4, 4],
-        "params": {"w": torch.tensor([[1.0, 2.0], [3.0, 4.0]])},
-        "buffers": {},
-        "optimizer": {
-            "slots": {},
-            "count": torch.tensor([4.0, 4.0]),
-            "count_in_state": False,
-            "groups": [[{"lr": 0.1}], [{"lr": 0.2}]],
-        },
-    }
-    member, random_state = store.load_member_and_random_state(_record(store.save_population(4, state), slot=1, step=4))
-    assert random_state is None and torch.equal(member["model"]["w"], torch.tensor([3.0, 4.0]))
-
-
 def test_a_random_state_checkpoints_cannot_hold_is_refused() -> None:
     from poptrain import CheckpointError
 

@@ -235,9 +235,7 @@ class Run:
         value, metrics = read_score(score, self.metric)
         scored = ScoreRecord(slot, step, value, member.generation_id, metrics, time.time())
         member = replace(member, step=step, score=value)
-        scheduler = Scheduler(
-            self.record, self.storage, self.checkpoints, self.space, self.strategy, _no_trainable, 2**62
-        )
+        scheduler = Scheduler.for_ask_tell(self.record, self.storage, self.checkpoints, self.space, self.strategy)
         ready = scheduler.is_ready(member, step)
         if ready and state is None:  # checked before recording anything, so the call can be repeated
             raise ConfigError(f"member {slot} is ready at step {step}: pass state= (its state_dict) to report()")
@@ -712,7 +710,3 @@ def load_run(
         strategy,
         folder,
     )
-
-
-def _no_trainable() -> Trainable:
-    raise ConfigError("an ask/tell run trains in your own loop; poptrain builds no trainable for it")

@@ -26,13 +26,14 @@ best healthy member.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from poptrain.checkpoints import CheckpointStore, collectable
-from poptrain.errors import CheckpointError, TrainableError
+from poptrain.errors import CheckpointError, ConfigError, TrainableError
 from poptrain.progress import ProgressListener
 from poptrain.records import (
     CheckpointRecord,
@@ -108,7 +109,7 @@ class Scheduler:
         checkpoints: CheckpointStore,
         space: SearchSpace,
         strategy: Strategy,
-        trainable_factory: Callable[[], Trainable],
+        trainable_factory: Callable[[], Trainable] | None,
         total_steps: int,
         progress: ProgressListener | None = None,
         flush_seconds: float = 1.0,
@@ -145,6 +146,14 @@ class Scheduler:
         self.retired: set[int] = (
             set()
         )  # members that failed for good (strategy.replace_failed off)  # a fenced lease's token when a worker writes for the member it leased
+
+    @classmethod
+    def for_ask_tell(
+        cls, run: RunRecord, storage: Storage, checkpoints: CheckpointStore, space: SearchSpace, strategy: Strategy
+    ) -> Scheduler:
+        """A scheduler that only commits ready points reported from the user's own loop
+        (``Run.report``): it trains nothing and has no end."""
+        return cls(run, storage, checkpoints, space, strategy, None, sys.maxsize)
 
     # --- views ------------------------------------------------------------------
     def members(self) -> list[MemberRecord]:
@@ -384,6 +393,8 @@ class Scheduler:
     def runner_spec(
         self, checkpoints: CheckpointStore | str, *, torch_threads: int | None = None, max_live: int | None = None
     ) -> RunnerSpec:
+        if self.trainable_factory is None:
+            raise ConfigError("an ask/tell run trains in your own loop; poptrain builds no trainable for it")
         return RunnerSpec(
             self.trainable_factory,
             checkpoints,

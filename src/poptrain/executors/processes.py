@@ -55,16 +55,18 @@ def _die_with(parent: int) -> None:  # pragma: no cover - runs in a child proces
 def _modules_to_preload(obj: Any) -> list[tuple[str, str]]:
     """``(name, file)`` of the module defining ``obj`` when a child process could not import it
     by name (an experiment loaded from a ``.py`` file, or a script's ``__main__``)."""
-    name = getattr(obj, "__module__", None) or getattr(type(obj), "__module__", None)
-    module = sys.modules.get(name or "")
-    path = getattr(module, "__file__", None)
-    if not name or module is None or not path or name == "__main__":
-        return [(name, path)] if name == "__main__" and path else []
-    try:
-        found = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        found = None
-    return [] if found is not None and found.origin == path else [(name, path)]
+    name = getattr(obj, "__module__", None)  # a class's, a function's, or an instance's class's
+    path = getattr(sys.modules.get(name or ""), "__file__", None)
+    if name is None or path is None:
+        return []
+    if name != "__main__":
+        try:
+            found = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            found = None
+        if found is not None and found.origin == path:
+            return []  # importable by name: nothing to preload
+    return [(name, path)]
 
 
 def _preload(modules: list[tuple[str, str]]) -> None:  # pragma: no cover - runs in a child process

@@ -811,6 +811,8 @@ class CheckpointStoreContract:
         assert torch.equal(member["model"]["w"], torch.tensor([3.0, 4.0]))
         assert member["optimizer"]["param_groups"][0]["lr"] == 0.2 and member["step"] == 4
         assert store.load(self.record(new, 1, 4))["slots"] == [0, 1]
+        cut, random_state = store.load_member_and_random_state(self.record(new, 1, 4))
+        assert random_state is None and torch.equal(cut["model"]["w"], torch.tensor([3.0, 4.0]))  # none is kept
 
     def test_loads_are_independent_copies(self, store: CheckpointStore) -> None:
         record = self.record(store.save(0, 1, self.state()))
