@@ -20,15 +20,15 @@ test: $(STAMP)  ## the whole test suite, slow tests included
 	$(BIN)/pytest
 
 lint: $(STAMP)  ## ruff (lint and format) and mypy (strict on the pure packages): zero findings
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/mypy src/poptrain
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff format --check src tests benchmarks experiments
+	$(BIN)/mypy src/poptrain experiments
 
 bench: $(STAMP)  ## framework overhead against a plain training loop
-	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python -m benchmarks.overhead
 
 bench-vectorized: $(STAMP)  ## the vectorized executor against the sequential one and a plain loop; scaling to 1024 members
-	$(BIN)/python benchmarks/vectorized.py
+	$(BIN)/python -m benchmarks.vectorized
 
 toy: $(STAMP)  ## the paper's toy example: PBT, explore-only, exploit-only, grid search
 	$(BIN)/python -m poptrain.experiments.toy

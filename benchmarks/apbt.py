@@ -1,10 +1,10 @@
 """The full APBT Identity experiment (k=600, 8000 epochs) with the vectorized executor, beside
 what a per-member loop would take, measured in the same run.
 
-    .venv/bin/python benchmarks/apbt.py            # the full experiment (goal: under 60 s)
-    .venv/bin/python benchmarks/apbt.py --scale 0.1
+    .venv/bin/python -m benchmarks.apbt            # the full experiment (goal: under 60 s)
+    .venv/bin/python -m benchmarks.apbt --scale 0.1
 
-The vectorized run is ``poptrain.experiments.apbt``'s Identity trial: 600 members of an 8-H-8
+The vectorized run is ``experiments.apbt``'s Identity trial: 600 members of an 8-H-8
 sigmoid MLP (H from 1 to 10, explored with lr and momentum), ready every 400 epochs, with the
 default SQLite storage and checkpoints in a temporary folder; the time covers create_run and
 optimize. The per-member loop is plain PyTorch with no framework and no PBT: one 8-5-8 MLP (the
@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import torch
+from experiments import apbt
 from torch import nn
-
-from poptrain.experiments import apbt
 
 GOAL_SECONDS = 60.0
 RESULTS = Path(__file__).resolve().parent / "results" / "apbt.json"

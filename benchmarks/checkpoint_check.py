@@ -6,7 +6,7 @@ This times ``serialize`` against ``torch.save`` alone, interleaved in one proces
 states: an MLP's weights plus its Adam state after one step (the README Quickstart's pattern)
 and torch's RNG state.
 
-    .venv/bin/python benchmarks/checkpoint_check.py [--repeats 7]
+    .venv/bin/python -m benchmarks.checkpoint_check [--repeats 7]
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Framework overhead: the digits experiment's work with poptrain against a plain training loop.
 
-    .venv/bin/python benchmarks/overhead.py               # full: population 16, 30 epochs, 3 repeats
-    .venv/bin/python benchmarks/overhead.py --quick       # population 4, 8 epochs, 1 repeat
-    .venv/bin/python benchmarks/overhead.py --repeats 5
+    .venv/bin/python -m benchmarks.overhead               # full: population 16, 30 epochs, 3 repeats
+    .venv/bin/python -m benchmarks.overhead --quick       # population 4, 8 epochs, 1 repeat
+    .venv/bin/python -m benchmarks.overhead --repeats 5
 
 torch's thread count is the same for every variant: torch's default, or --threads N. Everything
 runs in this one process, after a warm-up (imports, lazy torch initialisation),

@@ -1,6 +1,6 @@
 """Processes executor against the sequential executor on the digits experiment, in one run.
 
-    .venv/bin/python benchmarks/parallel.py [--workers 2] [--repeats 3] [--steps 30]
+    .venv/bin/python -m benchmarks.parallel [--workers 2] [--repeats 3] [--steps 30]
 
 Prints the wall time of each (medians over interleaved repeats), the speed-up (goal >= 1.8 on
 2 cores) and the database's share of a processes run's time: only the driver talks to the

@@ -1,6 +1,6 @@
 """The Ray executor on a 2-node local Ray cluster against the processes executor, in one run.
 
-    .venv/bin/python benchmarks/ray.py [--repeats 3] [--steps 30] [--population 16]
+    .venv/bin/python -m benchmarks.ray [--repeats 3] [--steps 30] [--population 16]
 
 The digits experiment (population 16, 30 epochs, ready every 4) trains with the processes
 executor (2 worker processes, one torch thread each) and with the Ray executor on a cluster

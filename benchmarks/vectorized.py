@@ -1,8 +1,8 @@
 """The vectorized executor against the sequential executor and a plain loop, and how its cost
 grows with the population.
 
-    .venv/bin/python benchmarks/vectorized.py            # full: population 64, 30 epochs; scaling 16..1024
-    .venv/bin/python benchmarks/vectorized.py --quick    # population 16, 6 epochs; scaling 16, 64
+    .venv/bin/python -m benchmarks.vectorized            # full: population 64, 30 epochs; scaling 16..1024
+    .venv/bin/python -m benchmarks.vectorized --quick    # population 16, 6 epochs; scaling 16, 64
 
 Part 1, the digits MLP experiment (64-128-10, SGD with lr, momentum, weight decay and dropout
 explored, one step = one epoch at batch 64, ready every 4 steps, truncation 20%), population

@@ -1,7 +1,7 @@
 """poptrain against Ray Tune's PopulationBasedTraining on the digits experiment, in one run.
 
-    .venv/bin/pip install -e ".[tune]" && .venv/bin/python benchmarks/vs_ray_tune.py [--seeds 3]
-    .venv/bin/python benchmarks/vs_ray_tune.py --quick     # smoke run: 1 seed, population 4, 8 epochs
+    .venv/bin/pip install -e ".[tune]" && .venv/bin/python -m benchmarks.vs_ray_tune [--seeds 3]
+    .venv/bin/python -m benchmarks.vs_ray_tune --quick     # smoke run: 1 seed, population 4, 8 epochs
 
 The digits MLP (``poptrain.experiments.digits``: 64-128-10, SGD with lr, momentum, weight decay
 and dropout explored, one step = one epoch at batch 64, validation accuracy the metric),

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from experiments import apbt
 
 import poptrain
 from poptrain.apbt import Topology, masked_mlp, model_view, size_fitness
 from poptrain.errors import ConfigError, MetricError, SearchSpaceError
-from poptrain.experiments import apbt
 from poptrain.vectorized import SGD, VectorizedTrainable
 
 
@@ -219,7 +219,7 @@ def test_iris_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     code = main(
         [
             "run",
-            "poptrain.experiments.apbt_iris",
+            "experiments.apbt_iris",
             "--root",
             str(tmp_path),
             "--population",

@@ -245,7 +245,7 @@ def test_a_run_with_pb2_records_what_it_did(tmp_path, synchronous):
 
 
 def test_experiment_module_writes_its_table(tmp_path):
-    from poptrain.experiments import pb2 as experiment
+    from experiments import pb2 as experiment
 
     assert (
         experiment.main(["toy", "--seeds", "1", "--steps", "6", "--ready", "2", "--root", str(tmp_path / "toy")]) == 0

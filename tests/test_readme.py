@@ -57,8 +57,7 @@ def test_vectorized_example_runs() -> None:
 
 def test_apbt_example_runs() -> None:
     import torch
-
-    from poptrain.experiments import apbt
+    from experiments import apbt
 
     [block] = [b for b in python_blocks() if "masked_mlp(" in b]
     iris = apbt.problem("iris")

@@ -65,7 +65,7 @@ def write_cifar_fixture(folder: Path, rows: int = 12, width: int = 3072) -> None
 
 
 def test_cifar10_loader_reads_the_python_batches(tmp_path: Path) -> None:
-    from poptrain.experiments.classify import load_cifar10
+    from experiments.classify import load_cifar10
 
     write_cifar_fixture(tmp_path / "cifar")
     data = load_cifar10(tmp_path / "cifar")
@@ -80,7 +80,7 @@ def test_cifar10_loader_reads_the_python_batches(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("problem", ["missing folder", "missing batch", "not a batch", "wrong size"])
 def test_cifar10_loader_errors_name_the_problem(tmp_path: Path, problem: str) -> None:
-    from poptrain.experiments.classify import load_cifar10
+    from experiments.classify import load_cifar10
 
     folder = tmp_path / "cifar"
     if problem != "missing folder":
@@ -100,7 +100,7 @@ def test_cifar10_loader_errors_name_the_problem(tmp_path: Path, problem: str) ->
 
 
 def test_classification_trains_on_cifar10_files(tmp_path: Path) -> None:
-    from poptrain.experiments.classify import compare, table
+    from experiments.classify import compare, table
 
     write_cifar_fixture(tmp_path / "cifar")
     outcome = compare(1, tmp_path / "runs", steps=2, population=4, data=str(tmp_path / "cifar"), device="cpu")
@@ -112,7 +112,7 @@ def test_classification_trains_on_cifar10_files(tmp_path: Path) -> None:
 def test_classification_quick_mode_writes_the_table_and_plots(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from poptrain.experiments.classify import main
+    from experiments.classify import main
 
     assert main(["--quick", "--root", str(tmp_path), "--device", "cpu"]) == 0
     table = (tmp_path / "table.md").read_text()
@@ -125,7 +125,7 @@ def test_classification_quick_mode_writes_the_table_and_plots(
 
 # --- GAN ---------------------------------------------------------------------------------------
 def test_scores_tell_digits_from_noise() -> None:
-    from poptrain.experiments import gan
+    from experiments import gan
 
     real = gan.real_images()[:500]
     noise = torch.rand(500, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -134,7 +134,7 @@ def test_scores_tell_digits_from_noise() -> None:
 
 
 def test_gan_trains_and_pbt_records_its_schedules(tmp_path: Path) -> None:
-    from poptrain.experiments import gan
+    from experiments import gan
 
     run = poptrain.create_run(
         name="gan",
@@ -154,7 +154,7 @@ def test_gan_trains_and_pbt_records_its_schedules(tmp_path: Path) -> None:
 
 
 def test_gan_quick_mode_writes_the_table(tmp_path: Path) -> None:
-    from poptrain.experiments import gan
+    from experiments import gan
 
     assert gan.main(["--quick", "--root", str(tmp_path)]) == 0
     table = (tmp_path / "table.md").read_text()
@@ -169,7 +169,7 @@ def test_experiments_run_from_the_command_line(module: str, tmp_path: Path, caps
     code = main(
         [
             "run",
-            f"poptrain.experiments.{module}",
+            f"experiments.{module}",
             "--root",
             str(tmp_path),
             "--population",
@@ -192,7 +192,7 @@ def test_experiment_commands_report_bad_input_in_one_line(tmp_path: Path) -> Non
         [
             sys.executable,
             "-m",
-            "poptrain.experiments.classify",
+            "experiments.classify",
             "--data",
             str(tmp_path / "nope"),
             "--root",

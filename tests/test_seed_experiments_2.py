@@ -14,7 +14,7 @@ from poptrain.errors import ConfigError
 
 # --- translation -----------------------------------------------------------------------------
 def test_numbers_are_rendered_by_the_rules() -> None:
-    from poptrain.experiments.translate import english, german, number_corpus
+    from experiments.translate import english, german, number_corpus
 
     assert " ".join(english(42506)) == "forty two thousand five hundred six"
     assert " ".join(german(42506)) == "zwei und vierzig tausend fünf hundert sechs"
@@ -24,7 +24,7 @@ def test_numbers_are_rendered_by_the_rules() -> None:
 
 
 def test_parallel_files_are_read_tokenized_and_padded(tmp_path: Path) -> None:
-    from poptrain.experiments.translate import EOS, PAD, UNK, make_corpus, read_parallel
+    from experiments.translate import EOS, PAD, UNK, make_corpus, read_parallel
 
     (tmp_path / "a.en").write_text("Hello, world!\nThe house.\n\nA cat sat.\n")
     (tmp_path / "a.de").write_text("Hallo, Welt!\nDas Haus.\n\nEine Katze saß.\n")
@@ -42,7 +42,7 @@ def test_parallel_files_are_read_tokenized_and_padded(tmp_path: Path) -> None:
 
 
 def test_seq2seq_has_the_seeds_layers_and_attention_masks_padding() -> None:
-    from poptrain.experiments.translate import PAD, Seq2Seq
+    from experiments.translate import PAD, Seq2Seq
 
     model = Seq2Seq(50, 60).eval()
     src = torch.tensor([[5, 6, 7, PAD, PAD]])
@@ -56,7 +56,7 @@ def test_seq2seq_has_the_seeds_layers_and_attention_masks_padding() -> None:
 
 
 def test_translation_quick_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from poptrain.experiments import translate
+    from experiments import translate
 
     assert translate.main(["--quick", "--root", str(tmp_path)]) == 0
     table = (tmp_path / "table.md").read_text()
@@ -69,7 +69,7 @@ def test_translation_quick_mode(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_translation_from_parallel_files(tmp_path: Path) -> None:
-    from poptrain.experiments import translate
+    from experiments import translate
 
     source, target = translate.number_corpus(200, seed=1)
     (tmp_path / "c.en").write_text("\n".join(source))
@@ -94,7 +94,7 @@ def test_translation_from_parallel_files(tmp_path: Path) -> None:
 
 # --- deep reinforcement learning ------------------------------------------------------------------
 def test_double_sarsa_updates_one_network_toward_the_others_estimate() -> None:
-    from poptrain.experiments.rl import CartPoleSarsa
+    from experiments.rl import CartPoleSarsa
 
     member = CartPoleSarsa()
     member.setup({"lr": 1e-2, "gamma": 0.99}, poptrain.TrainContext("rl", 0, 0))
@@ -110,7 +110,7 @@ def test_double_sarsa_updates_one_network_toward_the_others_estimate() -> None:
 
 
 def test_rl_quick_mode(tmp_path: Path) -> None:
-    from poptrain.experiments import rl
+    from experiments import rl
 
     assert rl.main(["--quick", "--root", str(tmp_path)]) == 0
     table = (tmp_path / "table.md").read_text()
@@ -125,7 +125,7 @@ def test_experiments_run_from_the_command_line(module: str, tmp_path: Path, caps
     code = main(
         [
             "run",
-            f"poptrain.experiments.{module}",
+            f"experiments.{module}",
             "--root",
             str(tmp_path),
             "--population",

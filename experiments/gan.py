@@ -1,9 +1,9 @@
 """A DCGAN on the digits images with PBT over the generator's and discriminator's learning
 rates and Adam's beta1, against the same population with fixed hyperparameters.
 
-    python -m poptrain.experiments.gan              # population 20, 3 seeds: table, curves, samples
-    python -m poptrain.experiments.gan --quick      # a small version (seconds)
-    poptrain run poptrain.experiments.gan           # one PBT run from the CLI
+    python -m experiments.gan              # population 20, 3 seeds: table, curves, samples
+    python -m experiments.gan --quick      # a small version (seconds)
+    poptrain run experiments.gan           # one PBT run from the CLI
 
 The discriminator follows the seed (conv, LeakyReLU, conv, batch norm, conv, batch norm,
 output layer); the generator mirrors it with transposed convolutions. One PBT step is
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 import poptrain
-from poptrain.experiments._compare import save_table, slug, variant_runs
+from experiments.harness import save_table, slug, variant_runs
 from poptrain.space import HParams
 
 NOISE = 16
@@ -211,7 +211,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def experiment() -> dict[str, Any]:
-    """One PBT run, population 20 (``poptrain run poptrain.experiments.gan``)."""
+    """One PBT run, population 20 (``poptrain run experiments.gan``)."""
     return {
         "trainable": DigitsGAN,
         "space": SPACE,
@@ -318,6 +318,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from poptrain.experiments._compare import run_cli
+    from experiments.harness import run_cli
 
     run_cli(main)

@@ -10,8 +10,8 @@ every 220 epochs, 3000 epochs; Tennis k=160, 220, 2600; Identity k=600, 400, 800
 member trains on the full batch; one PBT step is 20 epochs (Identity: 40), so ready points fall
 where the paper's do. The whole population trains as one program (the vectorized executor).
 
-    python -m poptrain.experiments.apbt iris --trials 3      # the paper's table, ours beside it
-    poptrain run poptrain.experiments.apbt_identity          # one trial from the CLI
+    python -m experiments.apbt iris --trials 3      # the paper's table, ours beside it
+    poptrain run experiments.apbt_identity          # one trial from the CLI
 
 Data: scikit-learn's bundled Iris (150 rows; the paper's 50 test rows held out, 80 of the other
 100 trained on, fitness read on all 100), Mitchell's 14-row PlayTennis table (its usual 10 training and 4 test rows), and
@@ -523,6 +523,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from poptrain.experiments._compare import run_cli
+    from experiments.harness import run_cli
 
     run_cli(main)

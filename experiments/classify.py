@@ -2,10 +2,10 @@
 regularisation, population 10, learning rate and L1 coefficient explored, PBT against random
 search with the same population, steps and compute.
 
-    python -m poptrain.experiments.classify                 # digits, 5 seeds, the table and plots
-    python -m poptrain.experiments.classify --quick         # a small version (seconds)
-    python -m poptrain.experiments.classify --data ~/cifar-10-batches-py
-    poptrain run poptrain.experiments.classify              # one PBT run from the CLI
+    python -m experiments.classify                 # digits, 5 seeds, the table and plots
+    python -m experiments.classify --quick         # a small version (seconds)
+    python -m experiments.classify --data ~/cifar-10-batches-py
+    poptrain run experiments.classify              # one PBT run from the CLI
 
 Three ways to spend the same compute (each member trains the same number of epochs):
 
@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import poptrain
+from experiments.harness import median_range, slug, variant_runs
 from poptrain.errors import ConfigError
-from poptrain.experiments._compare import median_range, slug, variant_runs
 from poptrain.vectorized import SGD, VectorizedTrainable
 
 SPACE = {"lr": poptrain.Float(1e-3, 0.5, log=True), "l1": poptrain.Float(1e-7, 1e-2, log=True)}
@@ -124,7 +124,7 @@ def trainable(data: dict[str, torch.Tensor], *, batch_size: int = 64, device: st
 
 
 def experiment() -> dict[str, Any]:
-    """One run with the seed's rule on digits (``poptrain run poptrain.experiments.classify``)."""
+    """One run with the seed's rule on digits (``poptrain run experiments.classify``)."""
     return {
         "trainable": trainable(load_data(None)),
         "space": SPACE,
@@ -230,6 +230,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from poptrain.experiments._compare import run_cli
+    from experiments.harness import run_cli
 
     run_cli(main)

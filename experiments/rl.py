@@ -7,9 +7,9 @@ the learning rate and the discount are perturbed. The seed ran 20 rounds of 100 
 20 evaluation episodes; that is hours on this 2-core machine, so the defaults here are 8 rounds
 of 10 training and 3 evaluation episodes, each cut at 300 steps (about 2 minutes a run).
 
-    python -m poptrain.experiments.rl --quick      # CartPole, small: what the tests run
-    python -m poptrain.experiments.rl              # LunarLander, PBT against the same population unchanged
-    poptrain run poptrain.experiments.rl           # one PBT run on LunarLander from the CLI
+    python -m experiments.rl --quick      # CartPole, small: what the tests run
+    python -m experiments.rl              # LunarLander, PBT against the same population unchanged
+    poptrain run experiments.rl           # one PBT run on LunarLander from the CLI
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 import poptrain
+from experiments.harness import save_table, slug, variant_runs
 from poptrain.errors import ConfigError
-from poptrain.experiments._compare import save_table, slug, variant_runs
 from poptrain.space import HParams
 
 SPACE = {"lr": poptrain.Float(1e-4, 1e-2, log=True), "gamma": poptrain.Float(0.95, 0.999)}
@@ -155,7 +155,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def experiment() -> dict[str, Any]:
-    """One PBT run on LunarLander (``poptrain run poptrain.experiments.rl``)."""
+    """One PBT run on LunarLander (``poptrain run experiments.rl``)."""
     return {
         "trainable": DoubleSarsa,
         "space": SPACE,
@@ -212,6 +212,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from poptrain.experiments._compare import run_cli
+    from experiments.harness import run_cli
 
     run_cli(main)

@@ -9,10 +9,10 @@ translation task is generated: numbers written in English words, rendered in Ger
 rule ("forty two thousand" -> "zwei und vierzig tausend"), which needs the reordering that
 attention provides. BLEU on it is not comparable with the seed's Europarl figure (0.0795).
 
-    python -m poptrain.experiments.translate                 # population 8, 20 steps of 20 batches, 3 seeds
-    python -m poptrain.experiments.translate --quick         # population 4, 4 steps, 1 seed (the tests)
-    python -m poptrain.experiments.translate --src europarl.en --tgt europarl.de
-    poptrain run poptrain.experiments.translate              # one PBT run from the CLI
+    python -m experiments.translate                 # population 8, 20 steps of 20 batches, 3 seeds
+    python -m experiments.translate --quick         # population 4, 4 steps, 1 seed (the tests)
+    python -m experiments.translate --src europarl.en --tgt europarl.de
+    poptrain run experiments.translate              # one PBT run from the CLI
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 import poptrain
+from experiments.harness import save_table, slug, variant_runs
 from poptrain.errors import ConfigError
-from poptrain.experiments._compare import save_table, slug, variant_runs
 from poptrain.space import HParams
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -319,7 +319,7 @@ class Translator(poptrain.Trainable):
 
 
 def experiment() -> dict[str, Any]:
-    """One PBT run, population 8 (``poptrain run poptrain.experiments.translate``)."""
+    """One PBT run, population 8 (``poptrain run experiments.translate``)."""
     return {
         "trainable": Translator,
         "space": SPACE,
@@ -412,6 +412,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from poptrain.experiments._compare import run_cli
+    from experiments.harness import run_cli
 
     run_cli(main)

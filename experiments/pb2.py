@@ -1,7 +1,7 @@
 """PB2 against PBT's perturb and random search, at equal compute (same population and steps).
 
-    python -m poptrain.experiments.pb2 toy --seeds 5      # a problem whose best learning rate decays
-    python -m poptrain.experiments.pb2 digits --seeds 5   # the digits MLP (vectorized), population 4
+    python -m experiments.pb2 toy --seeds 5      # a problem whose best learning rate decays
+    python -m experiments.pb2 digits --seeds 5   # the digits MLP (vectorized), population 4
 
 Three ways to spend the same compute:
 
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 import poptrain
-from poptrain.experiments._compare import save_table, variant_runs
+from experiments.harness import save_table, variant_runs
 from poptrain.space import HParams
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -200,6 +200,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from poptrain.experiments._compare import run_cli
+    from experiments.harness import run_cli
 
     run_cli(main)

@@ -1,7 +1,7 @@
-"""Augmented PBT on iris with the APBT paper's settings (see ``poptrain.experiments.apbt``):
+"""Augmented PBT on iris with the APBT paper's settings (see ``experiments.apbt``):
 
-poptrain run poptrain.experiments.apbt_iris
-python -m poptrain.experiments.apbt iris --trials 3    # the paper's table, ours beside it
+poptrain run experiments.apbt_iris
+python -m experiments.apbt iris --trials 3    # the paper's table, ours beside it
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import poptrain
-from poptrain.experiments import apbt
+from experiments import apbt
 
 
 def experiment() -> dict[str, Any]:
