@@ -123,3 +123,35 @@ def test_a_selection_window_is_not_fooled_by_one_lucky_evaluation(tmp_path: Path
     assert steady.slot == 1 and steady.score == 5.0 and steady.selection_score == pytest.approx(5.0)
     with pytest.raises(poptrain.ConfigError, match="window must be"):
         run.best(window=0)
+
+
+def test_select_rescores_the_top_candidates_on_a_selection_split(tmp_path: Path) -> None:
+    run, _ = trained(tmp_path)
+    seen: list[tuple[int, float]] = []
+
+    def selection_split(live: Overfits) -> dict[str, float]:
+        seen.append((live.steps, live.rate))
+        return {"val": -live.rate}  # the selection split prefers the smallest rate
+
+    rates = sorted(m.hparams["rate"] for m in run.members())
+    best = run.best(select=selection_split, candidates=3, trainable=Overfits)
+    assert best is not None and best.step == 6 and best.hparams["rate"] == rates[0]
+    assert best.selection_score == pytest.approx(-rates[0]) and best.score == pytest.approx(rates[0])
+    assert sorted(seen) == [(6, r) for r in rates]  # the three best checkpoints, loaded live
+    live = run.load_best(Overfits, select=lambda t: -t.rate, candidates=3)
+    assert live.rate == rates[0] and live.steps == 6
+    assert run.best(select=lambda t: -t.rate, candidates=1, trainable=Overfits).hparams["rate"] == rates[-1]
+
+
+def test_select_bad_input_is_one_clear_error(tmp_path: Path) -> None:
+    run, _ = trained(tmp_path)
+    with pytest.raises(poptrain.ConfigError, match="candidates must be a whole number >= 1"):
+        run.best(select=lambda t: 0.0, candidates=0, trainable=Overfits)
+    with pytest.raises(poptrain.ConfigError, match="select must be a function"):
+        run.best(select=3, trainable=Overfits)  # type: ignore[arg-type]
+    with pytest.raises(poptrain.MetricError, match="without 'val'"):
+        run.best(select=lambda t: {"acc": 1.0}, trainable=Overfits)
+    with pytest.raises(poptrain.TrainableError, match=r"failed in select\(\) at step 6: ZeroDivisionError"):
+        run.best(select=lambda t: 1 / 0, trainable=Overfits)
+    with pytest.raises(poptrain.ConfigError, match="was not started by `poptrain run`"):
+        run.best(select=lambda t: 0.0)

@@ -42,7 +42,7 @@ class BestMember:
     hparams: HParams
     checkpoint: CheckpointRecord | None
     schedule: list[ScheduleSegment]
-    selection_score: float | None = None  # with best(window=k): the mean it was chosen by
+    selection_score: float | None = None  # what it was chosen by: best(window=k)'s mean or best(select=...)'s score
 
 
 def generation_at(generations: Sequence[GenerationRecord], slot: int, step: int) -> GenerationRecord:
@@ -87,7 +87,7 @@ def schedule(
     return segments
 
 
-def best_member(
+def ranked_checkpoints(
     run: RunRecord,
     members: Sequence[MemberRecord],
     generations: Sequence[GenerationRecord],
@@ -96,22 +96,21 @@ def best_member(
     *,
     final: bool = False,
     window: int = 1,
-) -> BestMember | None:
-    """The best-ever model: the checkpoint with the best score whose file is still kept (the
-    collection always keeps it), earliest on ties; ``None`` before any checkpoint. ``final``:
-    the best of the members' newest checkpoints instead (the final population's best).
+) -> list[tuple[CheckpointRecord, float | None]]:
+    """The candidate checkpoints for the best model, best first (earliest step, then lowest slot
+    on ties), each with the value it was ranked by when that is not its own score (``window``).
 
-    ``window`` > 1 ranks each checkpoint by the mean of the last ``window`` evaluations of the
-    model's lineage up to it (its own and, before a copy, its donor's), so one lucky evaluation
-    does not pick the model: the mean is ``selection_score``."""
+    The candidates are the scored checkpoints whose files are kept (the collection always keeps
+    the best ones), or with ``final`` the members' newest checkpoints (the final population).
+    ``window`` > 1 ranks each by the mean of the last ``window`` evaluations of the model's
+    lineage up to it (its own and, before a copy, its donor's), so one lucky evaluation does not
+    pick the model."""
     by_id = {c.id: c for c in checkpoints}
     if final:
         pool = [by_id[m.checkpoint_id] for m in members if m.checkpoint_id is not None and m.checkpoint_id in by_id]
     else:
         pool = [c for c in checkpoints if not c.deleted]
     candidates = [c for c in pool if c.score is not None and not math.isnan(c.score)]
-    if not candidates:
-        return None
     selection: dict[int, float] = {}
     if window > 1:
         at = {(s.slot, s.step): s.value for s in scores}
@@ -124,26 +123,55 @@ def best_member(
             )
 
     def rank_key(c: CheckpointRecord) -> tuple[float, int, int]:
-        value = selection.get(c.id, c.score)
-        fitness = run.fitness(value)
+        fitness = run.fitness(selection.get(c.id, c.score))
         return (-(fitness if fitness is not None and not math.isnan(fitness) else -math.inf), c.step, c.slot)
 
-    ckpt = min(candidates, key=rank_key)
-    gen = generation_at(generations, ckpt.slot, ckpt.step)
+    return [(c, selection.get(c.id)) for c in sorted(candidates, key=rank_key)]
+
+
+def best_at(
+    checkpoint: CheckpointRecord,
+    generations: Sequence[GenerationRecord],
+    checkpoints: Sequence[CheckpointRecord],
+    scores: Sequence[ScoreRecord],
+    selection_score: float | None = None,
+) -> BestMember:
+    """The model of ``checkpoint`` as a ``BestMember``: its member, step, score, metrics,
+    hyperparameters and schedule up to that step."""
+    gen = generation_at(generations, checkpoint.slot, checkpoint.step)
     metrics: dict[str, float] = {}
     for score in scores:
-        if score.slot == ckpt.slot and score.step == ckpt.step:
+        if score.slot == checkpoint.slot and score.step == checkpoint.step:
             metrics = dict(score.metrics)
     return BestMember(
-        ckpt.slot,
-        float(ckpt.score or 0.0),
-        ckpt.step,
+        checkpoint.slot,
+        float(checkpoint.score or 0.0),
+        checkpoint.step,
         metrics,
         dict(gen.hparams),
-        ckpt,
-        schedule(generations, checkpoints, gen.id, ckpt.step),
-        selection.get(ckpt.id),
+        checkpoint,
+        schedule(generations, checkpoints, gen.id, checkpoint.step),
+        selection_score,
     )
+
+
+def best_member(
+    run: RunRecord,
+    members: Sequence[MemberRecord],
+    generations: Sequence[GenerationRecord],
+    checkpoints: Sequence[CheckpointRecord],
+    scores: Sequence[ScoreRecord],
+    *,
+    final: bool = False,
+    window: int = 1,
+) -> BestMember | None:
+    """The best-ever model: the first of ``ranked_checkpoints`` (see there for ``final`` and
+    ``window``; the window's mean is ``selection_score``); ``None`` before any checkpoint."""
+    ranked = ranked_checkpoints(run, members, generations, checkpoints, scores, final=final, window=window)
+    if not ranked:
+        return None
+    checkpoint, selection_score = ranked[0]
+    return best_at(checkpoint, generations, checkpoints, scores, selection_score)
 
 
 def _lineage_mean(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,15 @@ from poptrain.limits import MAX_POPULATION, MAX_SEED
 from poptrain.progress import ProgressListener
 from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, RunSpec, ScoreRecord
 from poptrain.replay import ReplayResult, Schedule
-from poptrain.results import BestMember, ScheduleSegment, best_member, generation_at, schedule, score_rows
+from poptrain.results import (
+    BestMember,
+    ScheduleSegment,
+    best_at,
+    generation_at,
+    ranked_checkpoints,
+    schedule,
+    score_rows,
+)
 from poptrain.run_folders import DATABASE, check_checkpoint_folder, check_free, check_name, delete_run, run_folder
 from poptrain.scheduler import Scheduler
 from poptrain.seeding import initial_rng
@@ -35,7 +44,7 @@ from poptrain.strategy import (
     strategy_to_spec,
     truncation,
 )
-from poptrain.trainable import Trainable, read_score
+from poptrain.trainable import Trainable, call_user, read_score
 
 DEFAULT_ROOT = "runs"
 IF_EXISTS = ("error", "load", "overwrite")
@@ -274,36 +283,100 @@ class Run:
         """Every generation of every member: who copied whom, when, and what changed."""
         return self.storage.get_generations(self.record.id)
 
-    def best(self, *, final: bool = False, window: int = 1) -> BestMember | None:
+    def best(
+        self,
+        *,
+        final: bool = False,
+        window: int = 1,
+        select: Callable[[Trainable], float] | None = None,
+        candidates: int = 5,
+        trainable: Callable[[], Trainable] | None = None,
+    ) -> BestMember | None:
         """The best-ever model: the best-scored checkpoint of the run (kept by collection), the
         member and step that scored it, its metrics, hyperparameters and schedule up to that
-        step; ``None`` before any checkpoint. ``final=True``: the best of the final population
-        (each member's newest checkpoint) instead. ``window=k`` chooses by the mean of the last
-        ``k`` evaluations along each model's lineage instead of its single score at the
-        checkpoint (a lucky evaluation cannot pick the model; ``selection_score`` is that mean)."""
+        step; ``None`` before any checkpoint.
+
+        - ``final=True``: the best of the final population (each member's newest checkpoint).
+        - ``window=k``: ranked by the mean of the last ``k`` evaluations along each model's
+          lineage instead of its single score at the checkpoint, so one lucky evaluation cannot
+          pick the model.
+        - ``select=fn``: the top ``candidates`` (by the ranking above) are loaded as live
+          trainables (built with ``trainable``, default the one ``poptrain run`` trained with)
+          and ``fn(trainable)`` scores each on a selection split that training never ranked on
+          (a number, or metrics holding the run's metric, read in the run's mode); the best of
+          those is returned.
+
+        ``selection_score`` is what the model was chosen by (the window's mean or ``fn``'s score).
+        """
+        chosen = self._choose_best(final, window, select, candidates, trainable)
+        return chosen[0] if chosen is not None else None
+
+    def load_best(
+        self,
+        trainable: Callable[[], Trainable] | None = None,
+        *,
+        final: bool = False,
+        window: int = 1,
+        select: Callable[[Trainable], float] | None = None,
+        candidates: int = 5,
+    ) -> Trainable:
+        """The best model (``best()`` with the same arguments) as a live trainable, in one call:
+        built with ``trainable`` (default: the one ``poptrain run`` trained it with), set up with
+        its hyperparameters, its checkpoint loaded and ``set_hparams`` applied. Its model is e.g.
+        ``.model``."""
+        chosen = self._choose_best(final, window, select, candidates, trainable)
+        if chosen is None:
+            raise ConfigError(f"run {self.name!r} has no checkpoint yet; train it before loading its best model")
+        best, live = chosen
+        return live if live is not None else self._live(best, trainable or self._stored_trainable("load_best"))
+
+    def _choose_best(
+        self,
+        final: bool,
+        window: int,
+        select: Callable[[Trainable], float] | None,
+        candidates: int,
+        trainable: Callable[[], Trainable] | None,
+    ) -> tuple[BestMember, Trainable | None] | None:
+        """The best model by ``best()``'s rules, and with ``select`` its live trainable."""
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ConfigError(f"window must be a whole number >= 1 (evaluations averaged), got {window!r}")
-        return best_member(
-            self.record,
-            self.members(),
-            self.lineage(),
-            self.storage.get_checkpoints(self.record.id),
-            self.scores(),
-            final=final,
-            window=window,
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+            raise ConfigError(
+                f"candidates must be a whole number >= 1 (models re-scored by select), got {candidates!r}"
+            )
+        if select is not None and not callable(select):
+            raise ConfigError(f"select must be a function scoring a loaded trainable, got {select!r}")
+        generations = self.lineage()
+        checkpoints = self.storage.get_checkpoints(self.record.id)
+        scores = self.scores()
+        ranked = ranked_checkpoints(
+            self.record, self.members(), generations, checkpoints, scores, final=final, window=window
         )
+        if not ranked:
+            return None
+        if select is None:
+            checkpoint, by = ranked[0]
+            return best_at(checkpoint, generations, checkpoints, scores, by), None
+        factory = trainable or self._stored_trainable("best")
+        chosen: tuple[BestMember, Trainable, float] | None = None
+        for checkpoint, _ in ranked[:candidates]:
+            member = best_at(checkpoint, generations, checkpoints, scores)
+            live = self._live(member, factory)
+            value, _ = read_score(call_user(member.slot, member.step, "select", select, live), self.metric)
+            fitness = self.record.fitness(value)
+            fitness = fitness if fitness is not None and not math.isnan(fitness) else -math.inf
+            if chosen is None or fitness > chosen[2]:
+                chosen = (replace(member, selection_score=value), live, fitness)
+        assert chosen is not None
+        return chosen[0], chosen[1]
 
-    def load_best(self, trainable: Callable[[], Trainable] | None = None, *, final: bool = False) -> Trainable:
-        """The best model (``best()``) as a live trainable, in one call: built with ``trainable``
-        (default: the one ``poptrain run`` trained it with), set up with its hyperparameters,
-        its checkpoint loaded and ``set_hparams`` applied. Its model is e.g. ``.model``."""
+    def _live(self, best: BestMember, factory: Callable[[], Trainable]) -> Trainable:
+        """``best``'s model as a live trainable built by ``factory``."""
         from poptrain.seeding import member_seed
-        from poptrain.trainable import TrainContext, call_user, check_trainable
+        from poptrain.trainable import TrainContext, check_trainable
 
-        best = self.best(final=final)
-        if best is None or best.checkpoint is None:
-            raise ConfigError(f"run {self.name!r} has no checkpoint yet; train it before loading its best model")
-        factory = trainable or self._stored_trainable("load_best")
+        assert best.checkpoint is not None
         made = check_trainable(call_user(best.slot, best.step, "construct", factory), factory)
         context = TrainContext(
             self.name,
