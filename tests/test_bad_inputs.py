@@ -1460,6 +1460,20 @@ API_CASES = [
         runs,
     ),
     Api(
+        "best-candidates-zero",
+        with_run(lambda r: r.best(select=lambda t: 0.0, candidates=0)),
+        ConfigError,
+        "candidates must be a whole number >= 1",
+        runs,
+    ),
+    Api(
+        "best-select-not-callable",
+        with_run(lambda r: r.best(select="val")),
+        ConfigError,
+        "select must be a function scoring a loaded trainable",
+        runs,
+    ),
+    Api(
         "create-replace-failed-string",
         lambda e: create(e, replace_failed="yes"),
         ConfigError,
