@@ -316,6 +316,25 @@ def test_a_member_that_diverges_is_replaced_at_its_next_ready_point() -> None:
     assert len(late) == 4 and all(math.isfinite(v) for v in late)
 
 
+def test_random_search_retires_a_member_that_diverges() -> None:
+    """Random search stays random search on the vectorized executor too: a member whose score is
+    not finite is retired (state failed, trained no more), not replaced by a copy of the best."""
+
+    def poisoned(output: torch.Tensor, target: torch.Tensor, hparams: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(output, target) / (1 - hparams["poison"])
+
+    space = {"lr": poptrain.Float(0.01, 0.1), "poison": poptrain.Float(0.0, 1.0)}
+    initial = [{"lr": 0.05, "poison": 0.0}] * 3 + [{"lr": 0.05, "poison": 1.0}]
+    run = make_run(space, population=4, exploit=None, explore=None, initial_hparams=initial)
+    run.optimize(spec(loss=poisoned), steps=6, executor="vectorized")
+    members = run.members()
+    assert [m.state for m in members] == ["finished"] * 3 + ["failed"]
+    assert [m.step for m in members] == [6, 6, 6, 0] and members[3].failures == 1
+    assert all(math.isfinite(s.value) for s in run.scores()) and not [s for s in run.scores() if s.slot == 3]
+    assert [g.kind for g in run.lineage() if g.number > 0] == []
+    assert run.refresh().record.state == "finished"
+
+
 def test_executor_needs_a_vectorized_trainable() -> None:
     from poptrain.experiments.toy import ToyQuadratic
 

@@ -9,11 +9,14 @@ explore a write into the ``[P]`` hyperparameter tensors. Nothing else touches th
 
 A member whose score is not finite is not retried (it would compute the same thing again):
 it keeps training with the others, ranks last at its next ready point and is replaced there
-by a copy of the best member with a finite score, unless its strategy makes it copy one.
+by a copy of the best member with a finite score, unless its strategy makes it copy one. When
+the strategy does not replace failed members (random search), it is retired at once instead,
+as on every other executor: its non-finite score is not recorded and it trains no more.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -154,12 +157,27 @@ class _Lockstep:
             for row in active:
                 slot = population.slots[row]
                 value, values = read_score(metrics[row], scheduler.metric)
+                if not math.isfinite(value) and not scheduler.strategy.replaces_failed:
+                    self._retire(self.members.pop(slot), step, value)
+                    continue
                 member = scheduler.record_score(self.members[slot], step, value, values)
                 self.members[slot] = member
                 if step >= total or scheduler.is_ready(member, step):
                     ready.append(member)
             if ready:
                 self._round(ready)
+
+    def _retire(self, member: MemberRecord, step: int, value: float) -> None:
+        """Retire a member that scored ``value`` (not finite) under a strategy that does not
+        replace failed members: recorded as failed at its newest checkpoint, trained no more."""
+        error = TrainableError(
+            f"member {member.slot} scored {value} at step {step}: a non-finite score counts as a failed step",
+            slot=member.slot,
+            retry=False,
+        )
+        self.scheduler.fail(member, error)
+        if len(self.scheduler.retired) >= self.scheduler.run.settings.population_size:
+            raise TrainableError(f"every member failed for good; the last: {error}") from error
 
     def _round(self, ready: Sequence[MemberRecord]) -> None:
         """Checkpoint the population once, record and apply the ready members' decisions."""
