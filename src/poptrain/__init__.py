@@ -30,6 +30,7 @@ from poptrain.run import Action, Run, create_run, load_run
 from poptrain.space import Choice, Float, Int, SearchSpace, Widths
 from poptrain.strategy import (
     Decision,
+    Donor,
     Explored,
     History,
     MemberSnapshot,
@@ -37,6 +38,9 @@ from poptrain.strategy import (
     Strategy,
     every,
     gaussian,
+    mf_exploit,
+    mf_ready,
+    mfpbt,
     pb2,
     perturb,
     plan_generation,
@@ -45,6 +49,7 @@ from poptrain.strategy import (
     resample,
     tournament,
     truncation,
+    ttest,
 )
 from poptrain.trainable import Trainable, TrainContext
 
@@ -66,6 +71,7 @@ __all__ = [
     "Choice",
     "ConfigError",
     "Decision",
+    "Donor",
     "Executor",
     "Explored",
     "Float",
@@ -105,6 +111,9 @@ __all__ = [
     "gaussian",
     "load_run",
     "load_schedule",
+    "mf_exploit",
+    "mf_ready",
+    "mfpbt",
     "pb2",
     "perturb",
     "plan_generation",
@@ -113,4 +122,5 @@ __all__ = [
     "resample",
     "tournament",
     "truncation",
+    "ttest",
 ]

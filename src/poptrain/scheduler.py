@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from poptrain.checkpoints import CheckpointStore, collectable
-from poptrain.errors import CheckpointError, ConfigError, TrainableError
+from poptrain.errors import CheckpointError, ConfigError, StrategyError, TrainableError
 from poptrain.progress import ProgressListener
 from poptrain.records import (
     CheckpointRecord,
@@ -57,8 +57,11 @@ from poptrain.strategy import (
     build_history,
     decision_rng,
     first_scores,
+    lineage_scores,
     plan_round,
     rank,
+    ranked_step,
+    recent_window,
     replacement,
     uses_history,
 )
@@ -140,12 +143,12 @@ class Scheduler:
         self._failures_in_a_row = 0
         self._openings: dict[int, tuple[int, float | None]] = {}
         self._scores: dict[int, dict[int, float | None]] = {}  # slot -> step -> value, for fair comparisons
+        self._scores_learned = False  # whether _scores holds those stored before (read when recent ones are needed)
+        self._generations: dict[int, GenerationRecord] = {}  # by id, read when recent scores are needed
         self.stats = SchedulerStats()
         self._worker_kind = "worker"
-        self.lease: int | None = None
-        self.retired: set[int] = (
-            set()
-        )  # members that failed for good (strategy.replace_failed off)  # a fenced lease's token when a worker writes for the member it leased
+        self.lease: int | None = None  # a fenced lease's token when a worker writes for the member it leased
+        self.retired: set[int] = set()  # members that failed for good (strategy.replace_failed off)
 
     @classmethod
     def for_ask_tell(
@@ -272,6 +275,11 @@ class Scheduler:
             ready = {m.slot: self.snapshot(m) for m, _, _ in updated}
             population = [ready.get(p.slot, p) for p in self.population()]
             population = at_step(population, self._scores, step, self.run.fitness)
+            window = recent_window(self.strategy.exploit)
+            if window:
+                population = self._with_recent(population, [m for m, _, _ in updated], step, window)
+                by_slot = {p.slot: p for p in population}
+                deciding = [by_slot.get(d.slot, d) for d in deciding]
             history = self.history([(m.slot, m.step, m.score) for m, _, _ in updated])
             for decision in plan_round(
                 population,
@@ -300,6 +308,34 @@ class Scheduler:
                 self.progress.on_decision(decisions[record.slot])
         self.collect_checkpoints()
         return [(record, decisions.get(record.slot)) for record in records]
+
+    def _with_recent(
+        self, population: list[MemberSnapshot], updated: Sequence[MemberRecord], step: int, window: int
+    ) -> list[MemberSnapshot]:
+        """``population`` (fair at ``step``) with each member's last ``window`` evaluations
+        (``MemberSnapshot.recent``) along its model's lineage, none after the step it is ranked by."""
+        if not self._scores_learned:  # a resumed run: the scores recorded before it started
+            for score in self.storage.get_scores(self.run.id):
+                self._scores.setdefault(score.slot, {}).setdefault(score.step, score.value)
+            self._scores_learned = True
+        assert self._population is not None
+        generation_ids = {m.slot: m.generation_id for m in [*self._population.values(), *updated]}
+        if not set(generation_ids.values()) <= set(self._generations):
+            self._generations = {g.id: g for g in self.storage.get_generations(self.run.id)}
+        return [
+            replace(
+                p,
+                recent=lineage_scores(
+                    self._generations,
+                    self._scores,
+                    generation_ids[p.slot],
+                    ranked_step(p, self._scores, step),
+                    window,
+                    self.run.fitness,
+                ),
+            )
+            for p in population
+        ]
 
     def collect_checkpoints(self, *, force: bool = False) -> int:
         """Delete checkpoint files no longer needed (see ``checkpoints.collectable``), at most
@@ -530,6 +566,15 @@ class Scheduler:
             if any(m.record.step < step and m.record.failures == 0 for m in others):
                 return  # someone behind has not reached this step yet (one behind through failures does not hold the others up)
             if self.strategy.synchronous and others and step < self.total_steps:
+                if all(m.result is not None for m in members.values()):  # nobody left to catch up
+                    first = min((m for m in held if m.record.step == step), key=lambda m: m.record.slot)
+                    later = min(others, key=lambda m: m.record.step)
+                    raise StrategyError(
+                        f"synchronous PBT needs every member ready at the same steps, but member "
+                        f"{first.record.slot} is ready at step {step} and member {later.record.slot} at step "
+                        f"{later.record.step}; use a ready that makes all members ready together (e.g. "
+                        "poptrain.every(4)) or create the run with synchronous=False"
+                    )
                 return  # a generation decides together
             round_ = sorted((m for m in held if m.record.step == step), key=lambda m: m.record.slot)
             done = step >= self.total_steps

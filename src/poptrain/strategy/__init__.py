@@ -2,6 +2,7 @@
 
 from poptrain.strategy._types import (
     Decision,
+    Donor,
     ExploitFn,
     Explored,
     ExploreFn,
@@ -12,6 +13,7 @@ from poptrain.strategy._types import (
 from poptrain.strategy.exploit import rank, replace_worst, tournament, truncation
 from poptrain.strategy.explore import gaussian, perturb, resample
 from poptrain.strategy.history import History, Observation, build_history, first_scores, uses_history
+from poptrain.strategy.mfpbt import mf_exploit, mf_ready, mfpbt
 from poptrain.strategy.pb2 import pb2
 from poptrain.strategy.plan import (
     Strategy,
@@ -21,12 +23,16 @@ from poptrain.strategy.plan import (
     plan_generation,
     plan_member,
     plan_round,
+    ranked_step,
     replacement,
 )
 from poptrain.strategy.ready import every
+from poptrain.strategy.recent import lineage_scores, recent_window
+from poptrain.strategy.significance import ttest
 
 __all__ = [
     "Decision",
+    "Donor",
     "ExploitFn",
     "ExploreFn",
     "Explored",
@@ -43,17 +49,24 @@ __all__ = [
     "explore_hparams",
     "first_scores",
     "gaussian",
+    "lineage_scores",
+    "mf_exploit",
+    "mf_ready",
+    "mfpbt",
     "pb2",
     "perturb",
     "plan_generation",
     "plan_member",
     "plan_round",
     "rank",
+    "ranked_step",
+    "recent_window",
     "replace_worst",
     "replacement",
     "resample",
     "tournament",
     "truncation",
+    "ttest",
     "uses_history",
 ]
 

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 from poptrain.errors import StrategyError
 from poptrain.strategy.exploit import replace_worst, tournament, truncation
 from poptrain.strategy.explore import gaussian, perturb, resample
+from poptrain.strategy.mfpbt import mf_exploit, mf_ready
 from poptrain.strategy.pb2 import pb2
 from poptrain.strategy.plan import Strategy
 from poptrain.strategy.ready import every
+from poptrain.strategy.significance import ttest
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -30,6 +32,9 @@ BUILT_IN: dict[str, type[DataclassInstance]] = {
     "replace_worst": replace_worst,
     "gaussian": gaussian,
     "pb2": pb2,
+    "ttest": ttest,
+    "mf_ready": mf_ready,
+    "mf_exploit": mf_exploit,
 }
 
 

@@ -13,6 +13,7 @@ from poptrain.errors import PoptrainError, StrategyError
 from poptrain.space import JsonValue, SearchSpace
 from poptrain.strategy._types import (
     Decision,
+    Donor,
     ExploitFn,
     Explored,
     ExploreFn,
@@ -23,6 +24,7 @@ from poptrain.strategy._types import (
 from poptrain.strategy.exploit import rank, truncation
 from poptrain.strategy.explore import perturb
 from poptrain.strategy.history import History, uses_history
+from poptrain.strategy.mfpbt import mf_exploit, mf_ready
 from poptrain.strategy.ready import every
 
 
@@ -63,6 +65,20 @@ class Strategy:
                 )
         if self.ready is None:
             raise StrategyError("ready must be given, e.g. poptrain.every(steps=4)")
+        if isinstance(self.ready, mf_ready) and self.synchronous:
+            raise StrategyError(
+                "mf_ready makes groups ready at different steps, which synchronous PBT (every member at each "
+                "ready point) cannot train; create the run with synchronous=False"
+            )
+        if (
+            isinstance(self.ready, mf_ready)
+            and isinstance(self.exploit, mf_exploit)
+            and self.ready.factors != self.exploit.factors
+        ):
+            raise StrategyError(
+                f"mf_ready(factors={list(self.ready.factors)}) and mf_exploit(factors={list(self.exploit.factors)}) "
+                "must name the same groups; build both with poptrain.mfpbt(base, factors)"
+            )
 
     def check(self, space: SearchSpace) -> None:
         """Let each part that can (``check_space(space)``) refuse the search space before a run is created."""
@@ -135,23 +151,33 @@ def plan_member(
         explored = explore_hparams(strategy, member.hparams, space, rng, history)
         return Decision(member.slot, member.step, "explore", explored.hparams, None, explored.operations)
     try:
-        donor_slot = strategy.exploit(member, population, rng)
+        answer = strategy.exploit(member, population, rng)
     except PoptrainError:
         raise
     except Exception as exc:
         raise StrategyError(f"the exploit strategy {strategy.exploit!r} raised {type(exc).__name__}: {exc}") from exc
-    if donor_slot is None:
+    if answer is None:
         return None
+    copy = answer if isinstance(answer, Donor) else Donor(answer)
     by_slot = {m.slot: m for m in population}
-    if isinstance(donor_slot, bool) or donor_slot not in by_slot or donor_slot == member.slot:
-        raise StrategyError(
-            f"the exploit strategy returned donor {donor_slot!r} for member {member.slot}; "
-            "it must return another member's slot or None"
-        )
-    donor = by_slot[donor_slot]
-    base = donor.hparams if strategy.inherit_hparams else member.hparams
-    explored = explore_hparams(strategy, base, space, rng, history)
-    return Decision(member.slot, member.step, "exploit", explored.hparams, donor_slot, explored.operations)
+    checked = [("donor", copy.slot)] + (
+        [("hyperparameters from", copy.hparams_from)] if copy.hparams_from is not None else []
+    )
+    for label, slot in checked:
+        if isinstance(slot, bool) or slot not in by_slot or (label == "donor" and slot == member.slot):
+            raise StrategyError(
+                f"the exploit strategy returned {label} {slot!r} for member {member.slot}; "
+                "it must return another member's slot, a poptrain.Donor or None"
+            )
+    donor = by_slot[copy.slot]
+    if copy.hparams_from is not None:
+        base = by_slot[copy.hparams_from].hparams
+    else:
+        base = donor.hparams if strategy.inherit_hparams else member.hparams
+    explored = explore_hparams(strategy, base, space, rng, history) if copy.explore else Explored(dict(base))
+    return Decision(
+        member.slot, member.step, "exploit", explored.hparams, copy.slot, {**copy.operations, **explored.operations}
+    )
 
 
 def plan_generation(
@@ -278,12 +304,22 @@ def at_step(
     (for a member that copied another since, the copied model's). ``scores``: slot -> step -> value."""
     fair = []
     for member in population:
-        value = scores.get(member.slot, {}).get(step, _MISSING)
-        if member.last_ready_step < step and value is not _MISSING:
-            ranked = fitness(value)  # type: ignore[arg-type]
-            member = replace(member, fitness=ranked if ranked is not None and math.isfinite(ranked) else -math.inf)
+        if ranked_step(member, scores, step) != member.last_ready_step:
+            member = replace(member, fitness=oriented(scores[member.slot][step], fitness))
         fair.append(member)
     return fair
 
 
-_MISSING = object()
+def ranked_step(member: MemberSnapshot, scores: Mapping[int, Mapping[int, float | None]], step: int) -> int:
+    """The step whose score ranks ``member`` in a fair comparison at ``step`` (see ``at_step``):
+    ``step`` when its newest ready point is before it and it has a score there, else its newest
+    ready point."""
+    if member.last_ready_step < step and step in scores.get(member.slot, {}):
+        return step
+    return member.last_ready_step
+
+
+def oriented(value: float | None, fitness: Callable[[float | None], float | None]) -> float:
+    """A raw score as a fitness (higher is better), ``-inf`` for a NaN, infinite or missing one."""
+    ranked = fitness(value)
+    return ranked if ranked is not None and math.isfinite(ranked) else -math.inf
