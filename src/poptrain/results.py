@@ -11,6 +11,7 @@ from typing import Any
 from poptrain.lineage import trained_at
 from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, ScoreRecord
 from poptrain.space import HParams
+from poptrain.strategy.recent import lineage_scores
 
 
 @dataclass(frozen=True)
@@ -113,14 +114,16 @@ def ranked_checkpoints(
     candidates = [c for c in pool if c.score is not None and not math.isnan(c.score)]
     selection: dict[int, float] = {}
     if window > 1:
-        at = {(s.slot, s.step): s.value for s in scores}
+        at: dict[int, dict[int, float | None]] = {}
+        for score in scores:
+            at.setdefault(score.slot, {})[score.step] = score.value
+        generation_by_id = {g.id: g for g in generations}
         for c in candidates:
-            selection[c.id] = _lineage_mean(
-                at,
-                schedule(generations, checkpoints, generation_at(generations, c.slot, c.step).id, c.step),
-                c.step,
-                window,
+            values = lineage_scores(
+                generation_by_id, at, generation_at(generations, c.slot, c.step).id, c.step, window, run.fitness
             )
+            mean = sum(values) / len(values) if values and all(math.isfinite(v) for v in values) else math.nan
+            selection[c.id] = mean if run.mode == "max" else -mean  # back in the metric's own direction
 
     def rank_key(c: CheckpointRecord) -> tuple[float, int, int]:
         fitness = run.fitness(selection.get(c.id, c.score))
@@ -172,22 +175,6 @@ def best_member(
         return None
     checkpoint, selection_score = ranked[0]
     return best_at(checkpoint, generations, checkpoints, scores, selection_score)
-
-
-def _lineage_mean(
-    at: dict[tuple[int, int], float], segments: Sequence[ScheduleSegment], step: int, window: int
-) -> float:
-    """The mean of the last ``window`` evaluations up to ``step`` along ``segments`` (NaN counts
-    as the worst); NaN when none is known."""
-    values = []
-    for s in range(step, max(0, step - window), -1):
-        owner = next((seg.slot for seg in segments if seg.start_step < s <= seg.end_step), None)
-        value = at.get((owner, s)) if owner is not None else None
-        if value is not None:
-            values.append(value)
-    if not values or any(math.isnan(v) for v in values):
-        return math.nan
-    return sum(values) / len(values)
 
 
 def score_rows(
