@@ -14,7 +14,7 @@ def postgres_server_url():
     """``postgresql+psycopg://poptrain@127.0.0.1:PORT`` of a server started for this session;
     skipped (failed when ``CI`` is set) where PostgreSQL or psycopg is not installed."""
     if importlib.util.find_spec("psycopg") is None:
-        unavailable("psycopg is not installed: pip install 'psycopg[binary]'")
+        unavailable('psycopg is not installed: pip install "poptrain[postgres]"')
     with postgres_server() as url:
         yield url
 

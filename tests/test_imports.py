@@ -20,3 +20,19 @@ def test_the_package_says_it_is_typed() -> None:
     import importlib.resources
 
     assert importlib.resources.files("poptrain").joinpath("py.typed").is_file()
+
+
+def test_a_run_on_sqlite_needs_no_postgres_driver(tmp_path) -> None:
+    """psycopg is the `postgres` extra: without it, the embedded default (SQLite) still trains."""
+    code = (
+        "import sys; sys.modules['psycopg'] = None; sys.modules['psycopg2'] = None\n"
+        "import poptrain\n"
+        "from poptrain.experiments.toy import ToyQuadratic\n"
+        "run = poptrain.create_run(name='no-pg', space={'h0': poptrain.Float(0, 1), 'h1': poptrain.Float(0, 1)},\n"
+        f"    population_size=2, metric='Q', root={str(tmp_path)!r})\n"
+        "run.optimize(ToyQuadratic, steps=4, progress=poptrain.ProgressListener())\n"
+        "print(run.best().step)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "4"

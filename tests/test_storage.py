@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,9 +104,11 @@ def test_unreachable_postgres():
         open_storage("postgresql+psycopg://u@127.0.0.1:1/x")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("psycopg") is not None, reason="psycopg is installed")
-def test_postgres_without_driver_names_the_driver():
-    with pytest.raises(StorageError, match="no database driver for 'postgresql\\+psycopg'"):
+def test_postgres_without_driver_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if poptrain[postgres] were not installed
+    with pytest.raises(
+        StorageError, match=r"no database driver for 'postgresql\+psycopg'.*pip install \"poptrain\[postgres\]\""
+    ):
         open_storage("postgresql+psycopg://u@127.0.0.1:1/x")
 
 

@@ -228,7 +228,7 @@ class SQLStorage(Storage):
             if parsed.get_backend_name() == "postgres":
                 hint = "write postgresql+psycopg://user@host/db (SQLAlchemy does not know 'postgres://')"
             elif parsed.get_backend_name() == "postgresql":
-                hint = "install it, e.g. pip install 'psycopg[binary]', and write postgresql+psycopg://user@host/db"
+                hint = 'install it with pip install "poptrain[postgres]" and write postgresql+psycopg://user@host/db'
             else:
                 hint = "use sqlite:///PATH or postgresql+psycopg://user@host/db, or install the driver"
             raise StorageError(f"no database driver for {parsed.drivername!r} ({_first_line(exc)}); {hint}") from None
