@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from poptrain.space import HParams
 
-RUN_STATES = ("created", "running", "finished", "failed", "interrupted")
+RUN_STATES = ("created", "running", "finished", "failed", "interrupted", "stopped")
 MEMBER_STATES = ("pending", "running", "finished", "failed")
 
 
@@ -79,6 +79,7 @@ class RunRecord:
     seed: int
     state: str
     created_at: float
+    reason: str | None = None  # why the run is in its state: the stop rule that stopped it
 
     @cached_property
     def settings(self) -> RunSpec:

@@ -57,7 +57,7 @@ from poptrain.records import (
 )
 from poptrain.space import HParams
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Storage(ABC):
@@ -79,8 +79,9 @@ class Storage(ABC):
         """All runs, oldest first."""
 
     @abstractmethod
-    def set_run_state(self, run_id: int, state: str) -> None:
-        """Change a run's state (one of ``records.RUN_STATES``)."""
+    def set_run_state(self, run_id: int, state: str, reason: str | None = None) -> None:
+        """Change a run's state (one of ``records.RUN_STATES``), with why (``reason``, e.g. the
+        stop rule that stopped it; ``None`` clears it)."""
 
     @abstractmethod
     def delete_run(self, run_id: int) -> None:

@@ -76,10 +76,10 @@ class InMemoryStorage(Storage):
         with self._lock:
             return [copy.deepcopy(r) for r in sorted(self._runs.values(), key=lambda r: r.id)]
 
-    def set_run_state(self, run_id: int, state: str) -> None:
+    def set_run_state(self, run_id: int, state: str, reason: str | None = None) -> None:
         with self._lock:
             run = self._run_by_id(run_id)
-            self._runs[run.name] = replace(run, state=state)
+            self._runs[run.name] = replace(run, state=state, reason=reason)
 
     def delete_run(self, run_id: int) -> None:
         with self._lock:

@@ -36,6 +36,7 @@ runs = Table(
     Column("seed", Integer, nullable=False),
     Column("state", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("reason", String(1024), nullable=True),  # why the run is in its state (a stop rule's reason)
 )
 
 members = Table(

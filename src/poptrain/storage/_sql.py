@@ -274,7 +274,7 @@ class SQLStorage(Storage):
     # --- runs -----------------------------------------------------------------
     @staticmethod
     def _run(row: Any) -> RunRecord:
-        return RunRecord(row.id, row.name, dict(row.spec), row.seed, row.state, row.created_at)
+        return RunRecord(row.id, row.name, dict(row.spec), row.seed, row.state, row.created_at, row.reason)
 
     def create_run(
         self, name: str, *, spec: dict[str, Any], seed: int, initial_hparams: Sequence[HParams] = ()
@@ -301,9 +301,10 @@ class SQLStorage(Storage):
         with self._read() as conn:
             return [self._run(r) for r in conn.execute(select(t.runs).order_by(t.runs.c.id))]
 
-    def set_run_state(self, run_id: int, state: str) -> None:
+    def set_run_state(self, run_id: int, state: str, reason: str | None = None) -> None:
         with self._begin() as conn:
-            if conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(state=state)).rowcount == 0:
+            changed = conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(state=state, reason=reason))
+            if changed.rowcount == 0:
                 raise KeyError(f"no run with id {run_id}")
 
     def delete_run(self, run_id: int) -> None:

@@ -211,6 +211,13 @@ class StorageContract:
         storage.set_run_state(run.id, "running")
         assert storage.get_run("alpha").state == "running"
         assert storage.get_run("beta").state == "created"
+        storage.set_run_state(run.id, "stopped", reason="the time budget of 2h is spent")
+        assert (storage.get_run("alpha").state, storage.get_run("alpha").reason) == (
+            "stopped",
+            "the time budget of 2h is spent",
+        )
+        storage.set_run_state(run.id, "running")
+        assert storage.get_run("alpha").reason is None  # a new state clears the reason
 
     def test_delete_run_removes_only_that_run(self, storage: Storage) -> None:
         run, (m0, _) = self.new_run(storage, "gone")
