@@ -8,6 +8,7 @@ print(run.best())
 """
 
 from poptrain._version import __version__
+from poptrain.callbacks import Callback, Callbacks, CallbackWarning, RunInfo
 from poptrain.errors import (
     CheckpointError,
     ConfigError,
@@ -66,6 +67,9 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Action",
     "BestMember",
+    "Callback",
+    "CallbackWarning",
+    "Callbacks",
     "CheckpointError",
     "CheckpointRecord",
     "Choice",
@@ -88,6 +92,7 @@ __all__ = [
     "ReplayResult",
     "Run",
     "RunExistsError",
+    "RunInfo",
     "RunNotFoundError",
     "RunRecord",
     "Schedule",

@@ -50,6 +50,7 @@ class ExperimentSpec:
     initial_hparams: list[dict[str, Any]] | None = None
     summarize: Callable[[Any], dict[str, Any]] | None = None
     executor: str = "sequential"
+    callbacks: list[Any] = field(default_factory=list)  # as given (names, mappings, Callbacks); made by make_callbacks
 
     def run_kwargs(self) -> dict[str, Any]:
         """Arguments for ``poptrain.create_run`` (without name and storage)."""
@@ -133,6 +134,24 @@ def _is_mapping(v: Any) -> bool:
     return isinstance(v, Mapping)
 
 
+def _is_callback_list(v: Any) -> bool:
+    """A list of callbacks as ``poptrain.callbacks.make_callbacks`` takes them (checked in full when made)."""
+    from poptrain.callbacks import Callback
+
+    def one(item: Any) -> bool:
+        if isinstance(item, str):
+            return bool(item.strip())
+        return isinstance(item, Callback) or (isinstance(item, Mapping) and isinstance(item.get("type"), str))
+
+    return isinstance(v, (list, tuple)) and all(one(item) for item in v)
+
+
+_CALLBACKS_EXPECT = (
+    "a list of callbacks: logger names (jsonl, tensorboard, mlflow, wandb), import paths (mypkg.MyCallback) "
+    "or mappings with a type (e.g. [jsonl, {type: tensorboard, dir: logs/tb}])"
+)
+
+
 def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
@@ -152,6 +171,7 @@ _NUMBERS = (
     ),
     Setting("seed", f"a whole number from 0 to {MAX_SEED}", _whole(0, MAX_SEED), 0),
     Setting("executor", f"one of {', '.join(EXECUTORS)}", lambda v: v in EXECUTORS, "sequential"),
+    Setting("callbacks", _CALLBACKS_EXPECT, _is_callback_list, []),
 )
 
 MODULE_SETTINGS: tuple[Setting, ...] = (
@@ -419,6 +439,7 @@ def _from_module(target: str) -> ExperimentSpec:
         None if settings["initial_hparams"] is None else [dict(h) for h in settings["initial_hparams"]],
         settings["summarize"] or getattr(module, "summarize", None),
         settings["executor"],
+        list(settings["callbacks"]),
     )
 
 
@@ -486,6 +507,7 @@ def _from_yaml(path: Path) -> ExperimentSpec:
         config["seed"],
         strategy,
         executor=config["executor"],
+        callbacks=list(config["callbacks"]),
     )
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from poptrain.callbacks import Callback, Callbacks, CallbackSpec, RunInfo, make_callbacks
 from poptrain.checkpoints import CheckpointStore, LocalCheckpointStore
 from poptrain.errors import ConfigError, RunExistsError, RunNotFoundError
 from poptrain.executors import Executor, get_executor
 from poptrain.limits import MAX_POPULATION, MAX_SEED
-from poptrain.progress import ProgressListener
 from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, RunSpec, ScoreRecord
 from poptrain.replay import ReplayResult, Schedule
 from poptrain.results import (
@@ -73,6 +73,12 @@ class Action:
         if self._loader is None:
             raise ValueError(f"a {self.kind!r} action has no state to load")
         return self._loader()
+
+
+def _executor_name(executor: Executor) -> str:
+    """``"processes"`` for a ``ProcessesExecutor``: an executor's short name."""
+    name = type(executor).__name__
+    return name.removesuffix("Executor").lower() or name
 
 
 def _run_paths(name: str, root: str | Path, storage: str | Storage | None, *, create: bool) -> tuple[Storage, Path]:
@@ -135,7 +141,8 @@ class Run:
         steps: int,
         executor: str | Executor = "sequential",
         workers: int | None = None,
-        progress: ProgressListener | None = None,
+        progress: Callback | None = None,
+        callbacks: Iterable[CallbackSpec] | None = None,
         flush_seconds: float = 1.0,
         max_retries: int = 2,
         keep_checkpoints: int | None = 2,
@@ -155,6 +162,12 @@ class Run:
         stay, and so does every one a member, a pending exploit or the best model's lineage needs
         (``None`` keeps all), and the ``keep_best`` best-scored checkpoints of the run (so the
         best-ever model, ``best()``, is never collected).
+
+        ``callbacks`` watch the run (``poptrain.Callback`` objects, logger names such as
+        ``"jsonl"``, ``"tensorboard"``, ``"mlflow"``, ``"wandb"``, or ``{"type": name, ...}``;
+        see ``docs/callbacks.md``); they hear every evaluation, checkpoint and decision, in this
+        process whatever the executor. ``progress`` is the older name for one more callback
+        (the terminal view, say), called first.
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
@@ -164,6 +177,7 @@ class Run:
             raise ConfigError(f"trainable must be a Trainable subclass or a factory of one, got {trainable!r}")
         chosen = get_executor(executor, workers=workers)
         chosen.check(trainable, synchronous=self.strategy.synchronous)
+        listeners = Callbacks([progress, *make_callbacks(callbacks)])
         scheduler = Scheduler(
             self.record,
             self.storage,
@@ -172,19 +186,32 @@ class Run:
             self.strategy,
             trainable,
             steps,
-            progress,
+            listeners,
             flush_seconds,
             max_retries,
             keep_checkpoints,
             keep_best=keep_best,
         )
-        listener = scheduler.progress
         members = self.members()  # read once (nothing changes them before training starts)
         self._check_resumable(members, steps)
         done = sum(min(m.step, steps) for m in members)
-        listener.on_start(self.name, len(members), steps * len(members), done)
+        info = RunInfo(
+            self.name,
+            self.metric,
+            self.mode,
+            len(members),
+            steps,
+            steps * len(members),
+            done,
+            self.record.seed,
+            executor if isinstance(executor, str) else _executor_name(chosen),
+            self.folder,
+            self.record,
+        )
+        state, error = "finished", None
         self.storage.set_run_state(self.record.id, "running")
         try:
+            listeners.on_run_start(info)  # a callback that cannot start fails the run before it trains
             chosen.run(scheduler)
             scheduler.flush()
             scheduler.collect_checkpoints(force=True)
@@ -192,12 +219,11 @@ class Run:
             with contextlib.suppress(Exception):
                 scheduler.flush()  # keep the scores seen before the failure
             # Ctrl-C is the user's choice, not a failure: the run continues from its checkpoints.
-            self.storage.set_run_state(
-                self.record.id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            )
+            state, error = ("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"), exc
+            self.storage.set_run_state(self.record.id, state)
             raise
         finally:
-            listener.on_finish()
+            listeners.on_run_end(state, error)
         self.storage.set_run_state(self.record.id, "finished")
         self.refresh()
         return self

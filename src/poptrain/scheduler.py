@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from poptrain.callbacks import Callback, Callbacks
 from poptrain.checkpoints import CheckpointStore, collectable
 from poptrain.errors import CheckpointError, ConfigError, StrategyError, TrainableError
-from poptrain.progress import ProgressListener
 from poptrain.records import (
     CheckpointRecord,
     GenerationRecord,
@@ -114,7 +114,7 @@ class Scheduler:
         strategy: Strategy,
         trainable_factory: Callable[[], Trainable] | None,
         total_steps: int,
-        progress: ProgressListener | None = None,
+        progress: Callback | None = None,
         flush_seconds: float = 1.0,
         max_retries: int = 2,
         keep_checkpoints: int | None = 2,
@@ -128,7 +128,7 @@ class Scheduler:
         self.strategy = strategy
         self.trainable_factory = trainable_factory
         self.total_steps = total_steps
-        self.progress = progress or ProgressListener()
+        self.callbacks = progress if isinstance(progress, Callbacks) else Callbacks([progress])
         self.metric = run.metric
         self.flush_seconds = flush_seconds
         self.max_retries = max_retries
@@ -149,6 +149,11 @@ class Scheduler:
         self._worker_kind = "worker"
         self.lease: int | None = None  # a fenced lease's token when a worker writes for the member it leased
         self.retired: set[int] = set()  # members that failed for good (strategy.replace_failed off)
+
+    @property
+    def progress(self) -> Callbacks:
+        """The callbacks (the older name)."""
+        return self.callbacks
 
     @classmethod
     def for_ask_tell(
@@ -229,7 +234,10 @@ class Scheduler:
         self._scores.setdefault(member.slot, {})[step] = value
         if time.monotonic() - self._flushed_at >= self.flush_seconds:
             self.flush()
-        self.progress.on_score(member.slot, step, value, member.hparams, member.generation)
+        if self.callbacks.callbacks:
+            self.callbacks.on_evaluation(
+                member.slot, step, value, dict(metrics), dict(member.hparams), member.generation
+            )
         return replace(member, step=step, score=value)
 
     def flush(self) -> None:
@@ -303,9 +311,9 @@ class Scheduler:
             self._population.update({r.slot: r for r in records})
         for (member, _, _), record in zip(updated, records, strict=True):
             if member.score is not None:
-                self.progress.on_checkpoint(member.slot, member.step, member.score)
+                self.callbacks.on_checkpoint(member.slot, member.step, member.score)
             if record.slot in decisions:
-                self.progress.on_decision(decisions[record.slot])
+                self.callbacks.on_decision(decisions[record.slot])
         self.collect_checkpoints()
         return [(record, decisions.get(record.slot)) for record in records]
 
@@ -422,7 +430,7 @@ class Scheduler:
         replaced = self.storage.record_replacement(self.run.id, decision)
         if self._population is not None:
             self._population[replaced.slot] = replaced
-        self.progress.on_decision(decision)
+        self.callbacks.on_decision(decision)
         return replaced
 
     # --- the loop -------------------------------------------------------------------

@@ -26,6 +26,28 @@ def _add_storage_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default="runs", help="folder that holds run folders (default: runs)")
 
 
+def _add_log_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log",
+        metavar="LOGGERS",
+        help="comma-separated loggers to write the run to, besides the experiment's callbacks: jsonl, tensorboard, "
+        "mlflow, wandb (under ROOT/NAME/logs; see docs/callbacks.md) (default: none)",
+    )
+
+
+def _callbacks(args: argparse.Namespace, spec: Any) -> list[Any]:
+    """The experiment's callbacks and those ``--log`` names, made (and so checked) before anything is written."""
+    from poptrain.callbacks import make_callbacks
+
+    made = make_callbacks(spec.callbacks, where=f"{getattr(args, 'target', None) or 'the experiment'}: callbacks")
+    names = {s.strip().lower() for s in spec.callbacks if isinstance(s, str)}
+    wanted = [n.strip() for n in (args.log or "").split(",") if n.strip()]
+    if args.log is not None and not wanted:
+        raise ConfigError("--log needs logger names, e.g. --log jsonl,tensorboard")
+    extra = [n for n in dict.fromkeys(wanted) if n.lower() not in names]
+    return made + make_callbacks(extra, where="--log")
+
+
 def _add_executor_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--executor",
@@ -91,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         "only its rows and checkpoints), after every other input is checked (default: refuse)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress display (default: progress on stderr)")
+    _add_log_arg(run)
     _add_executor_args(run)
     _add_storage_args(run)
 
@@ -98,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("name")
     resume.add_argument("--steps", type=int, help="train to this many steps per member (default: the run's own)")
     resume.add_argument("--quiet", action="store_true", help="no progress display (default: progress on stderr)")
+    _add_log_arg(resume)
     _add_executor_args(resume)
     _add_storage_args(resume)
 
@@ -212,6 +236,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not callable(spec.trainable):
         raise ConfigError(f"trainable must be a Trainable subclass, got {spec.trainable!r}")
     _executor(args, spec)  # checked before anything is written
+    callbacks = _callbacks(args, spec)
     _probe_factory(spec.trainable)
     if args.executor == "processes" and args.storage is not None and args.storage.startswith("memory"):
         raise ConfigError(
@@ -240,7 +265,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except RunExistsError:
         _replace_unstarted(name, args)
         run = create()
-    return _train_and_report(run, spec, spec.steps, args)
+    return _train_and_report(run, spec, spec.steps, args, callbacks)
 
 
 def _replace_unstarted(name: str, args: argparse.Namespace) -> None:
@@ -335,13 +360,15 @@ def _executor(args: argparse.Namespace, spec: Any) -> Any:
     return executor
 
 
-def _train_and_report(run: Any, spec: Any, steps: int, args: argparse.Namespace) -> int:
+def _train_and_report(run: Any, spec: Any, steps: int, args: argparse.Namespace, callbacks: list[Any]) -> int:
     from poptrain.report.terminal import TerminalProgress, print_summary
 
     started = time.monotonic()
     progress = None if args.quiet else TerminalProgress(run.metric, run.mode)
     try:
-        run.optimize(spec.trainable, steps=steps, progress=progress, executor=_executor(args, spec))
+        run.optimize(
+            spec.trainable, steps=steps, progress=progress, callbacks=callbacks, executor=_executor(args, spec)
+        )
     except KeyboardInterrupt:
         print(
             f"poptrain: interrupted; run {run.name} is kept as far as its checkpoints go; "
@@ -393,7 +420,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             f"give --steps above {done}"
         )
     spec = load_experiment(target)
-    return _train_and_report(run, spec, steps, args)
+    return _train_and_report(run, spec, steps, args, _callbacks(args, spec))
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
