@@ -238,3 +238,36 @@ def test_vectorized_executor_errors_are_one_line(tmp_path: Path, capsys: pytest.
         capsys, "run", "poptrain.experiments.toy", "--root", str(tmp_path), "--device", "cuda", "--quiet"
     )
     assert code == 2 and "--device is for --executor vectorized" in err
+
+
+def test_stop_flags_stop_the_run_and_resume_continues_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(tmp_path / "runs")
+    code, out, err = run_cli(
+        capsys, "run", "poptrain.experiments.toy", "--root", root, "--steps", "100", "--target-score", "0.0", "--quiet"
+    )
+    assert code == 0, err
+    assert "Stopped: the target 0 is reached" in out and "poptrain resume toy" in out
+    code, out, _ = run_cli(capsys, "status", "toy", "--root", root)
+    assert code == 0 and "stopped" in out and "Stopped: the target 0 is reached" in out
+    code, out, err = run_cli(capsys, "resume", "toy", "--root", root, "--quiet")
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "status", "toy", "--root", root)
+    assert "finished" in out and "Stopped" not in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--time-budget", "2 days"], "cannot read the duration '2 days'; write e.g. 90s, 30m, 2h or 1h30m"),
+        (["--time-budget", "0"], "time_budget needs a budget > 0"),
+        (["--plateau", "0"], r"plateau\(steps=...\) must be a whole number >= 1, got 0"),
+    ],
+)
+def test_bad_stop_flags_are_one_line_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    import re
+
+    code, _, err = run_cli(capsys, "run", "poptrain.experiments.toy", "--root", str(tmp_path), *flags)
+    assert code == 2 and re.search(message, err) and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "toy").exists()

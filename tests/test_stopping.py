@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
+import poptrain
 from poptrain.errors import ConfigError
 from poptrain.stopping import StopState, check_rules, first_reason, plateau, record_improvement, target, time_budget
 
@@ -68,3 +72,103 @@ def test_the_first_rule_that_fires_gives_the_reason() -> None:
 def test_bad_rules_are_one_clear_error(make, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         make()
+
+
+class Rising(poptrain.Trainable):
+    """Score = steps trained x rate, capped at 10: it rises, then stays flat."""
+
+    def setup(self, hparams, context):
+        self.steps, self.rate = 0, hparams["rate"]
+
+    def step(self):
+        self.steps += 1
+
+    def evaluate(self):
+        return {"score": min(10.0, self.steps * self.rate)}
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.steps = state["steps"]
+
+    def set_hparams(self, hparams):
+        self.rate = hparams["rate"]
+
+
+class Slow(Rising):
+    def step(self):
+        time.sleep(0.05)
+        super().step()
+
+
+def rising_run(tmp_path: Path, name: str) -> poptrain.Run:
+    return poptrain.create_run(
+        name=name,
+        space={"rate": poptrain.Float(0.5, 1.0)},
+        population_size=3,
+        metric="score",
+        root=tmp_path,
+        ready=poptrain.every(2),
+        exploit=None,
+        explore=None,
+        seed=0,
+    )
+
+
+class Ends(poptrain.Callback):
+    def __init__(self) -> None:
+        self.ends: list[str] = []
+
+    def on_run_end(self, state, error):
+        self.ends.append(state)
+
+
+@pytest.mark.parametrize("executor", ["sequential", "processes"])
+def test_a_target_stops_the_run_which_continues_with_a_higher_one(tmp_path: Path, executor: str) -> None:
+    run = rising_run(tmp_path, f"target-{executor}")
+    ends = Ends()
+    workers = 2 if executor == "processes" else None
+    run.optimize(Rising, steps=40, stop=poptrain.target(4.0), callbacks=[ends], executor=executor, workers=workers)
+    assert run.record.state == "stopped" and run.record.reason and "target 4 is reached" in run.record.reason
+    best = run.best()
+    assert best is not None and best.score >= 4.0 and ends.ends == ["stopped"]
+    assert max(m.step for m in run.members()) < 40
+    assert poptrain.load_run(f"target-{executor}", root=tmp_path).record.reason == run.record.reason
+    run.optimize(Rising, steps=40, stop=poptrain.target(9.0), executor=executor, workers=workers)
+    assert run.record.state == "stopped" and run.best().score >= 9.0
+    run.optimize(Rising, steps=40, executor=executor, workers=workers)  # no rule: it trains to the end
+    assert run.record.state == "finished" and run.record.reason is None
+    assert [m.step for m in run.members()] == [40, 40, 40]
+    steps = [(s.slot, s.step) for s in run.scores()]
+    assert len(steps) == len(set(steps)) == 120  # every step scored once, across the stops
+
+
+def test_a_plateau_stops_a_run_whose_best_no_longer_improves(tmp_path: Path) -> None:
+    run = rising_run(tmp_path, "plateau").optimize(Rising, steps=60, stop=poptrain.plateau(6))
+    assert run.record.state == "stopped" and "in the last 6 steps" in (run.record.reason or "")
+    assert run.best().score == 10.0 and max(m.step for m in run.members()) <= 30
+
+
+def test_a_time_budget_stops_between_steps_and_loses_nothing(tmp_path: Path) -> None:
+    run = rising_run(tmp_path, "budget").optimize(Slow, steps=400, stop=poptrain.time_budget(seconds=1))
+    assert run.record.state == "stopped" and run.record.reason == "the time budget of 1s is spent"
+    assert max(m.step for m in run.members()) < 400
+    run.optimize(Slow, steps=12)
+    assert run.record.state == "finished" and [m.step for m in run.members()] == [12, 12, 12]
+
+
+def test_a_bad_stop_rule_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    run = rising_run(tmp_path, "bad-stop")
+    with pytest.raises(ConfigError, match="stop must be a stop rule or a list of them"):
+        run.optimize(Rising, steps=4, stop="2h")  # type: ignore[arg-type]
+    assert run.refresh().record.state == "created" and run.scores() == []
+
+
+def test_durations_read_as_seconds() -> None:
+    from poptrain.stopping import parse_duration
+
+    assert [parse_duration(t) for t in ("90", "90s", "30m", "2h", "1h30m", "1.5h")] == [90, 90, 1800, 7200, 5400, 5400]
+    for bad in ("", "h", "2 days", "-5m"):
+        with pytest.raises(ConfigError, match="cannot read the duration"):
+            parse_duration(bad)

@@ -29,6 +29,7 @@ from poptrain.replay import ReplayResult, Schedule, load_schedule
 from poptrain.results import BestMember, ScheduleSegment
 from poptrain.run import Action, Run, create_run, load_run
 from poptrain.space import Choice, Float, Int, SearchSpace, Widths
+from poptrain.stopping import StopRule, StopState, plateau, target, time_budget
 from poptrain.strategy import (
     Decision,
     Donor,
@@ -102,6 +103,8 @@ __all__ = [
     "SearchSpaceError",
     "SequentialExecutor",
     "StaleWriteError",
+    "StopRule",
+    "StopState",
     "StorageError",
     "Strategy",
     "StrategyError",
@@ -123,8 +126,11 @@ __all__ = [
     "perturb",
     "plan_generation",
     "plan_member",
+    "plateau",
     "replace_worst",
     "resample",
+    "target",
+    "time_budget",
     "tournament",
     "truncation",
     "ttest",

@@ -101,7 +101,8 @@ class Callback:
         after failing; ``decision.operations`` says what changed (``{"lr": "* 0.8"}``)."""
 
     def on_run_end(self, state: str, error: BaseException | None) -> None:
-        """Training ended: ``state`` is ``"finished"``, ``"failed"`` or ``"interrupted"``, and
+        """Training ended: ``state`` is ``"finished"``, ``"stopped"`` (a stop rule; the run
+        continues when asked), ``"failed"`` or ``"interrupted"``, and
         ``error`` what stopped it (``None`` when it finished)."""
 
 

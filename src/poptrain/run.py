@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
@@ -31,6 +31,7 @@ from poptrain.run_folders import DATABASE, check_checkpoint_folder, check_free, 
 from poptrain.scheduler import Scheduler
 from poptrain.seeding import initial_rng
 from poptrain.space import HParams, SearchSpace
+from poptrain.stopping import RunStopped, StopRule, check_rules
 from poptrain.storage import Storage, open_storage
 from poptrain.strategy import (
     ExploitFn,
@@ -147,6 +148,7 @@ class Run:
         max_retries: int = 2,
         keep_checkpoints: int | None = 2,
         keep_best: int = 3,
+        stop: StopRule | Sequence[StopRule] | None = None,
     ) -> Run:
         """Train every member to ``steps`` steps with PBT. ``trainable`` is a ``Trainable``
         subclass (or any zero-argument factory of one).
@@ -168,6 +170,11 @@ class Run:
         see ``docs/callbacks.md``); they hear every evaluation, checkpoint and decision, in this
         process whatever the executor. ``progress`` is the older name for one more callback
         (the terminal view, say), called first.
+
+        ``stop`` ends the run early: ``poptrain.time_budget(hours=2)``, ``poptrain.target(0.98)``,
+        ``poptrain.plateau(steps=20)`` or a list of them (see ``poptrain.stopping``). A stopped
+        run is left ``stopped`` with the reason (``run.record.reason``), every member at its
+        newest checkpoint, and continues when ``optimize`` is called again with a larger budget.
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
@@ -175,6 +182,7 @@ class Run:
             raise ConfigError(f"keep_best must be a whole number >= 1 (the best-ever model is kept), got {keep_best!r}")
         if not callable(trainable):
             raise ConfigError(f"trainable must be a Trainable subclass or a factory of one, got {trainable!r}")
+        stop_rules = check_rules(stop)
         chosen = get_executor(executor, workers=workers)
         chosen.check(trainable, synchronous=self.strategy.synchronous)
         listeners = Callbacks([progress, *make_callbacks(callbacks)])
@@ -191,6 +199,7 @@ class Run:
             max_retries,
             keep_checkpoints,
             keep_best=keep_best,
+            stop=stop_rules,
         )
         members = self.members()  # read once (nothing changes them before training starts)
         self._check_resumable(members, steps)
@@ -208,13 +217,18 @@ class Run:
             self.folder,
             self.record,
         )
-        state, error = "finished", None
+        state, error, reason = "finished", None, None
         self.storage.set_run_state(self.record.id, "running")
         try:
             listeners.on_run_start(info)  # a callback that cannot start fails the run before it trains
             chosen.run(scheduler)
             scheduler.flush()
             scheduler.collect_checkpoints(force=True)
+        except RunStopped as stopped:  # a stop rule fired: not a failure, the run continues when asked
+            with contextlib.suppress(Exception):
+                scheduler.flush()
+            scheduler.collect_checkpoints(force=True)
+            state, reason = "stopped", stopped.reason
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 scheduler.flush()  # keep the scores seen before the failure
@@ -224,7 +238,7 @@ class Run:
             raise
         finally:
             listeners.on_run_end(state, error)
-        self.storage.set_run_state(self.record.id, "finished")
+        self.storage.set_run_state(self.record.id, state, reason=reason)
         self.refresh()
         return self
 

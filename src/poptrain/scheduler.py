@@ -47,6 +47,15 @@ from poptrain.records import (
 from poptrain.runner import RunnerSpec, SegmentResult, SegmentTask
 from poptrain.seeding import member_seed
 from poptrain.space import SearchSpace
+from poptrain.stopping import (
+    RunStopped,
+    StopRule,
+    StopState,
+    first_reason,
+    improvements_from,
+    record_improvement,
+    time_budget,
+)
 from poptrain.storage import Storage
 from poptrain.strategy import (
     Decision,
@@ -120,6 +129,7 @@ class Scheduler:
         keep_checkpoints: int | None = 2,
         gc_seconds: float = 5.0,
         keep_best: int = 3,
+        stop: Sequence[StopRule] = (),
     ) -> None:
         self.run = run
         self.storage = storage
@@ -129,6 +139,11 @@ class Scheduler:
         self.trainable_factory = trainable_factory
         self.total_steps = total_steps
         self.callbacks = progress if isinstance(progress, Callbacks) else Callbacks([progress])
+        self.stop_rules = tuple(stop)
+        self._started = time.monotonic()
+        self._improvements: tuple[tuple[int, float], ...] = (
+            improvements_from([(c.step, c.score) for c in storage.get_checkpoints(run.id)], run.mode) if stop else ()
+        )
         self.metric = run.metric
         self.flush_seconds = flush_seconds
         self.max_retries = max_retries
@@ -238,6 +253,8 @@ class Scheduler:
             self.callbacks.on_evaluation(
                 member.slot, step, value, dict(metrics), dict(member.hparams), member.generation
             )
+        if self.stop_rules:  # a time budget is checked after every step, the other rules at ready points
+            self._check_stop(step, [r for r in self.stop_rules if isinstance(r, time_budget)])
         return replace(member, step=step, score=value)
 
     def flush(self) -> None:
@@ -315,7 +332,19 @@ class Scheduler:
             if record.slot in decisions:
                 self.callbacks.on_decision(decisions[record.slot])
         self.collect_checkpoints()
+        if self.stop_rules:
+            for member, _, _ in updated:
+                self._improvements = record_improvement(self._improvements, member.step, member.score, self.run.mode)
+            self._check_stop(max(m.step for m, _, _ in updated), self.stop_rules)
         return [(record, decisions.get(record.slot)) for record in records]
+
+    def _check_stop(self, step: int, rules: Sequence[StopRule]) -> None:
+        """Raise ``RunStopped`` when one of ``rules`` says the run should stop now."""
+        state = StopState(time.monotonic() - self._started, step, self._improvements, self.run.mode)
+        reason = first_reason(rules, state)
+        if reason:
+            self.flush()
+            raise RunStopped(reason)
 
     def _with_recent(
         self, population: list[MemberSnapshot], updated: Sequence[MemberRecord], step: int, window: int

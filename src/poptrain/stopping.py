@@ -11,6 +11,7 @@ a larger budget, a higher target or a longer patience.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -63,6 +64,16 @@ def record_improvement(
     if best is None or (value > best if mode == "max" else value < best):
         return (*improvements, (step, value))
     return improvements
+
+
+class RunStopped(BaseException):
+    """Raised by the scheduler when a stop rule fires; ``optimize`` catches it, records the run as
+    ``stopped`` with the ``reason`` and returns (a ``BaseException``, like ``KeyboardInterrupt``,
+    so that no handler of training failures takes it for one)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class StopRule(Protocol):
@@ -147,6 +158,19 @@ class plateau:
         )
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"30m"``, ``"2h"`` or ``"1h30m"``; ``ConfigError`` otherwise."""
+    cleaned = text.strip().replace(" ", "")
+    parts = list(_DURATION.finditer(cleaned))
+    if not cleaned or "".join(p.group(0) for p in parts) != cleaned:
+        raise ConfigError(f"cannot read the duration {text!r}; write e.g. 90s, 30m, 2h or 1h30m")
+    return sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "s").lower()] for p in parts)
+
+
 def check_rules(stop: object) -> tuple[StopRule, ...]:
     """``optimize(stop=...)`` as a tuple of rules: one rule, a list of them, or ``None``."""
     if stop is None:
@@ -158,6 +182,14 @@ def check_rules(stop: object) -> tuple[StopRule, ...]:
                 f"stop must be a stop rule or a list of them (poptrain.time_budget, target, plateau), got {rule!r}"
             )
     return rules
+
+
+def improvements_from(scored: Sequence[tuple[int, float | None]], mode: str) -> tuple[tuple[int, float], ...]:
+    """The improvements of the best score along ``(step, score)`` pairs (in any order: read by step)."""
+    seen: tuple[tuple[int, float], ...] = ()
+    for step, value in sorted(scored, key=lambda pair: pair[0]):
+        seen = record_improvement(seen, step, value, mode)
+    return seen
 
 
 def first_reason(rules: Sequence[StopRule], state: StopState) -> str | None:

@@ -35,6 +35,33 @@ def _add_log_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_stop_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="stop after this much training time (90s, 30m, 2h, 1h30m); continue later with poptrain resume "
+        "(default: no budget)",
+    )
+    parser.add_argument("--target-score", type=float, metavar="SCORE", help="stop once the best score reaches SCORE")
+    parser.add_argument(
+        "--plateau", type=int, metavar="STEPS", help="stop when the best score has not improved for STEPS steps"
+    )
+
+
+def _stop_rules(args: argparse.Namespace) -> list[Any]:
+    """The stop rules the flags ask for (checked before anything is written)."""
+    from poptrain.stopping import parse_duration, plateau, target, time_budget
+
+    rules: list[Any] = []
+    if args.time_budget is not None:
+        rules.append(time_budget(seconds=parse_duration(args.time_budget)))
+    if args.target_score is not None:
+        rules.append(target(args.target_score))
+    if args.plateau is not None:
+        rules.append(plateau(args.plateau))
+    return rules
+
+
 def _callbacks(args: argparse.Namespace, spec: Any) -> list[Any]:
     """The experiment's callbacks and those ``--log`` names, made (and so checked) before anything is written."""
     from poptrain.callbacks import make_callbacks
@@ -114,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no progress display (default: progress on stderr)")
     _add_log_arg(run)
+    _add_stop_args(run)
     _add_executor_args(run)
     _add_storage_args(run)
 
@@ -122,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--steps", type=int, help="train to this many steps per member (default: the run's own)")
     resume.add_argument("--quiet", action="store_true", help="no progress display (default: progress on stderr)")
     _add_log_arg(resume)
+    _add_stop_args(resume)
     _add_executor_args(resume)
     _add_storage_args(resume)
 
@@ -237,6 +266,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"trainable must be a Trainable subclass, got {spec.trainable!r}")
     _executor(args, spec)  # checked before anything is written
     callbacks = _callbacks(args, spec)
+    stop = _stop_rules(args)
     _probe_factory(spec.trainable)
     if args.executor == "processes" and args.storage is not None and args.storage.startswith("memory"):
         raise ConfigError(
@@ -265,7 +295,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except RunExistsError:
         _replace_unstarted(name, args)
         run = create()
-    return _train_and_report(run, spec, spec.steps, args, callbacks)
+    return _train_and_report(run, spec, spec.steps, args, callbacks, stop)
 
 
 def _replace_unstarted(name: str, args: argparse.Namespace) -> None:
@@ -360,14 +390,21 @@ def _executor(args: argparse.Namespace, spec: Any) -> Any:
     return executor
 
 
-def _train_and_report(run: Any, spec: Any, steps: int, args: argparse.Namespace, callbacks: list[Any]) -> int:
+def _train_and_report(
+    run: Any, spec: Any, steps: int, args: argparse.Namespace, callbacks: list[Any], stop: list[Any]
+) -> int:
     from poptrain.report.terminal import TerminalProgress, print_summary
 
     started = time.monotonic()
     progress = None if args.quiet else TerminalProgress(run.metric, run.mode)
     try:
         run.optimize(
-            spec.trainable, steps=steps, progress=progress, callbacks=callbacks, executor=_executor(args, spec)
+            spec.trainable,
+            steps=steps,
+            progress=progress,
+            callbacks=callbacks,
+            executor=_executor(args, spec),
+            stop=stop,
         )
     except KeyboardInterrupt:
         print(
@@ -390,6 +427,11 @@ def _train_and_report(run: Any, spec: Any, steps: int, args: argparse.Namespace,
 
         save_summary(run.folder, dict(extra))
     print_summary(run.name, run.metric, run.best(), extra, wall_time=time.monotonic() - started)
+    if run.record.state == "stopped":
+        print(
+            f"Stopped: {run.record.reason}; continue it with: poptrain resume {run.name}{where_flags(args)} "
+            "(with a larger --time-budget, a higher --target-score or a longer --plateau)"
+        )
     where = args.storage or str(Path(args.root) / run.name / "poptrain.db")
     print(f"Stored in {where}; see it again with: poptrain status {run.name}{where_flags(args)}")
     return 0
@@ -420,7 +462,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             f"give --steps above {done}"
         )
     spec = load_experiment(target)
-    return _train_and_report(run, spec, steps, args, _callbacks(args, spec))
+    return _train_and_report(run, spec, steps, args, _callbacks(args, spec), _stop_rules(args))
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -483,6 +525,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
             console.print(text(f"member {m.slot} recovered from an earlier failure: {m.error.splitlines()[0]}"))
     if run.record.state == "interrupted":
         console.print(text(f"Interrupted; continue it with: poptrain resume {run.name}{where_flags(args)}"))
+    if run.record.state == "stopped":
+        console.print(
+            text(f"Stopped: {run.record.reason}; continue it with: poptrain resume {run.name}{where_flags(args)}")
+        )
     return 0
 
 
