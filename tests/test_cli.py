@@ -271,3 +271,20 @@ def test_bad_stop_flags_are_one_line_and_write_nothing(
     code, _, err = run_cli(capsys, "run", "poptrain.experiments.toy", "--root", str(tmp_path), *flags)
     assert code == 2 and re.search(message, err) and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "toy").exists()
+
+
+def test_a_yaml_config_names_its_stop_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body = (
+        "trainable: poptrain.experiments.toy:ToyQuadratic\n"
+        "metric: Q\npopulation_size: 2\nsteps: 100\n"
+        "space:\n  h0: {type: float, low: 0.0, high: 1.0}\n  h1: {type: float, low: 0.0, high: 1.0}\n"
+    )
+    config = tmp_path / "toy.yaml"
+    config.write_text(body + "stop: {time_budget: 1h, target: 0.0}\n")
+    code, out, err = run_cli(capsys, "run", str(config), "--root", str(tmp_path / "runs"), "--quiet")
+    assert code == 0, err
+    assert "Stopped: the target 0 is reached" in out
+    config.write_text(body + "stop: {budget: 1h}\n")
+    line = one_line_error(capsys, "run", str(config), "--root", str(tmp_path / "other"))
+    assert "stop" in line and "time_budget" in line
+    assert not (tmp_path / "other").exists()

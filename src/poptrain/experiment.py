@@ -28,6 +28,7 @@ from poptrain.errors import ConfigError, PoptrainError
 from poptrain.executors import EXECUTORS
 from poptrain.limits import MAX_POPULATION, MAX_SEED
 from poptrain.space import SearchSpace
+from poptrain.stopping import rules_from_setting
 from poptrain.strategy import Strategy, every, import_object, perturb, truncation
 from poptrain.strategy._spec import callable_from_spec
 
@@ -51,6 +52,7 @@ class ExperimentSpec:
     summarize: Callable[[Any], dict[str, Any]] | None = None
     executor: str = "sequential"
     callbacks: list[Any] = field(default_factory=list)  # as given (names, mappings, Callbacks); made by make_callbacks
+    stop: tuple[Any, ...] = ()  # stop rules (poptrain.stopping), checked when the experiment is read
 
     def run_kwargs(self) -> dict[str, Any]:
         """Arguments for ``poptrain.create_run`` (without name and storage)."""
@@ -152,6 +154,16 @@ _CALLBACKS_EXPECT = (
 )
 
 
+def _is_stop_setting(value: Any) -> bool:
+    from poptrain.stopping import rules_from_setting
+
+    try:
+        rules_from_setting(value)
+    except ConfigError:
+        return False
+    return True
+
+
 def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
@@ -172,6 +184,13 @@ _NUMBERS = (
     Setting("seed", f"a whole number from 0 to {MAX_SEED}", _whole(0, MAX_SEED), 0),
     Setting("executor", f"one of {', '.join(EXECUTORS)}", lambda v: v in EXECUTORS, "sequential"),
     Setting("callbacks", _CALLBACKS_EXPECT, _is_callback_list, []),
+    Setting(
+        "stop",
+        "None, stop rules (poptrain.time_budget(hours=2), target(0.98), plateau(20)) or a mapping of them "
+        "(e.g. {time_budget: 2h, target: 0.98, plateau: 20})",
+        _is_stop_setting,
+        None,
+    ),
 )
 
 MODULE_SETTINGS: tuple[Setting, ...] = (
@@ -440,6 +459,7 @@ def _from_module(target: str) -> ExperimentSpec:
         settings["summarize"] or getattr(module, "summarize", None),
         settings["executor"],
         list(settings["callbacks"]),
+        rules_from_setting(settings["stop"]),
     )
 
 
@@ -508,6 +528,7 @@ def _from_yaml(path: Path) -> ExperimentSpec:
         strategy,
         executor=config["executor"],
         callbacks=list(config["callbacks"]),
+        stop=rules_from_setting(config["stop"]),
     )
 
 

@@ -192,6 +192,27 @@ def improvements_from(scored: Sequence[tuple[int, float | None]], mode: str) -> 
     return seen
 
 
+def rules_from_setting(value: object) -> tuple[StopRule, ...]:
+    """An experiment's ``stop`` setting as rules: ``None``, a rule or a list of them, or a mapping
+    of any of ``time_budget`` (``"2h"`` or seconds), ``target`` (a score) and ``plateau`` (steps)
+    as a YAML config writes it (``stop: {time_budget: 2h, plateau: 20}``)."""
+    if not isinstance(value, dict):
+        return check_rules(value)
+    unknown = sorted(set(value) - {"time_budget", "target", "plateau"})
+    if unknown:
+        raise ConfigError(f"stop: unknown rule {unknown[0]!r}; use time_budget, target and plateau")
+    rules: list[StopRule] = []
+    if "time_budget" in value:
+        budget = value["time_budget"]
+        seconds = parse_duration(budget) if isinstance(budget, str) else budget
+        rules.append(time_budget(seconds=seconds))
+    if "target" in value:
+        rules.append(target(value["target"]))
+    if "plateau" in value:
+        rules.append(plateau(value["plateau"]))
+    return tuple(rules)
+
+
 def first_reason(rules: Sequence[StopRule], state: StopState) -> str | None:
     """The reason of the first rule that stops the run, or ``None``."""
     for rule in rules:

@@ -266,7 +266,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"trainable must be a Trainable subclass, got {spec.trainable!r}")
     _executor(args, spec)  # checked before anything is written
     callbacks = _callbacks(args, spec)
-    stop = _stop_rules(args)
+    stop = [*spec.stop, *_stop_rules(args)]
     _probe_factory(spec.trainable)
     if args.executor == "processes" and args.storage is not None and args.storage.startswith("memory"):
         raise ConfigError(
@@ -462,7 +462,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             f"give --steps above {done}"
         )
     spec = load_experiment(target)
-    return _train_and_report(run, spec, steps, args, _callbacks(args, spec), _stop_rules(args))
+    return _train_and_report(run, spec, steps, args, _callbacks(args, spec), [*spec.stop, *_stop_rules(args)])
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
