@@ -42,9 +42,17 @@ def _add_stop_args(parser: argparse.ArgumentParser) -> None:
         help="stop after this much training time (90s, 30m, 2h, 1h30m); continue later with poptrain resume "
         "(default: no budget)",
     )
-    parser.add_argument("--target-score", type=float, metavar="SCORE", help="stop once the best score reaches SCORE")
     parser.add_argument(
-        "--plateau", type=int, metavar="STEPS", help="stop when the best score has not improved for STEPS steps"
+        "--target-score",
+        type=float,
+        metavar="SCORE",
+        help="stop once the best score reaches SCORE (default: no target)",
+    )
+    parser.add_argument(
+        "--plateau",
+        type=int,
+        metavar="STEPS",
+        help="stop when the best score has not improved for STEPS steps (default: never)",
     )
 
 
