@@ -15,14 +15,13 @@ JSON object; it is also written to benchmarks/results/apbt.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from experiments import apbt
+from experiments.harness import parser, timed
 from torch import nn
 
 GOAL_SECONDS = 60.0
@@ -39,29 +38,29 @@ def per_member_epoch_seconds(epochs: int = 2000, width: int = 5) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss_fn(model(x), x).backward()
         optimizer.step()
-    started = time.perf_counter()
-    for epoch in range(epochs):
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), x).backward()
-        optimizer.step()
-        if (epoch + 1) % 40 == 0:  # evaluated once per PBT step, as in the experiment
-            with torch.no_grad():
-                ((torch.sigmoid(model(x)) > 0.5).float() == x).all(-1).float().mean().item()
-    return (time.perf_counter() - started) / epochs
+    with timed() as clock:
+        for epoch in range(epochs):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x), x).backward()
+            optimizer.step()
+            if (epoch + 1) % 40 == 0:  # evaluated once per PBT step, as in the experiment
+                with torch.no_grad():
+                    ((torch.sigmoid(model(x)) > 0.5).float() == x).all(-1).float().mean().item()
+    return clock.seconds / epochs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=float, default=1.0, help="< 1: fewer members and epochs")
-    args = parser.parse_args()
+    args_parser = parser(__doc__.split("\n\n")[0])
+    args_parser.add_argument("--scale", type=float, default=1.0, help="< 1: fewer members and epochs")
+    args = args_parser.parse_args()
     prob = apbt.problem("identity")
     members = max(8, int(prob.population * args.scale))
     epochs = max(2 * prob.ready_steps, int(prob.steps * args.scale)) * prob.epochs_per_step
     loop = per_member_epoch_seconds()
     with tempfile.TemporaryDirectory() as root:
-        started = time.perf_counter()
-        run = apbt.run_trial("identity", 0, Path(root), scale=args.scale)
-        seconds = time.perf_counter() - started
+        with timed() as clock:
+            run = apbt.run_trial("identity", 0, Path(root), scale=args.scale)
+        seconds = clock.seconds
         best = apbt.fittest_and_most_accurate(run, prob)["best"]
         run.close()
     estimate = loop * members * epochs

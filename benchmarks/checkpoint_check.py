@@ -11,14 +11,13 @@ and torch's RNG state.
 
 from __future__ import annotations
 
-import argparse
 import io
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from experiments.harness import parser, seconds_per_call
 
 from poptrain.checkpoints import check_loadable, serialize
 
@@ -41,16 +40,13 @@ def save(s: Any) -> None:
 
 def timed(fn: Callable[[Any], Any], s: Any, rounds: int) -> float:
     """Seconds one ``fn(s)`` takes, the mean of ``rounds``."""
-    started = time.perf_counter()
-    for _ in range(rounds):
-        fn(s)
-    return (time.perf_counter() - started) / rounds
+    return seconds_per_call(lambda: fn(s), rounds)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
+    args_parser = parser(__doc__.splitlines()[0])
+    args_parser.add_argument("--repeats", type=int, default=7)
+    args = args_parser.parse_args()
     torch.set_num_threads(1)
     print(
         f"{'state':<28} {'tensors':>7} {'MB':>6} {'torch.save':>11} {'check':>9} {'check share':>11} {'serialize':>10} {'ratio':>6}"

@@ -9,7 +9,6 @@ database (workers train and send results back), measured by timing every storage
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from experiments.harness import parser, seconds_per_call
 
 import poptrain
 from poptrain.experiments import digits
@@ -42,9 +42,7 @@ def make_run(root: str, steps: int) -> poptrain.Run:
 
 
 def timed(fn) -> float:  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    return seconds_per_call(fn)
 
 
 def database_share(steps: int, workers: int) -> dict[str, float]:
@@ -134,11 +132,11 @@ def trained(root: str, steps: int, **options: object) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=30)
-    args = parser.parse_args()
+    args_parser = parser(__doc__.splitlines()[0])
+    args_parser.add_argument("--workers", type=int, default=2)
+    args_parser.add_argument("--repeats", type=int, default=3)
+    args_parser.add_argument("--steps", type=int, default=30)
+    args = args_parser.parse_args()
     threads = torch.get_num_threads()
     print(f"parallel benchmark: digits MLP, population 16, {args.steps} epochs, ready every 4")
     print(

@@ -22,10 +22,8 @@ reported beside it.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import poptrain
+from experiments.harness import parser, timed
 from poptrain.apbt import UnitMask, masked_mlp, size_fitness
 from poptrain.vectorized import SGD, VectorizedTrainable
 
@@ -479,16 +478,15 @@ def plot_schedules(runs: list[poptrain.Run], prob: Problem, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Augmented PBT on the APBT paper's problems, with its table beside ours"
+    args_parser = parser("Augmented PBT on the APBT paper's problems, with its table beside ours", root="runs/apbt")
+    args_parser.add_argument("problem", choices=["iris", "tennis", "identity"])
+    args_parser.add_argument("--trials", type=int, default=3)
+    args_parser.add_argument(
+        "--scale", type=float, default=1.0, help="< 1 shortens the runs (fewer members and epochs)"
     )
-    parser.add_argument("problem", choices=["iris", "tennis", "identity"])
-    parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--root", default="runs/apbt", help="where runs, the table and the plot are saved")
-    parser.add_argument("--scale", type=float, default=1.0, help="< 1 shortens the runs (fewer members and epochs)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-loo", action="store_true", help="tennis: skip the leave-one-out accuracy")
-    args = parser.parse_args(argv)
+    args_parser.add_argument("--device", default="auto")
+    args_parser.add_argument("--no-loo", action="store_true", help="tennis: skip the leave-one-out accuracy")
+    args = args_parser.parse_args(argv)
     root = Path(args.root) / args.problem
     root.mkdir(parents=True, exist_ok=True)
     prob = problem(args.problem)
@@ -498,9 +496,9 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             shutil.rmtree(folder)
-        started = time.perf_counter()
-        run = run_trial(args.problem, seed, root, scale=args.scale, device=args.device)
-        seconds = time.perf_counter() - started
+        with timed() as clock:
+            run = run_trial(args.problem, seed, root, scale=args.scale, device=args.device)
+        seconds = clock.seconds
         trial: dict[str, Any] = {"seed": seed, "seconds": seconds, "picks": fittest_and_most_accurate(run, prob)}
         if args.problem == "tennis" and not args.no_loo:
             trial["leave_one_out_acc"] = leave_one_out(seed, root, scale=args.scale, device=args.device)

@@ -24,7 +24,6 @@ accuracy at the end; its test accuracy is reported.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pickle
 import statistics
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import poptrain
-from experiments.harness import median_range, slug, variant_runs
+from experiments.harness import markdown_table, median_range, parser, slug, variant_runs
 from poptrain.errors import ConfigError
 from poptrain.vectorized import SGD, VectorizedTrainable
 
@@ -187,31 +186,31 @@ def compare(
 
 def table(outcome: dict[str, Any], dataset: str) -> str:
     """Markdown: per variant, the chosen model's test and validation accuracy over the seeds."""
-    lines = [
-        (
-            f"Image classification on {dataset}: population {outcome['population']}, {outcome['steps']} epochs per member, "
-            f"{len(next(iter(outcome['results'].values())))} seeds (median [min-max])"
-        ),
-        "",
-        "| strategy | test accuracy | validation accuracy | seconds per run |",
-        "|---|---|---|---|",
+    title = (
+        f"Image classification on {dataset}: population {outcome['population']}, {outcome['steps']} epochs per member, "
+        f"{len(next(iter(outcome['results'].values())))} seeds (median [min-max])"
+    )
+    rows = [
+        [name]
+        + [median_range([r[key] for r in runs], 2, scale=100, suffix="%") for key in ("test_acc", "val_acc")]
+        + [f"{statistics.median(r['seconds'] for r in runs):.1f}"]
+        for name, runs in outcome["results"].items()
     ]
-    for name, rows in outcome["results"].items():
-        cells = []
-        for key in ("test_acc", "val_acc"):
-            cells.append(median_range([r[key] for r in rows], 2, scale=100, suffix="%"))
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {statistics.median(r['seconds'] for r in rows):.1f} |")
-    return "\n".join(lines)
+    return (
+        title + "\n\n" + markdown_table(["strategy", "test accuracy", "validation accuracy", "seconds per run"], rows)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="PBT against random search on image classification (the seed's setup)")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="6 members, 8 epochs, 2 seeds")
-    parser.add_argument("--data", help="a CIFAR-10 python folder (default: scikit-learn's digits)")
-    parser.add_argument("--root", default="runs/classify", help="where runs, the table and the plots go")
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
+    args_parser = parser(
+        "PBT against random search on image classification (the seed's setup)",
+        seeds=5,
+        quick="6 members, 8 epochs, 2 seeds",
+        root="runs/classify",
+    )
+    args_parser.add_argument("--data", help="a CIFAR-10 python folder (default: scikit-learn's digits)")
+    args_parser.add_argument("--device", default="auto")
+    args = args_parser.parse_args(argv)
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     seeds, steps, population = (2, 8, 6) if args.quick else (args.seeds, 40, POPULATION)

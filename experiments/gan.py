@@ -20,7 +20,6 @@ other. The score is the metric PBT maximises; the Fréchet distance is recorded 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import tempfile
 import time
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 import poptrain
-from experiments.harness import save_table, slug, variant_runs
+from experiments.harness import parser, save_table, slug, variant_runs
 from poptrain.space import HParams
 
 NOISE = 16
@@ -259,11 +258,12 @@ def sample_grid(run: poptrain.Run, path: Path, *, rows: int = 6) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="PBT against fixed hyperparameters on a digits DCGAN")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="population 4, 4 steps, 1 seed")
-    parser.add_argument("--root", default="runs/gan")
-    args = parser.parse_args(argv)
+    args = parser(
+        "PBT against fixed hyperparameters on a digits DCGAN",
+        seeds=3,
+        quick="population 4, 4 steps, 1 seed",
+        root="runs/gan",
+    ).parse_args(argv)
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     seeds, steps, population, ready = (1, 4, 4, 2) if args.quick else (args.seeds, 12, 20, 2)

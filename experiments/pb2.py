@@ -22,7 +22,6 @@ population's first hyperparameters and the strategies' draws) and takes millisec
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 import poptrain
-from experiments.harness import save_table, variant_runs
+from experiments.harness import parser, save_table, variant_runs
 from poptrain.space import HParams
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -158,14 +157,15 @@ def run_digits(seeds: int, root: Path, *, steps: int, population: int, ready: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="PB2 against PBT (perturb) and random search at equal compute")
-    parser.add_argument("problem", choices=["toy", "digits"])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--population", type=int, default=4)
-    parser.add_argument("--steps", type=int, help="steps per member (toy: 40 of 10 SGD iterations; digits: 40 epochs)")
-    parser.add_argument("--ready", type=int, default=4, help="steps between ready points")
-    parser.add_argument("--root", help="where the table goes (default runs/pb2/<problem>)")
-    args = parser.parse_args(argv)
+    args_parser = parser("PB2 against PBT (perturb) and random search at equal compute", seeds=5)
+    args_parser.add_argument("problem", choices=["toy", "digits"])
+    args_parser.add_argument("--population", type=int, default=4)
+    args_parser.add_argument(
+        "--steps", type=int, help="steps per member (toy: 40 of 10 SGD iterations; digits: 40 epochs)"
+    )
+    args_parser.add_argument("--ready", type=int, default=4, help="steps between ready points")
+    args_parser.add_argument("--root", help="where the table goes (default runs/pb2/<problem>)")
+    args = args_parser.parse_args(argv)
     root = Path(args.root or f"runs/pb2/{args.problem}")
     root.mkdir(parents=True, exist_ok=True)
     steps = args.steps or 40

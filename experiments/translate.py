@@ -17,7 +17,6 @@ attention provides. BLEU on it is not comparable with the seed's Europarl figure
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -33,7 +32,7 @@ import torch
 from torch import nn
 
 import poptrain
-from experiments.harness import save_table, slug, variant_runs
+from experiments.harness import parser, save_table, slug, variant_runs
 from poptrain.errors import ConfigError
 from poptrain.space import HParams
 
@@ -347,13 +346,15 @@ def _corpus_trainable(corpus: Corpus) -> type[Translator]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="PBT against fixed hyperparameters on a GRU translation model")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="population 4, 4 steps, 1 seed")
-    parser.add_argument("--src", help="source-language file of a parallel corpus (Europarl format)")
-    parser.add_argument("--tgt", help="target-language file, aligned line by line with --src")
-    parser.add_argument("--root", default="runs/translate")
-    args = parser.parse_args(argv)
+    args_parser = parser(
+        "PBT against fixed hyperparameters on a GRU translation model",
+        seeds=3,
+        quick="population 4, 4 steps, 1 seed",
+        root="runs/translate",
+    )
+    args_parser.add_argument("--src", help="source-language file of a parallel corpus (Europarl format)")
+    args_parser.add_argument("--tgt", help="target-language file, aligned line by line with --src")
+    args = args_parser.parse_args(argv)
     if (args.src is None) != (args.tgt is None):
         raise ConfigError("give both --src and --tgt (two aligned files), or neither for the generated numbers task")
     trainable: type[Translator] = Translator
