@@ -20,8 +20,8 @@ test: $(STAMP)  ## the whole test suite, slow tests included
 	$(BIN)/pytest
 
 lint: $(STAMP)  ## ruff (lint and format) and mypy (strict on the pure packages): zero findings
-	$(BIN)/ruff check src tests benchmarks experiments
-	$(BIN)/ruff format --check src tests benchmarks experiments
+	$(BIN)/ruff check src tests benchmarks experiments examples
+	$(BIN)/ruff format --check src tests benchmarks experiments examples
 	$(BIN)/mypy src/poptrain experiments
 
 bench: $(STAMP)  ## framework overhead against a plain training loop
