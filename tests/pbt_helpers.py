@@ -61,6 +61,9 @@ def make_run(name="tracer", *, population_size=6, seed=0, storage="memory", tmp_
     if storage == "sqlite":
         storage = f"sqlite:///{tmp_path}/{name}/poptrain.db"
     options.setdefault("ready", poptrain.every(3))
+    # these runs exercise the machinery (lineage, copies, callbacks), so they use the exploit that
+    # copies whenever a member is in the bottom quantile, not the default's noise-aware t-test
+    options.setdefault("exploit", poptrain.truncation(0.2))
     return poptrain.create_run(
         name=name,
         space=SPACE,

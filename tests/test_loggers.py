@@ -8,6 +8,7 @@ import json
 import math
 import struct
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,17 @@ def wandb_records(path: str) -> list[Any]:
     return records
 
 
+def complete_wandb_records(path: str, seconds: float = 20.0) -> list[Any]:
+    """The records of a finished offline run; wandb's service process may still be writing the
+    file for a moment after ``finish()`` returns, so wait (bounded) for its final ``exit`` record."""
+    deadline = time.monotonic() + seconds
+    while True:
+        records = wandb_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("wandb")
@@ -194,7 +206,7 @@ def test_wandb_writes_an_offline_run_per_member(tmp_path: Path, wandb_offline: N
     assert len(files) == 3
     by_slot: dict[int, list[Any]] = {}
     for path in files:
-        records = wandb_records(path)
+        records = complete_wandb_records(path)
         [start] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
         config = {u.key: json.loads(u.value_json) for u in start.config.update}
         assert start.run_group == "tracer" and start.display_name == f"tracer/member-{config['member']}"

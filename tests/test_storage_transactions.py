@@ -182,7 +182,7 @@ def test_upgrade_to_one_score_per_step_keeps_the_newest_of_duplicates(url: str) 
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            assert conn.execute(text("SELECT value FROM poptrain_meta")).scalar() == str(SCHEMA_VERSION) == "2"
+            assert conn.execute(text("SELECT value FROM poptrain_meta")).scalar() == str(SCHEMA_VERSION) == "3"
             assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == _migrate.HEAD_REVISION
     finally:
         engine.dispose()

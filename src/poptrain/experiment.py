@@ -29,7 +29,7 @@ from poptrain.executors import EXECUTORS
 from poptrain.limits import MAX_POPULATION, MAX_SEED
 from poptrain.space import SearchSpace
 from poptrain.stopping import rules_from_setting
-from poptrain.strategy import Strategy, every, import_object, perturb, truncation
+from poptrain.strategy import DEFAULT_STRATEGY, Strategy, callable_to_spec, import_object
 from poptrain.strategy._spec import callable_from_spec
 
 REQUIRED: Any = object()  # the default of a key that must be given
@@ -204,15 +204,18 @@ MODULE_SETTINGS: tuple[Setting, ...] = (
         _is_mapping,
     ),
     *_NUMBERS,
-    Setting("ready", "a ready strategy (e.g. poptrain.every(4))", callable, every(4)),
+    Setting("ready", "a ready strategy (e.g. poptrain.every(4))", callable, DEFAULT_STRATEGY.ready),
     Setting(
-        "exploit", "an exploit strategy or None (e.g. poptrain.truncation(0.2))", _optional(callable), truncation(0.2)
+        "exploit",
+        "an exploit strategy or None (e.g. poptrain.ttest(window=8))",
+        _optional(callable),
+        DEFAULT_STRATEGY.exploit,
     ),
     Setting(
         "explore",
         "an explore strategy or None (e.g. poptrain.perturb((0.8, 1.2)))",
         _optional(callable),
-        perturb((0.8, 1.2), resample_probability=0.25),
+        DEFAULT_STRATEGY.explore,
     ),
     Setting("inherit_hparams", "True or False", _is_bool, True),
     Setting("synchronous", "True or False", _is_bool, False),
@@ -229,19 +232,19 @@ STRATEGY_SETTINGS: tuple[Setting, ...] = (
         "ready",
         "a mapping with a type (e.g. {type: every, steps: 4})",
         _is_strategy_spec(False),
-        {"type": "every", "steps": 4},
+        callable_to_spec(DEFAULT_STRATEGY.ready),
     ),
     Setting(
         "exploit",
-        "null or a mapping with a type (e.g. {type: truncation, fraction: 0.2})",
+        "null or a mapping with a type (e.g. {type: ttest, window: 8})",
         _is_strategy_spec(True),
-        {"type": "truncation", "fraction": 0.2},
+        callable_to_spec(DEFAULT_STRATEGY.exploit),
     ),
     Setting(
         "explore",
         "null or a mapping with a type (e.g. {type: perturb, factors: [0.8, 1.2]})",
         _is_strategy_spec(True),
-        {"type": "perturb", "factors": [0.8, 1.2], "resample_probability": 0.25},
+        callable_to_spec(DEFAULT_STRATEGY.explore),
     ),
     Setting("inherit_hparams", "true or false", _is_bool, True),
     Setting("synchronous", "true or false", _is_bool, False),

@@ -34,16 +34,14 @@ from poptrain.space import HParams, SearchSpace
 from poptrain.stopping import RunStopped, StopRule, check_rules
 from poptrain.storage import Storage, open_storage
 from poptrain.strategy import (
+    DEFAULT_STRATEGY,
     ExploitFn,
     ExploreFn,
     HistoryExploreFn,
     ReadyFn,
     Strategy,
-    every,
-    perturb,
     strategy_from_spec,
     strategy_to_spec,
-    truncation,
 )
 from poptrain.trainable import Trainable, call_user, read_score
 
@@ -598,9 +596,9 @@ def create_run(
     population_size: int,
     metric: str = "score",
     mode: str = "max",
-    ready: ReadyFn = every(4),
-    exploit: ExploitFn | None = truncation(0.2),
-    explore: ExploreFn | HistoryExploreFn | None = perturb((0.8, 1.2), resample_probability=0.25),
+    ready: ReadyFn = DEFAULT_STRATEGY.ready,
+    exploit: ExploitFn | None = DEFAULT_STRATEGY.exploit,
+    explore: ExploreFn | HistoryExploreFn | None = DEFAULT_STRATEGY.explore,
     inherit_hparams: bool = True,
     replace_failed: bool | None = None,
     synchronous: bool = False,

@@ -16,6 +16,7 @@ from poptrain.strategy.history import History, Observation, build_history, first
 from poptrain.strategy.mfpbt import mf_exploit, mf_ready, mfpbt
 from poptrain.strategy.pb2 import pb2
 from poptrain.strategy.plan import (
+    DEFAULT_STRATEGY,
     Strategy,
     at_step,
     decision_rng,
@@ -31,6 +32,7 @@ from poptrain.strategy.recent import lineage_scores, recent_window
 from poptrain.strategy.significance import ttest
 
 __all__ = [
+    "DEFAULT_STRATEGY",
     "Decision",
     "Donor",
     "ExploitFn",
