@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-vectorized toy clean
+.PHONY: run test lint docs bench bench-vectorized toy clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ lint: $(STAMP)  ## ruff (lint and format) and mypy (strict on the pure packages)
 	$(BIN)/ruff check src tests benchmarks experiments examples
 	$(BIN)/ruff format --check src tests benchmarks experiments examples
 	$(BIN)/mypy src/poptrain experiments
+
+docs: $(STAMP)  ## the API reference from the docstrings (mkdocs + mkdocstrings, warnings as errors) under build/site
+	$(BIN)/mkdocs build --strict --quiet
 
 bench: $(STAMP)  ## framework overhead against a plain training loop
 	$(BIN)/python -m benchmarks.overhead
