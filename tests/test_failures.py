@@ -253,11 +253,24 @@ def test_random_search_retires_a_failed_member_unless_told_to_replace_it(
     member0 = run.members()[0]
     kinds = [g.kind for g in run.lineage() if g.number > 0]
     if replace_failed is None:
-        assert kinds == [] and member0.state == "failed" and member0.step == 4  # retired at its last checkpoint
+        assert kinds == [] and member0.state == "retired" and member0.step == 4  # retired at its last checkpoint
         assert run.members()[1].state == "finished" and run.members()[1].step == 16
         assert run.refresh().record.state == "finished"
     else:
         assert kinds == ["replace"] and member0.state == "finished" and member0.step == 16
+
+
+def test_a_retired_member_stays_retired_when_the_run_continues(tmp_path: Path) -> None:
+    """A resume does not bring a retired member back (its NaN would not recur here: FlakyNaN
+    fails once, so a retrained member would reach the end)."""
+    FLAKED.clear()
+    run = toy_run(tmp_path, "random-resume", exploit=None, explore=None)
+    run.optimize(FlakyNaN, steps=8)
+    assert run.members()[0].state == "retired"
+    run.optimize(FlakyNaN, steps=16)
+    member0, member1 = run.members()[:2]
+    assert (member0.state, member0.step) == ("retired", 4) and member1.step == 16
+    assert max(s.step for s in run.scores() if s.slot == 0) == 4
 
 
 def test_pbt_replacements_are_their_own_kind(tmp_path: Path) -> None:

@@ -328,7 +328,7 @@ def test_random_search_retires_a_member_that_diverges() -> None:
     run = make_run(space, population=4, exploit=None, explore=None, initial_hparams=initial)
     run.optimize(spec(loss=poisoned), steps=6, executor="vectorized")
     members = run.members()
-    assert [m.state for m in members] == ["finished"] * 3 + ["failed"]
+    assert [m.state for m in members] == ["finished"] * 3 + ["retired"]
     assert [m.step for m in members] == [6, 6, 6, 0] and members[3].failures == 1
     assert all(math.isfinite(s.value) for s in run.scores()) and not [s for s in run.scores() if s.slot == 3]
     assert [g.kind for g in run.lineage() if g.number > 0] == []

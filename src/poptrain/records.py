@@ -10,7 +10,7 @@ from typing import Any, Literal
 from poptrain.space import HParams
 
 RUN_STATES = ("created", "running", "finished", "failed", "interrupted", "stopped")
-MEMBER_STATES = ("pending", "running", "finished", "failed")
+MEMBER_STATES = ("pending", "running", "finished", "failed", "retired")
 
 
 @dataclass(frozen=True)

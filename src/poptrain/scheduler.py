@@ -188,10 +188,13 @@ class Scheduler:
     def resumable_members(self) -> list[MemberRecord]:
         """The members still to train, each rewound to its newest ready point (what it did after
         it is undone: it trains again from that checkpoint). A member whose final checkpoint is
-        recorded is marked finished."""
+        recorded is marked finished; a retired one (see ``fail``) stays retired."""
         todo = []
         for member in self.members():
             if member.state == "finished" and member.step >= self.total_steps:
+                continue
+            if member.state == "retired":  # failed for good under random search: it stays out
+                self.retired.add(member.slot)
                 continue
             if member.step != member.last_ready_step:
                 member = self.storage.rewind_member(self.run.id, member.slot)
@@ -408,7 +411,7 @@ class Scheduler:
         newest checkpoint, or, after ``max_retries`` failures in a row (at once when a retry
         cannot help), replaced by a copy of the best healthy member (``"replace"`` in the
         lineage); when the strategy does not replace failed members, it is retired instead
-        (left ``failed``, its slot in ``retired``: it trains no more). With nobody to copy yet,
+        (state ``retired``, its slot in ``retired``: it trains no more, not after a resume either). With nobody to copy yet,
         ``can_wait`` hands it back to be tried after the others reach a checkpoint. Raises when
         the run keeps failing with no ready point in between, or when a member must be replaced
         and cannot be."""
@@ -431,7 +434,8 @@ class Scheduler:
             return record
         if not self.strategy.replaces_failed:  # random search stays random search: the member is retired
             self.retired.add(member.slot)
-            return record
+            self.storage.set_member_state(self.run.id, member.slot, "retired", error=record.error)
+            return replace(record, state="retired")
         members = {m.slot: m for m in self.members()}
         healthy = [
             p

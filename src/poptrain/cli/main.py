@@ -527,7 +527,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             )
         )
     for m in members:
-        if m.error and (m.state == "failed" or m.failures > 0):
+        if m.error and (m.state in ("failed", "retired") or m.failures > 0):
             console.print(Text.assemble((f"member {m.slot} failed ({m.failures} in a row):", "red"), "\n", m.error))
         elif m.error:
             console.print(text(f"member {m.slot} recovered from an earlier failure: {m.error.splitlines()[0]}"))

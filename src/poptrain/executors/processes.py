@@ -308,7 +308,8 @@ def work(job: WorkerJob, name: str | None = None, progress: ProgressListener | N
             scheduler.run.id, name, total_steps=job.total_steps, lease_seconds=job.lease_seconds
         )
         if member is None:
-            if all(m.state == "finished" and m.step >= job.total_steps for m in storage.get_members(scheduler.run.id)):
+            members = storage.get_members(scheduler.run.id)
+            if all(m.state == "retired" or (m.state == "finished" and m.step >= job.total_steps) for m in members):
                 return points
             time.sleep(0.05)  # every remaining member is leased by another worker
             continue

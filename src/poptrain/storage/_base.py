@@ -146,8 +146,8 @@ class Storage(ABC):
     def acquire_member(
         self, run_id: int, worker: str, *, total_steps: int, lease_seconds: float
     ) -> MemberRecord | None:
-        """Lease the least-trained member (by ``last_ready_step``, then slot) that is not finished,
-        is below ``total_steps`` and has no live lease, to ``worker`` for ``lease_seconds``;
+        """Lease the least-trained member (by ``last_ready_step``, then slot) that is neither
+        finished nor retired, is below ``total_steps`` and has no live lease, to ``worker`` for ``lease_seconds``;
         ``None`` if there is none. Two workers never hold the same member: a lease that
         expired (its worker stopped renewing it) may be taken over. The member is returned with
         its new ``lease`` token (one more than the last), for fenced writes."""

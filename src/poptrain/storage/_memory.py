@@ -333,8 +333,8 @@ class InMemoryStorage(Storage):
 
 
 def _trainable(member: MemberRecord, total_steps: int) -> bool:
-    """Whether a member still has training (or its final bookkeeping) to do."""
-    return not (member.state == "finished" and member.step >= total_steps)
+    """Whether a member still has training (or its final bookkeeping) to do: not finished, not retired."""
+    return not ((member.state == "finished" and member.step >= total_steps) or member.state == "retired")
 
 
 def _finite(value: float | None) -> float | None:

@@ -696,7 +696,7 @@ class SQLStorage(Storage):
             held = {r.slot: r for r in conn.execute(select(t.leases).where(_L.run_id == run_id))}
             now = time.time()
             for row in sorted(rows, key=lambda r: (r.last_ready_step, r.slot)):
-                if row.state == "finished" and row.step >= total_steps:
+                if (row.state == "finished" and row.step >= total_steps) or row.state == "retired":
                     continue
                 lease = held.get(row.slot)
                 if lease is not None and lease.expires_at > now and lease.worker != worker:

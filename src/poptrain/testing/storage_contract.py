@@ -154,6 +154,13 @@ class StorageContract:
         again = storage.acquire_member(run.id, "w9", total_steps=8, lease_seconds=60)
         assert again is not None and again.slot == 1
 
+    def test_a_retired_member_is_never_leased(self, storage: Storage) -> None:
+        run, _ = self.new_run(storage, n=2)
+        storage.set_member_state(run.id, 0, "retired", "scored nan")
+        got = storage.acquire_member(run.id, "w0", total_steps=8, lease_seconds=60)
+        assert got is not None and got.slot == 1
+        assert storage.acquire_member(run.id, "w1", total_steps=8, lease_seconds=60) is None
+
     def test_expired_lease_is_taken_over_and_finished_members_are_not_leased(self, storage: Storage) -> None:
         run, _ = self.new_run(storage, n=2)
         first = storage.acquire_member(run.id, "dead", total_steps=8, lease_seconds=-1.0)  # expired at once
