@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.browser_helpers import browser as _browser
+from tests.browser_helpers import errors as _errors
+from tests.browser_helpers import wait as _wait
 
 import poptrain
 from poptrain.errors import ConfigError
 from poptrain.report.writer import write_report
-from test_report import _browser, _errors, _wait
 
 MARK = "xssmark"
 PAYLOAD = (
