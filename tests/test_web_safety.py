@@ -136,6 +136,12 @@ def test_dashboard_shows_payloads_as_text_in_chromium(tmp_path: Path) -> None:
         _check_page(browser)
         browser.get(f"http://localhost:{server.server_address[1]}/")
         assert browser.execute_script("return document.querySelector('#runs a').textContent") == "xss"
+        assert browser.execute_script("return document.querySelector('#runs td.mark-other').textContent") == STATE
+        browser.execute_script("refreshIndex()")  # the rows again, built by the page's script
+        _wait(browser, "return window.poptrainIndexRendered >= 1")
+        assert browser.execute_script("return document.querySelector('#runs td.mark-other').textContent") == STATE
+        assert browser.execute_script(INJECTED) == []
+        assert _errors(browser) == []
     finally:
         browser.quit()
         server.shutdown()

@@ -25,18 +25,17 @@ class RunRow:
 
 
 def _row(run: Any) -> RunRow:
-    members = run.members()
-    scores = run.scores()
-    best = run.best()
+    """The run's line, from the row the dashboard's index shows (``poptrain.report.index``)."""
+    from poptrain.report.index import read_index_row
+
+    row = read_index_row(run.storage, run.record)
     planned = run.record.settings.steps
-    done = min((m.step for m in members), default=0)
-    updated = max([run.record.created_at, *(s.wall_time for s in scores[-1:])])
     return RunRow(
         run.name,
-        run.record.state,
-        "-" if best is None else f"{best.score:.4g} (member {best.slot})",
-        f"{done}/{planned if planned else '?'}",
-        iso_time(updated, short=True),
+        row.label,
+        "-" if row.best is None else f"{row.best:.4g} (member {row.best_slot})",
+        f"{row.slowest_step}/{planned if planned else '?'}",
+        iso_time(row.updated or run.record.created_at, short=True),
     )
 
 
