@@ -363,7 +363,8 @@ def test_importance_finds_the_parameter_the_score_depends_on() -> None:
     assert list(found.values) == ["x", "y"] and found.values["x"] > 0.7
     assert sum(found.values.values()) == pytest.approx(1.0)
     assert found.method.startswith("random-forest impurity importance (scikit-learn RandomForestRegressor, 200 trees")
-    assert found.method.endswith("over 40 evaluations")
+    assert "with the training step as a control, over 40 evaluations" in found.method
+    assert found.noise < found.values["x"] and found.explained is not None and found.explained > 0.5
 
 
 def test_importance_needs_ten_evaluations_and_two_parameters() -> None:

@@ -227,6 +227,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--output", help="folder to write into (default: the run's folder, runs/NAME)")
     _add_storage_args(report)
 
+    compare = commands.add_parser(
+        "compare", help="draw several runs' best-so-far curves on one page and their results side by side"
+    )
+    compare.add_argument("names", nargs="+", metavar="NAME", help="two or more runs of one metric")
+    compare.add_argument("--output", help="HTML file to write, a PNG beside it (default: ROOT/compare.html)")
+    _add_storage_args(compare)
+
     dashboard = commands.add_parser(
         "dashboard", help="a local web page of the runs, updating live (127.0.0.1 by default)"
     )
@@ -586,6 +593,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from poptrain.report.compare import write_comparison
+
+    if len(args.names) < 2:
+        raise ConfigError(f"compare needs at least two runs, got {len(args.names)}; name two or more runs")
+    output = Path(args.output) if args.output else Path(args.root) / "compare.html"
+    check_output_file(output)
+    runs = [load(args, name) for name in args.names]  # every run is read before anything is written
+    try:
+        paths = write_comparison(runs, output)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {output} ({exc.strerror or exc}); give another --output") from None
+    print(f"Wrote {paths['html']} (open it in a browser; it needs no server) and {paths['png'].name} beside it")
+    return 0
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from poptrain.report.dashboard import RunSource, make_server
 
@@ -783,6 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _cmd_status,
         "export": _cmd_export,
         "report": _cmd_report,
+        "compare": _cmd_compare,
         "dashboard": _cmd_dashboard,
         "replay": _cmd_replay,
         "ls": cmd_ls,

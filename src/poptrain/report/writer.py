@@ -39,7 +39,15 @@ def stored_summary(folder: Path | None) -> dict[str, Any]:
 def run_report_data(run: Any, summary: dict[str, Any] | None = None) -> ReportData:
     """A run's report data, read from its storage once."""
     run.refresh()
-    return report_data(run.record, run.members(), run.lineage(), run.scores(), run.best(), summary=summary)
+    return report_data(
+        run.record,
+        run.members(),
+        run.lineage(),
+        run.scores(),
+        run.best(),
+        summary=summary,
+        checkpoints=run.storage.get_checkpoints(run.record.id),
+    )
 
 
 def write_report(run: Any, folder: str | Path, *, summary: dict[str, Any] | None = None) -> dict[str, Path]:
