@@ -25,6 +25,16 @@ def _plain(label: str) -> str:
     return label.replace("$", r"\$")
 
 
+def _tidy(figure: Any) -> None:
+    """Tight layout where it can be had; a label too long for it (a long choice option) keeps the
+    default layout instead of printing matplotlib's warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
+        figure.tight_layout()
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -168,7 +178,7 @@ def plot_scores(data: ReportData) -> Any:
     axis.set_title(_plain(f"{data.run}: {data.metric} of every member ({data.population} members)"))
     axis.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=3, fontsize=8, frameon=False)
     axis.grid(alpha=0.25)
-    figure.tight_layout()
+    _tidy(figure)
     return figure
 
 
@@ -246,7 +256,7 @@ def plot_schedules(data: ReportData) -> Any:
         axes[0, 0].plot([], [], color=MEMBER, linewidth=1.1, label="members")
         axes[0, 0].legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("step")
-    figure.tight_layout()
+    _tidy(figure)
     return figure
 
 
@@ -338,5 +348,5 @@ def plot_lineage(data: ReportData) -> Any:
     axis.set_ylabel("member")
     axis.set_title(_plain(f"{data.run}: population development (faded: lineages that died out)"), fontsize=11)
     axis.legend(loc="upper left", bbox_to_anchor=(0.0, -0.09), ncol=3, fontsize=8, frameon=False)
-    figure.tight_layout()
+    _tidy(figure)
     return figure
