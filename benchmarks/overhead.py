@@ -196,9 +196,8 @@ class Timers:
 
 # (category, group shown in the summary, [(object, attribute name), ...])
 def _probes() -> list[tuple[str, str, list[tuple[Any, str]]]]:
-    from poptrain.controller import Controller
-
-    from poptrain import controller as controller_module
+    from poptrain import runner as runner_module
+    from poptrain import scheduler as scheduler_module
     from poptrain.checkpoints import _base as ckpt_base
     from poptrain.checkpoints import _local as ckpt_local
     from poptrain.storage import _sql
@@ -216,18 +215,33 @@ def _probes() -> list[tuple[str, str, list[tuple[Any, str]]]]:
                 (digits.DigitsMLP, "set_hparams"),
             ],
         ),
-        ("checkpoint serialize (torch.save)", "checkpoints", [(ckpt_base, "serialize")]),
+        (
+            "checkpoint serialize (torch.save)",
+            "checkpoints",
+            [(ckpt_base, "serialize"), (ckpt_base, "serialize_member")],
+        ),
         ("checkpoint sha256", "checkpoints", [(ckpt_base, "sha256")]),
         ("checkpoint file write (atomic)", "checkpoints", [(ckpt_local.LocalCheckpointStore, "write")]),
         ("checkpoint file read", "checkpoints", [(ckpt_local.LocalCheckpointStore, "read")]),
         ("checkpoint deserialize (torch.load)", "checkpoints", [(ckpt_base, "deserialize")]),
         ("storage record_scores", "storage", [(sql, "record_scores")]),
         ("storage record_ready", "storage", [(sql, "record_ready")]),
-        ("storage other writes (member/run state)", "storage", [(sql, "set_member_state"), (sql, "set_run_state")]),
+        (
+            "storage other writes (member/run state, collection)",
+            "storage",
+            [(sql, "set_member_state"), (sql, "set_run_state"), (sql, "mark_checkpoints_deleted")],
+        ),
         (
             "storage reads (members, checkpoints, run)",
             "storage",
-            [(sql, "get_members"), (sql, "get_checkpoint"), (sql, "get_run")],
+            [
+                (sql, "get_members"),
+                (sql, "get_checkpoint"),
+                (sql, "get_checkpoints"),
+                (sql, "get_generations"),
+                (sql, "get_scores"),
+                (sql, "get_run"),
+            ],
         ),
         (
             "storage open + create run + members",
@@ -235,9 +249,14 @@ def _probes() -> list[tuple[str, str, list[tuple[Any, str]]]]:
             [(sql, "__init__"), (sql, "create_run"), (sql, "add_members"), (sql, "close")],
         ),
         (
-            "strategy (ready checks, snapshots, planning)",
+            "random state capture/restore (per segment)",
+            "checkpoints",
+            [(runner_module, "capture"), (runner_module, "restore"), (runner_module, "seed_globals")],
+        ),
+        (
+            "strategy (snapshots, planning)",
             "strategy",
-            [(Controller, "is_ready"), (Controller, "snapshot"), (controller_module, "plan_generation")],
+            [(scheduler_module.Scheduler, "snapshot"), (scheduler_module, "plan_round")],
         ),
     ]
 

@@ -2,6 +2,7 @@
 
     .venv/bin/pip install -e ".[tune]" && .venv/bin/python -m benchmarks.vs_ray_tune [--seeds 3]
     .venv/bin/python -m benchmarks.vs_ray_tune --quick     # smoke run: 1 seed, population 4, 8 epochs
+    .venv/bin/python -m benchmarks.vs_ray_tune --population 64 --epochs 10 --executors "ray tune,sequential"
 
 The digits MLP (``poptrain.experiments.digits``: 64-128-10, SGD with lr, momentum, weight decay
 and dropout explored, one step = one epoch at batch 64, validation accuracy the metric),
@@ -365,10 +366,21 @@ def main() -> None:
         default=MAIN_THREADS,
         help=f"torch threads for the sequential and vectorized runs (default {MAIN_THREADS})",
     )
+    parser.add_argument(
+        "--executors",
+        default=",".join(EXECUTORS),
+        help=f"comma-separated drivers to run, Ray Tune always among them (default: {','.join(EXECUTORS)})",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON output (default {RESULTS})")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.population, args.epochs = 1, 4, 8
+    chosen = [name.strip() for name in args.executors.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in EXECUTORS]
+    if unknown:
+        parser.error(f"unknown executor(s) {', '.join(unknown)}; choose from {', '.join(EXECUTORS)}")
+    executors = [name for name in EXECUTORS if name in chosen or name == "ray tune"]
+    load_start = [round(x, 2) for x in os.getloadavg()]
     memory = not args.no_memory
 
     import ray
@@ -387,11 +399,11 @@ def main() -> None:
         f"machine: {os.cpu_count()} CPUs, {platform.machine()}, python {sys.version.split()[0]}, "
         f"torch {torch.__version__}, ray {ray.__version__}, poptrain {getattr(poptrain, '__version__', '?')}"
     )
-    print(threads, flush=True)
+    print(f"{threads}; load average at start {load_start}", flush=True)
 
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in EXECUTORS}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in executors}
     for seed in range(args.seeds):
-        for name in EXECUTORS:
+        for name in executors:
             load = round(os.getloadavg()[0], 2)  # 1-minute load average: another job on the machine shows here
             if name == "ray tune":
                 row = tune_run(seed, args.population, args.epochs, memory)
@@ -421,7 +433,7 @@ def main() -> None:
         "| best val acc (median) | peak PSS (median MiB) |"
     )
     print("|---|---|---|---|---|---|")
-    for name in EXECUTORS:
+    for name in executors:
         rows = runs[name]
         seconds = statistics.median(r["seconds"] for r in rows)
         pss = [r["peak_pss_mib"] for r in rows if r["peak_pss_mib"] is not None]
@@ -453,7 +465,14 @@ def main() -> None:
         f"ray.shutdown {statistics.median(stops):.2f} s. Tune trained median {statistics.median(trained):.0f} "
         f"member-epochs for {args.population * args.epochs} planned."
     )
-    print(threads)
+    load_end = [round(x, 2) for x in os.getloadavg()]
+    print(f"{threads}; load average at start {load_start}, at the end {load_end}")
+    for name in executors:
+        if name != "ray tune":
+            print(
+                f"ratio {name}/ray tune {summary[name]['time_ratio_to_ray_tune']:.3f} "
+                f"({summary[name]['speedup_vs_ray_tune']:.2f}x faster; ray tune median {tune_median:.2f} s)"
+            )
 
     result = {
         "benchmark": "poptrain executors vs Ray Tune PopulationBasedTraining, digits MLP",
@@ -466,6 +485,8 @@ def main() -> None:
         "perturbation_factors": FACTORS,
         "resample_probability": RESAMPLE,
         "threads": threads,
+        "executors": executors,
+        "loadavg": {"start": load_start, "end": load_end},
         "summary": summary,
         "runs": runs,
         "ray_start_s_median": statistics.median(starts),

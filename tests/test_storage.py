@@ -154,13 +154,14 @@ def test_migrations_ship_with_the_package():
     ]
 
 
-def _schema_differences(url):
+def _schema_differences(url, *, migrate_new=True):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    open_storage(url).close()
     engine = create_engine(url)
     try:
+        with engine.begin() as conn:  # every migration, even where a new database gets the schema directly
+            _migrate.prepare(conn, "the test database", migrate_new=migrate_new)
         with engine.connect() as conn:
             return compare_metadata(MigrationContext.configure(conn), schema.metadata)
     finally:
@@ -169,6 +170,35 @@ def _schema_differences(url):
 
 def test_migrations_create_exactly_the_schema_sqlite(tmp_path):
     assert _schema_differences(f"sqlite:///{tmp_path}/poptrain.db") == []
+
+
+def _sqlite_schema(path):
+    with sqlite3.connect(path) as conn:
+        tables = conn.execute("SELECT type, name, tbl_name FROM sqlite_master ORDER BY type, name").fetchall()
+        columns = {
+            name: conn.execute(f"PRAGMA table_info({name})").fetchall()
+            + conn.execute(f"PRAGMA foreign_key_list({name})").fetchall()
+            for kind, name, _ in tables
+            if kind == "table"
+        }
+        indexes = {
+            name: conn.execute(f"PRAGMA index_info({name})").fetchall() for kind, name, _ in tables if kind == "index"
+        }
+        rows = {
+            "alembic_version": conn.execute("SELECT * FROM alembic_version").fetchall(),
+            "poptrain_meta": conn.execute("SELECT * FROM poptrain_meta").fetchall(),
+        }
+    return tables, columns, indexes, rows
+
+
+def test_new_sqlite_database_gets_the_schema_the_migrations_build(tmp_path):
+    """A new SQLite database gets the newest schema directly, without running the migrations:
+    the same tables, columns, indexes, revision and schema version as the migrations make."""
+    direct, migrated = tmp_path / "direct.db", tmp_path / "migrated.db"
+    open_storage(f"sqlite:///{direct}").close()
+    assert _schema_differences(f"sqlite:///{migrated}") == []
+    assert _sqlite_schema(direct) == _sqlite_schema(migrated)
+    assert _schema_differences(f"sqlite:///{direct}", migrate_new=False) == []
 
 
 def test_migrations_create_exactly_the_schema_postgres(postgres_url):

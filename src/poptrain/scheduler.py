@@ -160,6 +160,7 @@ class Scheduler:
         self._scores: dict[int, dict[int, float | None]] = {}  # slot -> step -> value, for fair comparisons
         self._scores_learned = False  # whether _scores holds those stored before (read when recent ones are needed)
         self._generations: dict[int, GenerationRecord] = {}  # by id, read when recent scores are needed
+        self._checkpoints: dict[int, CheckpointRecord] = {}  # by id: those this scheduler recorded, and read
         self.stats = SchedulerStats()
         self._worker_kind = "worker"
         self.lease: int | None = None  # a fenced lease's token when a worker writes for the member it leased
@@ -327,6 +328,12 @@ class Scheduler:
             lease=self.lease,
         )
         self._failures_in_a_row = 0
+        for (member, ckpt, _), record in zip(updated, records, strict=True):
+            if record.checkpoint_id is not None:  # known without reading it back (see ``checkpoint``)
+                score = member.score if member.score is not None and math.isfinite(member.score) else None
+                self._checkpoints[record.checkpoint_id] = CheckpointRecord(
+                    record.checkpoint_id, member.slot, member.step, ckpt.uri, ckpt.sha256, ckpt.size_bytes, score
+                )
         if self._population is not None:
             self._population.update({r.slot: r for r in records})
         for (member, _, _), record in zip(updated, records, strict=True):
@@ -399,6 +406,7 @@ class Scheduler:
                 self.run.id, [c.id for c in doomed]
             )  # first: never a row without a file
             for ckpt in doomed:
+                self._checkpoints.pop(ckpt.id, None)
                 self.checkpoints.delete(ckpt.uri)
         return len(doomed)
 
@@ -527,12 +535,8 @@ class Scheduler:
     def task_for(self, record: MemberRecord, decision: Decision | None = None, *, fresh: bool = True) -> SegmentTask:
         """The segment ``record`` trains next; ``decision``: the one taken at its last ready point,
         for a runner that holds it live (``fresh=False``)."""
-        restore = (
-            self.storage.get_checkpoint(record.resume_checkpoint_id)
-            if record.resume_checkpoint_id is not None
-            else None
-        )
-        own = self.storage.get_checkpoint(record.checkpoint_id) if record.checkpoint_id is not None else None
+        restore = self.checkpoint(record.resume_checkpoint_id) if record.resume_checkpoint_id is not None else None
+        own = self.checkpoint(record.checkpoint_id) if record.checkpoint_id is not None else None
         context = TrainContext(
             self.run.name, record.slot, member_seed(self.run.seed, record.slot), self.device, self.run.seed, record.step
         )
@@ -548,6 +552,15 @@ class Scheduler:
             restore if decision is not None and decision.copies else None,
             decision is not None,
         )
+
+    def checkpoint(self, checkpoint_id: int) -> CheckpointRecord:
+        """The checkpoint record ``checkpoint_id``: one this scheduler recorded is known without a
+        read (a checkpoint record never changes but for ``deleted``, and this scheduler deletes only
+        those it forgets at once); another one is read from storage once."""
+        known = self._checkpoints.get(checkpoint_id)
+        if known is None:
+            known = self._checkpoints[checkpoint_id] = self.storage.get_checkpoint(checkpoint_id)
+        return known
 
     def _arrived(
         self, members: dict[int, _Member], worker: int, slot: int | None, result: SegmentResult | None

@@ -20,6 +20,8 @@ class LocalCheckpointStore(CheckpointStore):
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        self._resolved: Path | None = None  # the root's real path, once it exists
+        self._folders: set[Path] = set()  # folders this store made or found (not made again per write)
 
     def path(self, uri: str) -> Path:
         """The file of ``uri``; ``CheckpointError`` for one that points outside the folder."""
@@ -27,15 +29,27 @@ class LocalCheckpointStore(CheckpointStore):
 
     def _path(self, uri: str) -> Path:
         path = (self.root / uri).resolve()
-        if self.root.resolve() not in path.parents:
+        if self._resolved is None or self._resolved not in path.parents:  # resolved again when it may have changed
+            root = self.root.resolve()
+            self._resolved = root if root.is_dir() else None
+        else:
+            root = self._resolved
+        if root not in path.parents:
             raise CheckpointError(f"checkpoint URI {uri!r} points outside the checkpoint folder {self.root}")
         return path
 
     def write(self, key: str, data: bytes) -> str:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+            if path.parent not in self._folders:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(path.parent)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+            except FileNotFoundError:  # the folder went away since (a run folder deleted): made again
+                self._folders.discard(path.parent)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)

@@ -1,7 +1,11 @@
-"""The SQL schema's version: created and migrated by Alembic (``migrations/``), checked on open.
+"""The SQL schema's version: migrated by Alembic (``migrations/``), checked on open.
 
-Opening a database at the newest revision costs two small reads; Alembic (and its import) is
-only loaded to create or migrate a schema, or to tell an unknown revision from an old one.
+Opening a database at the newest revision costs two small reads. A new, empty SQLite database
+gets the newest schema at once (``metadata.create_all`` and the newest revision stamped, as
+Alembic's own recipe for a database built from scratch; ``tests/test_storage.py`` checks that
+the migrations build exactly that schema), which costs a few milliseconds where running every
+migration costs a few hundred. Alembic (and its import) is only loaded to migrate an older
+schema, to create one on PostgreSQL, or to tell an unknown revision from an old one.
 """
 
 from __future__ import annotations
@@ -45,16 +49,20 @@ def known_revisions() -> set[str]:
     return {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
-def prepare(conn: Connection, where: str, *, create: bool = True) -> None:
+def prepare(conn: Connection, where: str, *, create: bool = True, migrate_new: bool = False) -> None:
     """Bring the database behind ``conn`` (in a transaction) to ``HEAD_REVISION``, or refuse it
     with a ``StorageError``; ``where`` names it in messages (no password). With ``create=False``
-    an empty database is a ``RunNotFoundError`` and is left as it is."""
+    an empty database is a ``RunNotFoundError`` and is left as it is. An empty SQLite database
+    gets the newest schema directly (see the module docstring) unless ``migrate_new``, which
+    runs every migration instead."""
     state = schema_state(conn, where)
     if state == CURRENT:
         return
     if state == (None, None) and not create:
         raise empty_database(where)
-    from alembic import command  # imported before the lock below: the import is slow
+    direct = conn.dialect.name == "sqlite" and state == (None, None) and not migrate_new
+    if not direct:
+        import alembic.command  # noqa: F401 - imported before the lock below: the import is slow
 
     # One process creates or migrates; the others wait for it, then read its result.
     if conn.dialect.name == "postgresql":
@@ -64,13 +72,33 @@ def prepare(conn: Connection, where: str, *, create: bool = True) -> None:
     state = schema_state(conn, where)
     if state == CURRENT:
         return
+    if direct and state == (None, None):
+        create_newest(conn)
+        return
     _check(state, where)
+    from alembic import command
+
     config = alembic_config(conn)
     revision, version = state
     if revision is None and version is not None:  # made before Alembic managed the schema
         columns = {c["name"] for c in inspect(conn).get_columns(t.members.name)}
         command.stamp(config, "0002" if "failures" in columns else "0001")
     command.upgrade(config, "head")
+
+
+def create_newest(conn: Connection) -> None:
+    """Create the newest schema in the empty database behind ``conn`` (in a transaction): the
+    tables of ``_schema``, the ``schema_version`` row and Alembic's revision table at
+    ``HEAD_REVISION``, as running every migration would leave them."""
+    t.metadata.create_all(conn)
+    conn.execute(t.meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+    conn.execute(
+        text(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:head)"), {"head": HEAD_REVISION})
 
 
 def schema_state(conn: Connection, where: str) -> State:

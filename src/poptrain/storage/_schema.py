@@ -57,7 +57,7 @@ members = Table(
     Column("resume_checkpoint_id", Integer, nullable=True),
     Column("error", Text, nullable=True),
     Column("ready_hparams", JSON, nullable=True),
-    Column("failures", Integer, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0, server_default="0"),  # as migration 0002 adds it
     Column("lease", Integer, nullable=True),  # the token of the newest lease: +1 per acquisition
     UniqueConstraint("run_id", "slot", name="uq_members_run_slot"),
 )
