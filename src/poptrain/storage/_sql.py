@@ -93,6 +93,12 @@ _MEMBERS_IN_SLOTS = (
     .order_by(_M.slot)
     .with_for_update(of=t.members)
 )
+_LOCK_SLOTS = (  # the member rows alone, locked before _MEMBERS_IN_SLOTS reads them with what they hold
+    select(_M.id)
+    .where(_M.run_id == bindparam("run_id"), _M.slot.in_(bindparam("slots", expanding=True)))
+    .order_by(_M.slot)
+    .with_for_update()
+)
 _GENERATIONS_OF_SLOT = select(t.generations).where(
     t.generations.c.run_id == bindparam("run_id"), t.generations.c.slot == bindparam("slot")
 )
@@ -397,7 +403,13 @@ class SQLStorage(Storage):
     def _lock_members(self, conn: Connection, run_id: int, slots: Iterable[int]) -> dict[int, dict[str, Any]]:
         """The members in ``slots`` (those that exist) as dicts, locked for the transaction, each
         with ``_held`` (the ``CheckpointRecord`` it holds, or ``None``) and its lease's expiry."""
-        rows = conn.execute(_MEMBERS_IN_SLOTS, {"run_id": run_id, "slots": sorted(set(slots))})
+        params = {"run_id": run_id, "slots": sorted(set(slots))}
+        # Lock first, then read. On PostgreSQL a SELECT ... FOR UPDATE that waited for another
+        # writer returns the locked rows' new versions joined with rows of its older snapshot (a
+        # donor's new resume_checkpoint_id with its old held checkpoint, or none); a statement
+        # started after the lock is granted sees everything that writer committed.
+        conn.execute(_LOCK_SLOTS, params).all()
+        rows = conn.execute(_MEMBERS_IN_SLOTS, params)
         members = {}
         for row in rows:
             values = dict(row._mapping)
