@@ -147,11 +147,12 @@ def test_dashboard_answers_500_when_reading_a_run_breaks(
 def three_runs(root: Path) -> dict[str, poptrain.Run]:
     """A finished run, a failed one (a member failed, the run marked failed as ``optimize`` does)
     and one still running (16 of its 32 planned steps per member done)."""
-    done = toy_run(root, "done", meta={"steps": 16})
-    broke = toy_run(root, "broke", meta={"steps": 16})
+    done = toy_run(root, "done")
+    broke = toy_run(root, "broke")
     broke.storage.record_failure(broke.record.id, 1, "RuntimeError: out of memory")
     broke.storage.set_run_state(broke.record.id, "failed")
-    live = toy_run(root, "live", meta={"steps": 32})
+    live = toy_run(root, "live")  # optimize records its 16 steps as the plan; the plan is then 32
+    live.storage.set_run_steps(live.record.id, 32)
     live.storage.set_run_state(live.record.id, "running")
     runs = {"done": done, "broke": broke, "live": live}
     for run in runs.values():

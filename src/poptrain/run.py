@@ -216,6 +216,8 @@ class Run:
             self.record,
         )
         state, error, reason = "finished", None, None
+        if self.record.settings.steps != steps:  # the plan that progress and ETA are measured against
+            self.storage.set_run_steps(self.record.id, steps)
         self.storage.set_run_state(self.record.id, "running")
         try:
             listeners.on_run_start(info)  # a callback that cannot start fails the run before it trains

@@ -84,6 +84,11 @@ class Storage(ABC):
         stop rule that stopped it; ``None`` clears it)."""
 
     @abstractmethod
+    def set_run_steps(self, run_id: int, steps: int) -> None:
+        """Record the steps each member trains to (the run's plan, ``RunSpec.steps``): what
+        progress and ETA are measured against. Nothing else in the spec changes."""
+
+    @abstractmethod
     def delete_run(self, run_id: int) -> None:
         """Delete the run and everything recorded for it (members, lineage, scores, leases,
         checkpoint references) in one transaction; other runs are untouched. Checkpoint files

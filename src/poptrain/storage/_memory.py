@@ -81,6 +81,13 @@ class InMemoryStorage(Storage):
             run = self._run_by_id(run_id)
             self._runs[run.name] = replace(run, state=state, reason=reason)
 
+    def set_run_steps(self, run_id: int, steps: int) -> None:
+        with self._lock:
+            run = self._run_by_id(run_id)
+            spec = copy.deepcopy(run.spec)
+            spec["meta"] = {**dict(spec.get("meta") or {}), "steps": int(steps)}
+            self._runs[run.name] = replace(run, spec=spec)
+
     def delete_run(self, run_id: int) -> None:
         with self._lock:
             run = self._run_by_id(run_id)

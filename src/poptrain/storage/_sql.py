@@ -313,6 +313,15 @@ class SQLStorage(Storage):
             if changed.rowcount == 0:
                 raise KeyError(f"no run with id {run_id}")
 
+    def set_run_steps(self, run_id: int, steps: int) -> None:
+        with self._begin() as conn:
+            row = conn.execute(select(t.runs.c.spec).where(t.runs.c.id == run_id).with_for_update()).first()
+            if row is None:
+                raise KeyError(f"no run with id {run_id}")
+            spec = dict(row.spec)
+            spec["meta"] = {**dict(spec.get("meta") or {}), "steps": int(steps)}
+            conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(spec=spec))
+
     def delete_run(self, run_id: int) -> None:
         with self._begin() as conn:
             for table in (t.scores, t.checkpoints, t.leases, t.members, t.generations):

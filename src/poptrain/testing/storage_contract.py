@@ -226,6 +226,17 @@ class StorageContract:
         storage.set_run_state(run.id, "running")
         assert storage.get_run("alpha").reason is None  # a new state clears the reason
 
+    def test_set_run_steps_records_the_plan_and_nothing_else(self, storage: Storage) -> None:
+        run = storage.create_run("alpha", spec={**SPEC, "meta": {"target": "x"}}, seed=0)
+        storage.create_run("beta", spec=SPEC, seed=0)
+        storage.set_run_steps(run.id, 40)
+        stored = storage.get_run("alpha")
+        assert stored.settings.steps == 40 and stored.settings.target == "x"
+        assert {k: v for k, v in stored.spec.items() if k != "meta"} == {k: v for k, v in SPEC.items() if k != "meta"}
+        assert storage.get_run("beta").settings.steps is None
+        with pytest.raises(KeyError):
+            storage.set_run_steps(run.id + 1000, 3)
+
     def test_delete_run_removes_only_that_run(self, storage: Storage) -> None:
         run, (m0, _) = self.new_run(storage, "gone")
         kept, (k0, _) = self.new_run(storage, "kept")
