@@ -114,6 +114,14 @@ def dropout_mask(hidden: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
     return keep * (256 / (256 - threshold))
 
 
+# activations whose backward is written out: (forward, tape kind); the backward reads the output
+_OWN_BACKWARD: dict[type, tuple[Callable[[torch.Tensor], torch.Tensor], str]] = {
+    nn.ReLU: (torch.relu, "relu"),
+    nn.Sigmoid: (torch.sigmoid, "sigmoid"),
+    nn.Tanh: (torch.tanh, "tanh"),
+}
+
+
 class StackedModel:
     """The computation of one architecture over stacked tensors ``{name: [P, ...]}``."""
 
@@ -183,6 +191,98 @@ class StackedModel:
                 hidden = hidden * dropout_mask(hidden, torch.tensor(layer.p, device=hidden.device))
         assert hidden is not None
         return hidden
+
+    def gradients(
+        self,
+        params: Mapping[str, torch.Tensor],
+        buffers: Mapping[str, torch.Tensor],
+        x: torch.Tensor,
+        output_grad: Callable[[torch.Tensor], torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """Every parameter's gradient of one training batch, computed without autograd's
+        graph (batched-matmul path only): the forward pass keeps what each layer's backward
+        needs, ``output_grad`` maps the ``[P, batch, ...]`` output to the gradient of the
+        summed losses with respect to it, and the backward pass runs the layers in reverse
+        with the same kernels autograd would (``threshold_backward``, ``sigmoid_backward``, ...).
+        Layers without a hand-written backward (other activations) use autograd locally."""
+        assert self.plan is not None
+        tape: list[tuple[str, str, Any]] = []
+        hidden: torch.Tensor | None = None
+        for kind, name, layer in self.plan:
+            if kind == "flatten":
+                x = x.flatten(1)
+            elif kind == "linear":
+                weight = params[f"{name}.weight"]
+                bias = params.get(f"{name}.bias")
+                if hidden is None:
+                    size, out_features = weight.shape[0], weight.shape[1]
+                    flat = weight.reshape(size * out_features, -1)
+                    hidden = (torch.addmm(bias.reshape(-1, 1), flat, x.T) if bias is not None else flat @ x.T).view(
+                        size, out_features, -1
+                    )
+                    tape.append(("first", name, x))
+                else:
+                    tape.append(("linear", name, hidden))
+                    hidden = (
+                        torch.baddbmm(bias.unsqueeze(-1), weight, hidden)
+                        if bias is not None
+                        else torch.bmm(weight, hidden)
+                    )
+            elif hidden is None:
+                raise RuntimeError("unreachable: layers before the first Linear")
+            elif kind == "elementwise":
+                if isinstance(layer, nn.Identity):
+                    continue
+                own = _OWN_BACKWARD.get(type(layer))
+                if own is not None:
+                    hidden = own[0](hidden)
+                    tape.append((own[1], name, hidden))
+                else:
+                    leaf = hidden.detach().requires_grad_()
+                    with torch.enable_grad():
+                        out = layer(leaf)
+                    tape.append(("autograd", name, (leaf, out)))
+                    hidden = out.detach()
+            elif kind == "unit_mask":
+                scale = buffers[f"{name}.mask"].unsqueeze(-1)
+                hidden = hidden * scale
+                tape.append(("scale", name, scale))
+            elif kind == "dropout" or (kind == "fixed_dropout" and cast(nn.Dropout, layer).p > 0):
+                rate = (
+                    buffers[f"{name}.rate"].view(-1, 1, 1)
+                    if kind == "dropout"
+                    else torch.tensor(cast(nn.Dropout, layer).p, device=hidden.device)
+                )
+                scale = dropout_mask(hidden, rate)
+                hidden = hidden * scale
+                tape.append(("scale", name, scale))
+        assert hidden is not None
+        grad = output_grad(hidden.transpose(1, 2)).transpose(1, 2)
+        grads: dict[str, torch.Tensor] = {}
+        for kind, name, saved in reversed(tape):
+            if kind == "first":
+                weight = params[f"{name}.weight"]
+                grads[f"{name}.weight"] = (grad.reshape(-1, grad.shape[-1]) @ saved).view(weight.shape)
+                if f"{name}.bias" in params:
+                    grads[f"{name}.bias"] = grad.sum(-1)
+            elif kind == "linear":
+                weight = params[f"{name}.weight"]
+                grads[f"{name}.weight"] = torch.bmm(grad, saved.transpose(1, 2))
+                if f"{name}.bias" in params:
+                    grads[f"{name}.bias"] = grad.sum(-1)
+                grad = torch.bmm(weight.transpose(1, 2), grad)
+            elif kind == "relu":
+                grad = torch.ops.aten.threshold_backward(grad, saved, 0)
+            elif kind == "sigmoid":
+                grad = torch.ops.aten.sigmoid_backward(grad, saved)
+            elif kind == "tanh":
+                grad = torch.ops.aten.tanh_backward(grad, saved)
+            elif kind == "scale":
+                grad = grad * saved
+            else:
+                leaf, out = saved
+                (grad,) = torch.autograd.grad(out, leaf, grad)
+        return grads
 
 
 def stack_states(modules: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -25,6 +25,7 @@ from poptrain.vectorized.trainable import (
     as_tensors,
     clip_gradients,
     metric_rows,
+    regularise,
     regularised,
     seeded_module,
 )
@@ -187,17 +188,42 @@ class Population:
 
     def _train_chunk(self, rows: slice, x: torch.Tensor, y: torch.Tensor) -> None:
         names = list(self.params)
-        leaves = [self.params[n][rows].detach().requires_grad_() for n in names]
-        params = dict(zip(names, leaves))
-        buffers = {k: v[rows] for k, v in self.buffers.items()}
         hp = {k: v[rows] for k, v in self.hp.items()}
-        output = self.model.forward(params, buffers, x, train=True)
-        losses = regularised(self._losses(output, y, hp), leaves, hp)
-        grads = list(torch.autograd.grad(losses.sum(), leaves))
+        buffers = {k: v[rows] for k, v in self.buffers.items()}
+        if self.model.plan is not None:  # batched matmuls: gradients written out, no autograd graph
+            params = {n: self.params[n][rows] for n in names}
+            by_name = self.model.gradients(params, buffers, x, lambda output: self._output_grad(output, y, hp))
+            grads = [by_name[n] for n in names]
+            current = list(params.values())
+            regularise(grads, current, hp)
+        else:
+            leaves = [self.params[n][rows].detach().requires_grad_() for n in names]
+            output = self.model.forward(dict(zip(names, leaves)), buffers, x, train=True)
+            losses = regularised(self._losses(output, y, hp), leaves, hp)
+            grads = list(torch.autograd.grad(losses.sum(), leaves))
+            current = [p.detach() for p in leaves]
         with torch.no_grad():
             clip_gradients(grads, hp["grad_clip"])
             state = {k: [t[rows] for t in v] if k != "step" else [v[0][rows]] for k, v in self.opt_state.items()}
-            self.optimizer.update([p.detach() for p in leaves], grads, state, hp)
+            self.optimizer.update(current, grads, state, hp)
+
+    def _output_grad(self, output: torch.Tensor, y: torch.Tensor, hp: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The gradient of the summed per-member losses with respect to ``output`` (``[P, batch, ...]``):
+        written out for cross-entropy, MSE and BCE-with-logits, else by autograd on the loss alone."""
+        loss = self.spec.loss
+        per_member = output[0].numel()
+        if loss is F.cross_entropy and y.dim() == 1 and not y.is_floating_point() and output.dim() == 3:
+            grad = torch.softmax(output, -1)
+            grad.sub_(F.one_hot(y, output.shape[-1]).to(grad.dtype))
+            return grad.div_(output.shape[1])
+        if loss is F.mse_loss and output.shape[1:] == y.shape:
+            return (output - y).mul_(2 / per_member)
+        if loss is F.binary_cross_entropy_with_logits and output.shape[1:] == y.shape:
+            return torch.sigmoid(output).sub_(y).div_(per_member)
+        leaf = output.detach().requires_grad_()
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self._losses(leaf, y, hp).sum(), leaf)
+        return grad
 
     def _losses(self, output: torch.Tensor, y: torch.Tensor, hp: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Each member's loss on the batch: ``[P]``."""
@@ -206,6 +232,8 @@ class Population:
             return F.cross_entropy(output.transpose(1, 2), y.expand(output.shape[0], -1), reduction="none").mean(1)
         if loss is F.mse_loss and output.shape[1:] == y.shape:
             return (output - y).pow(2).flatten(1).mean(1)
+        if loss is F.binary_cross_entropy_with_logits and output.shape[1:] == y.shape:
+            return F.binary_cross_entropy_with_logits(output, y.expand_as(output), reduction="none").flatten(1).mean(1)
         if self.spec.loss_takes_hparams:
             return torch.func.vmap(loss, in_dims=(0, None, 0))(output, y, dict(hp))
         return torch.func.vmap(loss, in_dims=(0, None))(output, y)

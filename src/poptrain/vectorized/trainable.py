@@ -300,6 +300,21 @@ def regularised(losses: torch.Tensor, params: Sequence[torch.Tensor], hp: Mappin
     return losses
 
 
+def regularise(grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor], hp: Mapping[str, torch.Tensor]) -> None:
+    """Add the gradients of ``regularised``'s penalties to ``grads`` (in place; new tensors if
+    a gradient is a view): ``2 * l2 * w`` and ``l1 * sign(w)`` per member."""
+    l1, l2 = hp["l1"], hp["l2"]
+    use_l2, use_l1 = bool((l2 != 0).any()), bool((l1 != 0).any())
+    if not (use_l1 or use_l2):
+        return
+    for grad, param in zip(grads, params):
+        shape = (-1,) + (1,) * (param.dim() - 1)
+        if use_l2:
+            grad.addcmul_(param, (2 * l2).view(shape))
+        if use_l1:
+            grad.addcmul_(param.sign(), l1.view(shape))
+
+
 def clip_gradients(grads: Sequence[torch.Tensor], max_norm: torch.Tensor) -> None:
     """Scale each member's gradients so their total norm is at most its ``max_norm`` (in place),
     as ``torch.nn.utils.clip_grad_norm_`` does for one model."""
