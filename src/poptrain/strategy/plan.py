@@ -21,7 +21,7 @@ from poptrain.strategy._types import (
     MemberSnapshot,
     ReadyFn,
 )
-from poptrain.strategy.exploit import rank
+from poptrain.strategy.exploit import Population, rank
 from poptrain.strategy.explore import perturb
 from poptrain.strategy.history import History, uses_history
 from poptrain.strategy.mfpbt import mf_exploit, mf_ready
@@ -258,6 +258,7 @@ def plan_round(
     - a member whose score is not finite and that would not copy anyone is replaced by a copy
       of the best member with a finite score and a checkpoint.
     """
+    population = Population(population)  # ranked once for the whole round
     by_slot = {m.slot: m for m in population}
     decisions: list[Decision] = []
     pending = dict(history.pending) if history is not None else {}
