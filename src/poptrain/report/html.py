@@ -355,7 +355,7 @@ function fillTables(d) {
     ...d.decisions.map(r => row([["td", r.step], ["td", r.slot], ["td", r.kind], ["td", fmt(r.donor)], ["td", change(r)],
                                  ["td", fmt(r.score_before)], ["td", fmt(r.score_after)]], "decision"))]);
   fillMembers(d);
-  document.getElementById("status").textContent = d.state === "running" ? "live: updating" : d.state;
+  document.getElementById("status").textContent = "state: " + d.state;  // the dashboard says below whether it updates
 }
 const MEMBER_COLUMNS = [["slot", "member"], ["state", "state"], ["step", "step"], ["generation", "generation"],
                         ["last_score", "last score"], ["best_score", "best score"], ["hparams", "hyperparameters"]];
