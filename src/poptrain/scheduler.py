@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from poptrain.callbacks import Callback, Callbacks
 from poptrain.checkpoints import CheckpointStore, collectable
@@ -91,6 +91,21 @@ class _Member:
     result: SegmentResult | None = None  # a segment trained and recorded, its ready point not yet decided
     arrived_at: float = 0.0
     lost: int = 0  # segments lost in a row with their worker
+
+
+_Record = TypeVar("_Record")
+
+
+def _evolve(record: _Record, **changes: Any) -> _Record:
+    """``dataclasses.replace`` for the frozen records of the per-step path (a score of every
+    member at every step): a copy of the instance's fields with ``changes``. ``replace`` checks
+    and passes every field through ``__init__`` (a large population spent seconds in it); a
+    record has no ``__post_init__`` and no ``init=False`` field, so the copy is the same record."""
+    fields = vars(record)
+    assert fields.keys() >= changes.keys(), f"{type(record).__name__} has no field {set(changes) - set(fields)}"
+    new = object.__new__(type(record))
+    vars(new).update(fields, **changes)
+    return new
 
 
 LOST_WORKERS_FORGIVEN = 3  # segments a member may lose in a row with a dying worker before they count as its failures
@@ -207,16 +222,21 @@ class Scheduler:
             self.members()
         return todo
 
-    def snapshot(self, member: MemberRecord) -> MemberSnapshot:
+    def snapshot(self, member: MemberRecord, step: int | None = None) -> MemberSnapshot:
         """What the strategies know of ``member``: its newest ready point's score and the
-        hyperparameters that trained the model it holds."""
+        hyperparameters that trained the model it holds; at ``step`` (default: its own)."""
         ready = member.last_ready_step > 0
         fitness = self.run.fitness(member.ready_score) if ready else None
         if ready and (fitness is None or not math.isfinite(fitness)):
             fitness = -math.inf  # a NaN or infinite score (SQL storage keeps it as NULL) ranks last
         hparams = member.ready_hparams if ready and member.ready_hparams is not None else member.hparams
         return MemberSnapshot(
-            member.slot, member.step, dict(hparams), fitness, member.last_ready_step, member.generation
+            member.slot,
+            member.step if step is None else step,
+            dict(hparams),
+            fitness,
+            member.last_ready_step,
+            member.generation,
         )
 
     def population(self) -> list[MemberSnapshot]:
@@ -224,13 +244,13 @@ class Scheduler:
         if self._population is None:
             self.members()
         assert self._population is not None
-        return [replace(self.snapshot(m), step=m.last_ready_step) for _, m in sorted(self._population.items())]
+        return [self.snapshot(m, m.last_ready_step) for _, m in sorted(self._population.items())]
 
     def is_ready(self, member: MemberRecord, step: int) -> bool:
         """Whether ``member`` is ready after finishing ``step`` (never at the final step)."""
         if step >= self.total_steps:
             return False
-        return bool(self.strategy.ready(replace(self.snapshot(member), step=step)))
+        return bool(self.strategy.ready(self.snapshot(member, step)))
 
     def history(self, ready: Sequence[tuple[int, int, float | None]] = ()) -> History | None:
         """The population's history for an explore that uses one (``None`` otherwise), from the
@@ -259,7 +279,7 @@ class Scheduler:
             )
         if self.stop_rules:  # a time budget is checked after every step, the other rules at ready points
             self._check_stop(step, [r for r in self.stop_rules if isinstance(r, time_budget)])
-        return replace(member, step=step, score=value)
+        return _evolve(member, step=step, score=value)
 
     def flush(self) -> None:
         """Write the scores not yet written (at least every ``flush_seconds`` and with every ready
@@ -275,6 +295,24 @@ class Scheduler:
         for score in [*stored, *pending]:
             self._scores.setdefault(score.slot, {})[score.step] = score.value
         self._pending.extend(pending)
+
+    def learn_stored(self, step: int) -> None:
+        """Know the stored scores that a ready point at ``step`` is decided with, for a scheduler
+        whose population trains elsewhere too (a worker's): every member's score at ``step`` (the
+        fair comparison, ``at_step``), and with an exploit that reads recent evaluations
+        (``recent_window``), those from ``window`` steps before the oldest step a member can be
+        ranked by (the runner scores every step, so a lineage's last ``window`` evaluations lie
+        in that range). Not every score of the run: a ready point reads what its decision needs."""
+        window = recent_window(self.strategy.exploit)
+        if not window:
+            self.learn(self.storage.get_scores(self.run.id, step=step))
+            return
+        if self._population is None:
+            self.members()
+        assert self._population is not None
+        oldest = min([step, *(m.last_ready_step for m in self._population.values())])
+        self.learn(self.storage.get_scores(self.run.id, since=max(oldest - window + 1, 0)))
+        self._scores_learned = True  # every score a lineage's window reads (see _with_recent)
 
     def discard_pending(self) -> None:
         """Drop the scores not yet written (a stale worker's, refused by its lost lease)."""
@@ -294,14 +332,14 @@ class Scheduler:
         for those marked ``True``: against one snapshot of the population at that step
         (``plan_round``), recorded with the pending scores in one storage call."""
         updated = [
-            (replace(m, last_ready_step=m.step, ready_score=m.score, ready_hparams=dict(m.hparams)), c, d)
+            (_evolve(m, last_ready_step=m.step, ready_score=m.score, ready_hparams=dict(m.hparams)), c, d)
             for m, c, d in points
         ]
         decisions: dict[int, Decision] = {}
-        deciding = [self.snapshot(m) for m, _, decide in updated if decide]
+        ready = {m.slot: self.snapshot(m) for m, _, _ in updated}
+        deciding = [ready[m.slot] for m, _, decide in updated if decide]
         if deciding:
             step = max(m.step for m, _, _ in updated)
-            ready = {m.slot: self.snapshot(m) for m, _, _ in updated}
             population = [ready.get(p.slot, p) for p in self.population()]
             population = at_step(population, self._scores, step, self.run.fitness)
             window = recent_window(self.strategy.exploit)
@@ -370,7 +408,7 @@ class Scheduler:
         if not set(generation_ids.values()) <= set(self._generations):
             self._generations = {g.id: g for g in self.storage.get_generations(self.run.id)}
         return [
-            replace(
+            _evolve(
                 p,
                 recent=lineage_scores(
                     self._generations,
@@ -407,7 +445,8 @@ class Scheduler:
             )  # first: never a row without a file
             for ckpt in doomed:
                 self._checkpoints.pop(ckpt.id, None)
-                self.checkpoints.delete(ckpt.uri)
+            for uri in dict.fromkeys(c.uri for c in doomed):  # a population checkpoint's file: once for its records
+                self.checkpoints.delete(uri)
         return len(doomed)
 
     def finish_member(self, member: MemberRecord) -> None:

@@ -346,7 +346,7 @@ def _leased_turn(scheduler: Scheduler, runner: MemberRunner, member: Any) -> int
     result.raise_error()
     assert result.checkpoint is not None
     done = record.step >= scheduler.total_steps
-    scheduler.learn(scheduler.storage.get_scores(scheduler.run.id))
+    scheduler.learn_stored(record.step)  # the scores this decision compares, not every score of the run
     [(committed, _)] = scheduler.commit([(record, result.checkpoint, not done)])
     if done:
         scheduler.finish_member(committed)

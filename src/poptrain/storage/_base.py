@@ -175,8 +175,9 @@ class Storage(ABC):
         """The lineage: every generation of every member, in the order they were created."""
 
     @abstractmethod
-    def get_scores(self, run_id: int) -> list[ScoreRecord]:
-        """Every score of the run, in the order recorded."""
+    def get_scores(self, run_id: int, *, step: int | None = None, since: int | None = None) -> list[ScoreRecord]:
+        """Every score of the run, in the order recorded; only those at ``step`` and only those
+        at ``since`` or later when given (a ready point reads what it compares, not the whole run)."""
 
     @abstractmethod
     def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord:

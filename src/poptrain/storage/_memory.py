@@ -324,9 +324,12 @@ class InMemoryStorage(Storage):
         with self._lock:
             return copy.deepcopy(self._generations[run_id])
 
-    def get_scores(self, run_id: int) -> list[ScoreRecord]:
+    def get_scores(self, run_id: int, *, step: int | None = None, since: int | None = None) -> list[ScoreRecord]:
         with self._lock:
-            return copy.deepcopy(self._scores[run_id])
+            scores = self._scores[run_id]
+            if step is not None or since is not None:
+                scores = [s for s in scores if (step is None or s.step == step) and (since is None or s.step >= since)]
+            return copy.deepcopy(scores)
 
     def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord:
         with self._lock:

@@ -92,6 +92,7 @@ scores = Table(
     Column("metrics", JSON, nullable=False),
     Column("wall_time", Float, nullable=False),
     Index("ix_scores_run", "run_id", "id"),
+    Index("ix_scores_run_step", "run_id", "step"),  # the scores a ready point compares (get_scores(step=...))
     UniqueConstraint("run_id", "slot", "step", name="uq_scores_run_slot_step"),  # one score per member and step
 )
 

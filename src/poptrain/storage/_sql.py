@@ -125,7 +125,10 @@ _REPLACED_COLUMNS = (
     "score",
 )
 _INSERT_SCORES = insert(t.scores)
-_INSERT_CHECKPOINT = insert(t.checkpoints)
+# A round's checkpoints in one statement, their ids in the order given (SQLAlchemy's
+# "insertmanyvalues": a few INSERT ... RETURNING statements, not one round trip a row).
+_INSERT_CHECKPOINTS = insert(t.checkpoints).returning(t.checkpoints.c.id, sort_by_parameter_order=True)
+_SLOTS_OF_RUN = select(_M.slot).where(_M.run_id == bindparam("run_id"), _M.slot.in_(bindparam("slots", expanding=True)))
 _INSERT_GENERATION = insert(t.generations)
 
 
@@ -514,9 +517,13 @@ class SQLStorage(Storage):
         start_step: int,
         donors: dict[int, dict[str, Any]],
         now: float,
+        generations_cache: dict[int, list[GenerationRecord]] | None = None,
     ) -> None:
         """Insert the generation ``decision`` starts (``lineage.advance``) and apply it to the
-        ``member`` row dict (not written here). ``donors``: rows from ``_lock_members``."""
+        ``member`` row dict (not written here). ``donors``: rows from ``_lock_members``;
+        ``generations_cache``: each slot's generations as read in this transaction (kept up to
+        date here: many members of a round copy the same few donors)."""
+        cache: dict[int, list[GenerationRecord]] = {} if generations_cache is None else generations_cache
         donor: MemberRecord | None = None
         loaded: CheckpointRecord | None = None
         generations: list[GenerationRecord] = []
@@ -528,10 +535,12 @@ class SQLStorage(Storage):
             held_by(donor, decision.donor, decision.slot)  # StrategyError if it holds none
             loaded = donor_row["_held"]
             if loaded is not None:
-                generations = [
-                    self._generation(r)
-                    for r in conn.execute(_GENERATIONS_OF_SLOT, {"run_id": run_id, "slot": loaded.slot})
-                ]
+                if loaded.slot not in cache:
+                    cache[loaded.slot] = [
+                        self._generation(r)
+                        for r in conn.execute(_GENERATIONS_OF_SLOT, {"run_id": run_id, "slot": loaded.slot})
+                    ]
+                generations = cache[loaded.slot]
         new = advance(
             decision, self._member(_Row(member)), start_step, donor=donor, loaded=loaded, generations=generations
         )
@@ -553,6 +562,7 @@ class SQLStorage(Storage):
                 },
             )
         )
+        cache.pop(decision.slot, None)  # that slot has a new generation
         member.update(
             hparams=dict(new.hparams),
             generation_id=gen_id,
@@ -579,15 +589,38 @@ class SQLStorage(Storage):
             return
         slots = {s.slot for s in scores}
         with self._stale_scores(run_id, scores), self._begin() as conn:
+            known = None
             if lease is not None:
-                self._check_lease(conn, run_id, self._lock_members(conn, run_id, slots), slots, lease)
-            self._insert_scores(conn, run_id, scores)
+                members = self._lock_members(conn, run_id, slots)
+                self._check_lease(conn, run_id, members, slots, lease)
+                known = set(members)
+            self._insert_scores(conn, run_id, scores, known=known)
 
     @staticmethod
-    def _insert_scores(conn: Connection, run_id: int, scores: Sequence[ScoreRecord]) -> dict[int, ScoreRecord]:
-        """Insert ``scores`` and set each member's step and score to its newest; return those."""
+    def _insert_scores(
+        conn: Connection,
+        run_id: int,
+        scores: Sequence[ScoreRecord],
+        *,
+        known: set[int] | None = None,
+        written_after: Iterable[int] = (),
+    ) -> dict[int, ScoreRecord]:
+        """Insert ``scores`` and set each member's step and score to its newest; return those.
+        ``known``: the slots known to hold a member (read here when not given); ``written_after``:
+        members whose rows the caller writes whole afterwards (not updated here).
+        One statement for the scores and one for the members: a flush of a large population is
+        a handful of statements, not one per member."""
         if not scores:
             return {}
+        newest: dict[int, ScoreRecord] = {}
+        for s in scores:
+            newest[s.slot] = s
+        if known is None:
+            known = set(conn.execute(_SLOTS_OF_RUN, {"run_id": run_id, "slots": sorted(newest)}).scalars())
+        missing = sorted(set(newest) - known)
+        if missing:
+            raise KeyError(f"no member in slot {missing[0]} of run {run_id}")
+        isfinite = math.isfinite
         conn.execute(
             _INSERT_SCORES,
             [
@@ -597,22 +630,26 @@ class SQLStorage(Storage):
                     "generation_id": s.generation_id,
                     "step": s.step,
                     "value": None if math.isnan(s.value) else s.value,
-                    "metrics": {k: _nan_to_none(v) for k, v in s.metrics.items()},  # JSON has no NaN/inf
+                    # JSON has no NaN/inf
+                    "metrics": {k: float(v) if v is not None and isfinite(v) else None for k, v in s.metrics.items()},
                     "wall_time": s.wall_time,
                 }
                 for s in scores
             ],
         )
-        newest: dict[int, ScoreRecord] = {}
-        for s in scores:
-            newest[s.slot] = s
-        for slot in sorted(newest):  # in slot order, as rows are locked everywhere (no deadlock)
-            s = newest[slot]
-            result = conn.execute(
-                _MEMBER_SCORED, {"p_run_id": run_id, "p_slot": slot, "p_step": s.step, "p_score": _nan_to_none(s.value)}
-            )
-            if result.rowcount == 0:
-                raise KeyError(f"no member in slot {slot} of run {run_id}")
+        skipped = set(written_after)
+        updates = [  # in slot order, as rows are locked everywhere (no deadlock)
+            {
+                "p_run_id": run_id,
+                "p_slot": slot,
+                "p_step": newest[slot].step,
+                "p_score": _nan_to_none(newest[slot].value),
+            }
+            for slot in sorted(newest)
+            if slot not in skipped
+        ]
+        if updates:
+            conn.execute(_MEMBER_SCORED, updates)
         return newest
 
     @contextmanager
@@ -656,18 +693,16 @@ class SQLStorage(Storage):
         with self._stale_scores(run_id, scores), self._begin() as conn:
             members = self._lock_members(conn, run_id, written | donor_slots)
             self._check_lease(conn, run_id, members, written, lease)
-            for slot, s in self._insert_scores(conn, run_id, scores).items():
+            ready_slots = {p.slot for p in points}
+            inserted = self._insert_scores(conn, run_id, scores, known=set(members), written_after=ready_slots)
+            for slot, s in inserted.items():
                 members[slot].update(step=s.step, score=_nan_to_none(s.value))
             now = time.time()
-
-            def member(slot: int) -> dict[str, Any]:
-                if slot not in members:
-                    raise KeyError(f"no member in slot {slot} of run {run_id}")
-                return members[slot]
-
-            def checkpoint(p: ReadyPoint) -> None:
-                row = member(p.slot)
-                values = {
+            missing = sorted(ready_slots - set(members))
+            if missing:
+                raise KeyError(f"no member in slot {missing[0]} of run {run_id}")
+            new_checkpoints = [
+                {
                     "run_id": run_id,
                     "slot": p.slot,
                     "step": p.step,
@@ -676,7 +711,20 @@ class SQLStorage(Storage):
                     "size_bytes": p.checkpoint.size_bytes,
                     "score": _nan_to_none(p.score),
                 }
-                ckpt_id = _new_id(conn.execute(_INSERT_CHECKPOINT, values))
+                for p in points
+            ]
+            # every checkpoint row in one statement, ids in the order of points (as one insert a point gave)
+            checkpoint_ids = list(conn.execute(_INSERT_CHECKPOINTS, new_checkpoints).scalars()) if points else []
+            generations_cache: dict[int, list[GenerationRecord]] = {}
+
+            def member(slot: int) -> dict[str, Any]:
+                if slot not in members:
+                    raise KeyError(f"no member in slot {slot} of run {run_id}")
+                return members[slot]
+
+            def checkpoint(index: int, p: ReadyPoint) -> None:
+                row = member(p.slot)
+                values, ckpt_id = new_checkpoints[index], checkpoint_ids[index]
                 row.update(
                     step=max(row["step"], p.step),
                     last_ready_step=p.step,
@@ -690,21 +738,26 @@ class SQLStorage(Storage):
 
             def decide(p: ReadyPoint, donors: dict[int, dict[str, Any]]) -> None:
                 if p.decision is not None:
-                    self._decide(conn, run_id, p.decision, member(p.slot), p.step, donors, now)
+                    self._decide(conn, run_id, p.decision, member(p.slot), p.step, donors, now, generations_cache)
 
             if in_turn:
-                for p in points:
-                    checkpoint(p)
+                for index, p in enumerate(points):
+                    checkpoint(index, p)
                     decide(p, members)
             else:
-                for p in points:
-                    checkpoint(p)
+                for index, p in enumerate(points):
+                    checkpoint(index, p)
                 snapshot = {slot: dict(row) for slot, row in members.items()}  # decisions see the checkpoints only
                 for p in points:
                     decide(p, snapshot)
-            for slot in {p.slot for p in points}:
-                row = members[slot]
-                conn.execute(_MEMBER_READY, {"p_id": row["id"], **{f"p_{c}": row[c] for c in _READY_COLUMNS}})
+            if ready_slots:  # every ready member's row in one statement
+                conn.execute(
+                    _MEMBER_READY,
+                    [
+                        {"p_id": members[slot]["id"], **{f"p_{c}": members[slot][c] for c in _READY_COLUMNS}}
+                        for slot in sorted(ready_slots)
+                    ],
+                )
             return [self._member(_Row(members[p.slot])) for p in points]
 
     # --- leases -------------------------------------------------------------------
@@ -789,9 +842,15 @@ class SQLStorage(Storage):
             )
             return [self._generation(r) for r in rows]
 
-    def get_scores(self, run_id: int) -> list[ScoreRecord]:
+    def get_scores(self, run_id: int, *, step: int | None = None, since: int | None = None) -> list[ScoreRecord]:
+        sc = t.scores.c
+        query = select(t.scores).where(sc.run_id == run_id)
+        if step is not None:
+            query = query.where(sc.step == step)
+        if since is not None:
+            query = query.where(sc.step >= since)
         with self._read() as conn:
-            rows = conn.execute(select(t.scores).where(t.scores.c.run_id == run_id).order_by(t.scores.c.id))
+            rows = conn.execute(query.order_by(sc.id))
             return [
                 ScoreRecord(
                     r.slot,

@@ -362,6 +362,25 @@ class StorageContract:
         assert storage.get_scores(run.id) == first + second
         assert (self.member(storage, run.id, 1).step, self.member(storage, run.id, 1).score) == (2, 0.3)
 
+    def test_get_scores_at_a_step_or_since_one(self, storage: Storage) -> None:
+        # a ready point reads the scores it compares (at its step, or its recent window), not the whole run
+        run, (m0, m1) = self.new_run(storage)
+        other, (o0, _) = self.new_run(storage, name="other")
+        gens = {0: m0.generation_id, 1: m1.generation_id}
+        scores = [_score(slot, step, 0.1 * step + slot, gens[slot]) for step in (1, 2, 3) for slot in (0, 1)]
+        storage.record_scores(run.id, scores[:4])
+        storage.record_scores(other.id, [_score(0, 2, 9.0, o0.generation_id)])
+        storage.record_scores(run.id, scores[4:])
+        assert storage.get_scores(run.id, step=2) == [s for s in scores if s.step == 2]
+        assert storage.get_scores(run.id, since=2) == [s for s in scores if s.step >= 2]
+        assert storage.get_scores(run.id, since=0) == storage.get_scores(run.id) == scores
+        assert storage.get_scores(run.id, step=3, since=2) == scores[4:]
+        assert storage.get_scores(run.id, step=2, since=3) == []
+        assert storage.get_scores(run.id, step=4) == []
+        assert storage.get_scores(other.id, step=2) == [_score(0, 2, 9.0, o0.generation_id)]
+        storage.rewind_member(run.id, 1)  # deleted scores are not read back
+        assert [(s.slot, s.step) for s in storage.get_scores(run.id, since=2)] == [(0, 2), (0, 3)]
+
     def test_record_scores_is_all_or_nothing(self, storage: Storage) -> None:
         run, (m0, _) = self.new_run(storage)
         with pytest.raises(KeyError):
