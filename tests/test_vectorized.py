@@ -374,3 +374,79 @@ def test_gpu_population_matches_cpu() -> None:  # pragma: no cover - runs where 
     cpu = make_run(SGD_SPACE, "cpu").optimize(spec(), steps=4, executor=VectorizedExecutor(device="cpu"))
     gpu = make_run(SGD_SPACE, "gpu").optimize(spec(), steps=4, executor=VectorizedExecutor(device="cuda"))
     assert lineage(gpu) == lineage(cpu)
+
+
+def stacked_mlp(size: int) -> tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor], list[nn.Module]]:
+    """A StackedModel over ``size`` members of an MLP with every hand-written backward (ReLU,
+    Sigmoid, Tanh), dropout after ReLU and after a Linear, and an activation left to autograd."""
+    from poptrain.vectorized.model import StackedModel, stack_states
+
+    def make() -> nn.Module:
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(64, 24),
+            nn.ReLU(),
+            Dropout(0.3),
+            nn.Linear(24, 16),
+            Dropout(0.5),
+            nn.Sigmoid(),
+            nn.Linear(16, 12),
+            nn.Tanh(),
+            nn.GELU(),
+            nn.Linear(12, 10),
+        )
+
+    torch.manual_seed(0)
+    modules = [make() for _ in range(size)]
+    params, buffers = stack_states(modules)
+    buffers = {k: v.clone() for k, v in buffers.items()}
+    buffers["3.rate"] = torch.tensor([0.0, 0.3, 0.6][:size])
+    model = StackedModel(modules[0])
+    assert model.path == "batched-matmul"
+    return model, params, buffers, modules
+
+
+def test_written_out_gradients_equal_autograd_through_the_same_forward_pass() -> None:
+    model, params, buffers, _ = stacked_mlp(3)
+    x = X[:40].view(40, 8, 8)
+    torch.manual_seed(5)  # the dropout masks: both passes draw the same bytes in the same order
+    written = model.gradients(params, buffers, x, lambda output: 2 * output)  # loss: sum of squares
+    leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
+    torch.manual_seed(5)
+    (model.forward(leaves, buffers, x, train=True) ** 2).sum().backward()
+    assert written.keys() == leaves.keys()
+    for name, leaf in leaves.items():
+        assert leaf.grad is not None
+        torch.testing.assert_close(written[name], leaf.grad, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(written["1.weight"][0], written["1.weight"][1])  # a per-member dropout rate
+
+
+def test_dropout_mask_keeps_a_unit_when_its_byte_reaches_the_rate() -> None:
+    from poptrain.vectorized.model import dropout_mask
+
+    hidden = torch.empty(4, 7, 33)
+    rate = torch.tensor([0.0, 0.25, 0.5, 0.7]).view(-1, 1, 1)
+    torch.manual_seed(11)
+    mask = dropout_mask(hidden, rate)
+    torch.manual_seed(11)
+    count = hidden.numel()
+    bits = torch.empty((count + 7) // 8, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    draws = bits.view(torch.uint8)[:count].view(hidden.shape)
+    threshold = torch.round(rate * 256).clamp(0, 255)
+    expected = (draws >= threshold.to(torch.uint8)) * (256 / (256 - threshold))
+    assert mask.dtype == torch.float32 and torch.equal(mask, expected)
+    assert torch.equal(mask[0], torch.ones(7, 33))  # rate 0 keeps every unit, unscaled
+    kept = (mask[3] > 0).float().mean().item()
+    assert 0.2 < kept < 0.4
+
+
+@pytest.mark.parametrize("rows", [1, 16, 37, 359])
+def test_evaluation_of_any_number_of_inputs_is_each_members_own_output(rows: int) -> None:
+    model, params, buffers, modules = stacked_mlp(3)
+    x = DATA["x_val"][:rows].view(rows, 8, 8)
+    with torch.no_grad():
+        output = model.forward(params, buffers, x, train=False)
+        assert output.shape == (3, rows, 10)
+        for member, module in enumerate(modules):
+            torch.testing.assert_close(output[member], module.eval()(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model.forward(params, buffers, x[:1], train=False), output[:, :1])

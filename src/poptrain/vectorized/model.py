@@ -110,16 +110,34 @@ def dropout_mask(hidden: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
     bits = torch.empty((count + 7) // 8, dtype=torch.int64, device=hidden.device).random_(-(2**63), 2**63 - 1)
     draws = bits.view(torch.uint8)[:count].view(hidden.shape)
     threshold = torch.round(rate * 256).clamp(0, 255)
-    keep = draws >= threshold.to(torch.uint8)
-    return keep * (256 / (256 - threshold))
+    # keep where draws >= threshold, as 0.0 / 1.0 without a bool tensor (a CPU comparison that
+    # writes bools is ~10x slower than float arithmetic): both are whole numbers, so
+    # draws - (threshold - 1) clamped to [0, 1] is exactly 1 where kept and 0 where not
+    keep = draws.to(threshold.dtype).sub_(threshold - 1).clamp_(0, 1)
+    return keep.mul_(256 / (256 - threshold))
 
 
-# activations whose backward is written out: (forward, tape kind); the backward reads the output
+# activations whose backward is written out: (in-place forward, tape kind); the backward reads
+# the output. In place: the layer's input is a fresh intermediate nothing else holds.
 _OWN_BACKWARD: dict[type, tuple[Callable[[torch.Tensor], torch.Tensor], str]] = {
-    nn.ReLU: (torch.relu, "relu"),
-    nn.Sigmoid: (torch.sigmoid, "sigmoid"),
-    nn.Tanh: (torch.tanh, "tanh"),
+    nn.ReLU: (torch.relu_, "relu"),
+    nn.Sigmoid: (torch.sigmoid_, "sigmoid"),
+    nn.Tanh: (torch.tanh_, "tanh"),
 }
+
+
+# the backward kernels of those activations (each also has an in-place ``grad_input=`` form)
+_BACKWARD: dict[str, tuple[Any, tuple[int, ...]]] = {
+    "relu": (torch.ops.aten.threshold_backward, (0,)),
+    "sigmoid": (torch.ops.aten.sigmoid_backward, ()),
+    "tanh": (torch.ops.aten.tanh_backward, ()),
+}
+
+
+# evaluation inputs are padded with zero rows to a multiple of this: a CPU matmul whose output
+# rows have an odd length (359 validation samples) runs at about half speed; each column is
+# computed the same either way
+_COLUMNS = 16
 
 
 class StackedModel:
@@ -161,6 +179,7 @@ class StackedModel:
         """Feature-major ``[P, features, batch]`` output of the Sequential MLP."""
         assert self.plan is not None
         hidden: torch.Tensor | None = None
+        count = len(x)
         for kind, name, layer in self.plan:
             if kind == "flatten":
                 x = x.flatten(1)
@@ -169,6 +188,8 @@ class StackedModel:
                 bias = params.get(f"{name}.bias")
                 size, out_features = weight.shape[0], weight.shape[1]
                 if hidden is None:  # the shared input: one matrix product for the whole population
+                    if not train and count % _COLUMNS and x.device.type == "cpu":
+                        x = torch.cat([x, x.new_zeros(_COLUMNS - count % _COLUMNS, *x.shape[1:])])
                     flat = weight.reshape(size * out_features, -1)
                     hidden = (torch.addmm(bias.reshape(-1, 1), flat, x.T) if bias is not None else flat @ x.T).view(
                         size, out_features, -1
@@ -181,8 +202,9 @@ class StackedModel:
                     )
             elif hidden is None:
                 raise RuntimeError("unreachable: layers before the first Linear")
-            elif kind == "elementwise":
-                hidden = layer(hidden)
+            elif kind == "elementwise":  # every hidden here is an intermediate of this pass: in place
+                own = _OWN_BACKWARD.get(type(layer))
+                hidden = own[0](hidden) if own is not None and not hidden.requires_grad else layer(hidden)
             elif kind == "unit_mask":
                 hidden = hidden * buffers[f"{name}.mask"].unsqueeze(-1)
             elif train and kind == "dropout":
@@ -190,7 +212,7 @@ class StackedModel:
             elif train and kind == "fixed_dropout" and cast(nn.Dropout, layer).p > 0:
                 hidden = hidden * dropout_mask(hidden, torch.tensor(layer.p, device=hidden.device))
         assert hidden is not None
-        return hidden
+        return hidden[..., :count] if hidden.shape[-1] != count else hidden
 
     def gradients(
         self,
@@ -208,6 +230,7 @@ class StackedModel:
         assert self.plan is not None
         tape: list[tuple[str, str, Any]] = []
         hidden: torch.Tensor | None = None
+        fresh = False  # whether ``hidden`` is an intermediate no tape entry holds (then it is changed in place)
         for kind, name, layer in self.plan:
             if kind == "flatten":
                 x = x.flatten(1)
@@ -228,6 +251,7 @@ class StackedModel:
                         if bias is not None
                         else torch.bmm(weight, hidden)
                     )
+                fresh = True
             elif hidden is None:
                 raise RuntimeError("unreachable: layers before the first Linear")
             elif kind == "elementwise":
@@ -235,7 +259,7 @@ class StackedModel:
                     continue
                 own = _OWN_BACKWARD.get(type(layer))
                 if own is not None:
-                    hidden = own[0](hidden)
+                    hidden = own[0](hidden if fresh else hidden.clone())
                     tape.append((own[1], name, hidden))
                 else:
                     leaf = hidden.detach().requires_grad_()
@@ -243,22 +267,28 @@ class StackedModel:
                         out = layer(leaf)
                     tape.append(("autograd", name, (leaf, out)))
                     hidden = out.detach()
-            elif kind == "unit_mask":
-                scale = buffers[f"{name}.mask"].unsqueeze(-1)
-                hidden = hidden * scale
-                tape.append(("scale", name, scale))
-            elif kind == "dropout" or (kind == "fixed_dropout" and cast(nn.Dropout, layer).p > 0):
-                rate = (
-                    buffers[f"{name}.rate"].view(-1, 1, 1)
-                    if kind == "dropout"
-                    else torch.tensor(cast(nn.Dropout, layer).p, device=hidden.device)
-                )
-                scale = dropout_mask(hidden, rate)
-                hidden = hidden * scale
+                fresh = False
+            elif (
+                kind == "unit_mask" or kind == "dropout" or (kind == "fixed_dropout" and cast(nn.Dropout, layer).p > 0)
+            ):
+                if kind == "unit_mask":
+                    scale = buffers[f"{name}.mask"].unsqueeze(-1)
+                elif kind == "dropout":
+                    scale = dropout_mask(hidden, buffers[f"{name}.rate"].view(-1, 1, 1))
+                else:
+                    scale = dropout_mask(hidden, torch.tensor(cast(nn.Dropout, layer).p, device=hidden.device))
+                # a dropout right after a ReLU scales the ReLU's saved output in place: its backward
+                # only asks where that output is > 0, which a scale >= 0 keeps where it keeps the
+                # gradient (dropped units get gradient 0 either way)
+                after_relu = kind != "unit_mask" and bool(tape) and tape[-1][0] == "relu" and tape[-1][2] is hidden
+                scaled = _scaled(hidden, scale, in_place=fresh or after_relu)
+                fresh = scaled is not hidden or fresh
+                hidden = scaled
                 tape.append(("scale", name, scale))
         assert hidden is not None
         grad = output_grad(hidden.transpose(1, 2)).transpose(1, 2)
         grads: dict[str, torch.Tensor] = {}
+        owned = False  # whether ``grad`` was made here (not by ``output_grad``): then it is changed in place
         for kind, name, saved in reversed(tape):
             if kind == "first":
                 weight = params[f"{name}.weight"]
@@ -271,18 +301,27 @@ class StackedModel:
                 if f"{name}.bias" in params:
                     grads[f"{name}.bias"] = grad.sum(-1)
                 grad = torch.bmm(weight.transpose(1, 2), grad)
-            elif kind == "relu":
-                grad = torch.ops.aten.threshold_backward(grad, saved, 0)
-            elif kind == "sigmoid":
-                grad = torch.ops.aten.sigmoid_backward(grad, saved)
-            elif kind == "tanh":
-                grad = torch.ops.aten.tanh_backward(grad, saved)
+                owned = True
+            elif kind in _BACKWARD:
+                kernel, extra = _BACKWARD[kind]
+                grad = kernel.grad_input(grad, saved, *extra, grad_input=grad) if owned else kernel(grad, saved, *extra)
+                owned = True
             elif kind == "scale":
-                grad = grad * saved
+                grad, owned = _scaled(grad, saved, in_place=owned), True
             else:
                 leaf, out = saved
                 (grad,) = torch.autograd.grad(out, leaf, grad)
+                owned = False
         return grads
+
+
+def _scaled(tensor: torch.Tensor, scale: torch.Tensor, *, in_place: bool) -> torch.Tensor:
+    """``tensor * scale``, written into ``tensor`` when allowed and the result has its shape and dtype."""
+    shape, other = tensor.shape, scale.shape
+    fits = len(other) <= len(shape) and all(o in (1, s) for s, o in zip(reversed(shape), reversed(other)))
+    if in_place and fits and scale.dtype == tensor.dtype:
+        return tensor.mul_(scale)
+    return tensor * scale
 
 
 def stack_states(modules: list[nn.Module]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

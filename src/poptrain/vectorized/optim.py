@@ -57,7 +57,8 @@ class VectorizedOptimizer(ABC):
     def update(
         self, params: Tensors, grads: Tensors, state: dict[str, Tensors], hp: Mapping[str, torch.Tensor]
     ) -> None:
-        """One step in place for every member (``hp`` values are ``[P]`` tensors)."""
+        """One step in place for every member (``hp`` values are ``[P]`` tensors). ``grads`` are
+        temporaries the update may overwrite."""
 
     @abstractmethod
     def torch_optimizer(self, params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
@@ -121,13 +122,17 @@ class SGD(VectorizedOptimizer):
     ) -> None:
         state["step"][0].add_(1)
         decay_any = bool((hp["weight_decay"] != 0).any())
+        factors = (-hp["lr"], hp["momentum"], hp["weight_decay"])
+        shaped: dict[int, tuple[torch.Tensor, ...]] = {}  # the factors shaped for parameters of each rank
         for param, grad, buf in zip(params, grads, state["momentum_buffer"]):
-            lr, momentum, decay = (_per_member(hp[k], param) for k in ("lr", "momentum", "weight_decay"))
+            if param.dim() not in shaped:
+                shaped[param.dim()] = tuple(_per_member(f, param) for f in factors)
+            neg_lr, momentum, decay = shaped[param.dim()]
             if decay_any:
-                grad = torch.addcmul(grad, decay, param)  # grad + decay * param, one pass
+                grad.addcmul_(decay, param)  # grad + decay * param, one pass, into the gradient (a temporary)
             buf.mul_(momentum).add_(grad)
             direction = torch.addcmul(grad, momentum, buf) if self.nesterov else buf
-            param.addcmul_(direction, -lr)
+            param.addcmul_(direction, neg_lr)
 
     def torch_optimizer(self, params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
         return torch.optim.SGD(
