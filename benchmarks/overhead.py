@@ -76,8 +76,8 @@ def baseline(population: int, steps: int, *, seed: int = 0, copy_every: int | No
         hparams = space.sample(initial_rng(seed, slot))  # the hyperparameters create_run draws
         member = member_seed(seed, slot)  # the seed DigitsMLP.setup gets (TrainContext.seed)
         generator = torch.Generator().manual_seed(member)
-        with torch.random.fork_rng():
-            torch.manual_seed(member)
+        with torch.random.fork_rng(devices=[]):  # as DigitsMLP.setup
+            torch.random.default_generator.manual_seed(member)
             model = digits.build_model(float(hparams["dropout"]))
         optimizer = torch.optim.SGD(
             model.parameters(),
@@ -87,7 +87,7 @@ def baseline(population: int, steps: int, *, seed: int = 0, copy_every: int | No
         )
         best, curve, kept = -math.inf, [], None
         for epoch in range(1, steps + 1):
-            torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))  # dropout masks, as DigitsMLP.step
+            digits.seed_dropout(model, generator)  # dropout masks, as DigitsMLP.step
             digits.train_epoch(model, optimizer, data, generator)
             acc, _loss = digits.accuracy(model, x_val, y_val)
             curve.append(acc)
@@ -196,6 +196,7 @@ class Timers:
 
 # (category, group shown in the summary, [(object, attribute name), ...])
 def _probes() -> list[tuple[str, str, list[tuple[Any, str]]]]:
+    from poptrain import random_state as random_state_module
     from poptrain import runner as runner_module
     from poptrain import scheduler as scheduler_module
     from poptrain.checkpoints import _base as ckpt_base
@@ -249,9 +250,15 @@ def _probes() -> list[tuple[str, str, list[tuple[Any, str]]]]:
             [(sql, "__init__"), (sql, "create_run"), (sql, "add_members"), (sql, "close")],
         ),
         (
-            "random state capture/restore (per segment)",
+            "random state snapshot/encode/restore (per segment)",
             "checkpoints",
-            [(runner_module, "capture"), (runner_module, "restore"), (runner_module, "seed_globals")],
+            [
+                (runner_module, "snapshot"),
+                (random_state_module.Snapshot, "encode"),
+                (random_state_module.Snapshot, "restore"),
+                (runner_module, "restore"),
+                (runner_module, "seed_globals"),
+            ],
         ),
         (
             "strategy (snapshots, planning)",

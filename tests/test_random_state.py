@@ -13,7 +13,7 @@ import torch
 
 from poptrain.checkpoints import InMemoryCheckpointStore, LocalCheckpointStore, check_loadable, deserialize
 from poptrain.checkpoints._base import MEMBER_FORMAT, MEMBER_KEY
-from poptrain.random_state import MAX_ITEMS, capture, restore, seed_globals
+from poptrain.random_state import MAX_ITEMS, Snapshot, capture, restore, seed_globals, seed_torch, snapshot
 from poptrain.records import CheckpointRecord, NewCheckpoint
 from poptrain.trainable import TrainContext
 
@@ -294,3 +294,145 @@ def test_digits_member_rebuilt_from_its_checkpoint_trains_as_the_live_one(tmp_pa
         warnings.simplefilter("error")  # nothing skipped
         assert losses(rebuilt(*store.load_member_and_random_state(record)), 5) == expected
     assert losses(rebuilt(state, None), 5) != expected  # the weights alone do not resume exactly
+
+
+def _same_plain_data(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_plain_data(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same_plain_data(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+def test_a_snapshot_encodes_to_what_capture_returns() -> None:
+    owner = _Owner()
+    _owned_draws(owner)
+    random.gauss(0, 1)
+    taken = snapshot(owner)
+    assert _same_plain_data(taken.encode(), capture(owner))
+    _owned_draws(owner)  # drawing later does not change what the snapshot holds
+    _global_draws()
+    assert not _same_plain_data(taken.encode(), capture(owner))
+    restore(owner, taken.encode())
+    assert _same_plain_data(taken.encode(), capture(owner))
+
+
+def test_a_snapshot_restores_the_globals_and_the_owners_generators() -> None:
+    owner = _Owner()
+    _owned_draws(owner)
+    random.gauss(0, 1)  # a cached gauss_next
+    taken = snapshot(owner)
+    expected = (_owned_draws(owner), _global_draws())
+    seed_globals(5)  # another member's turn
+    _owned_draws(owner)
+    taken.restore()
+    assert (_owned_draws(owner), _global_draws()) == expected
+    taken.restore()  # again: the snapshot is not used up
+    assert (_owned_draws(owner), _global_draws()) == expected
+    assert isinstance(taken, Snapshot)
+
+
+def test_seed_torch_draws_what_torch_manual_seed_draws() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(5).tolist(), torch.nn.functional.dropout(torch.ones(8), 0.5).tolist()
+    torch.manual_seed(9)
+    seed_torch(123)
+    assert (torch.rand(5).tolist(), torch.nn.functional.dropout(torch.ones(8), 0.5).tolist()) == expected
+    assert torch.initial_seed() == 123
+    seed_torch(2**63)  # torch's whole range of seeds
+    assert torch.initial_seed() == 2**63
+
+
+def test_seed_globals_draws_what_it_drew_with_torch_manual_seed() -> None:
+    torch_seed, numpy_seed, python_seed = (int(s) for s in np.random.SeedSequence(7).generate_state(3))
+    torch.manual_seed(torch_seed)
+    np.random.seed(numpy_seed)
+    random.seed(python_seed)
+    expected = _global_draws()
+    seed_globals(7)
+    assert _global_draws() == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: its seed is queued, with a stack trace")
+def test_seed_torch_records_no_stack_for_backends_this_machine_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import traceback
+
+    stacks: list[int] = []
+    format_stack = traceback.format_stack
+    monkeypatch.setattr(traceback, "format_stack", lambda *a, **k: stacks.append(1) or format_stack(*a, **k))
+    torch.manual_seed(1)
+    assert stacks  # what seed_torch avoids: torch queues the seed for CUDA, XPU, MTIA with a stack each
+    stacks.clear()
+    seed_torch(1)
+    seed_globals(1)
+    assert stacks == []
+
+
+def test_digits_dropout_seeding_draws_what_torch_manual_seed_drew() -> None:
+    pytest.importorskip("sklearn")
+    from poptrain.experiments.digits import build_model, seed_dropout
+
+    model = build_model(0.5)
+    model.train()
+    x = torch.ones(4, 64)
+    generator = torch.Generator().manual_seed(3)
+    torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))  # what DigitsMLP.step did before
+    expected = model(x).tolist()
+    generator = torch.Generator().manual_seed(3)
+    seed_dropout(model, generator)
+    assert model(x).tolist() == expected
+
+
+class _Drawing:
+    """A trainable whose scores are random draws: from torch's, NumPy's and ``random``'s global
+    generators and from a generator it holds, in ``step()`` and in ``set_hparams()``."""
+
+    def setup(self, hparams: Any, context: TrainContext) -> None:
+        self.rng = np.random.default_rng(context.seed)
+        self.total = float(torch.rand(1)) + float(hparams["h"])
+
+    def step(self) -> None:
+        self.total += float(torch.rand(1)) + np.random.rand() + random.random() + self.rng.random()
+
+    def evaluate(self) -> float:
+        return self.total
+
+    def state_dict(self) -> Any:
+        return {"total": self.total}
+
+    def load_state_dict(self, state: Any) -> None:
+        self.total = float(state["total"])
+
+    def set_hparams(self, hparams: Any) -> None:
+        self.total += 0.0 * float(torch.rand(1)) + 0.0 * random.random()  # draws, which the member's state undoes
+
+
+def test_live_and_parked_members_draw_the_same(tmp_path: Any) -> None:
+    """A trainable kept live between its segments (its random state kept as a snapshot) draws
+    exactly what one parked in its checkpoint and rebuilt from it (the encoded state) draws."""
+    import poptrain
+
+    def scores(executor: Any, name: str) -> list[tuple[int, int, float]]:
+        run = poptrain.create_run(
+            name=name,
+            space={"h": poptrain.Float(0.0, 1.0)},
+            population_size=3,
+            metric="score",
+            ready=poptrain.every(2),
+            exploit=poptrain.truncation(0.34),
+            explore=poptrain.perturb((0.8, 1.2)),
+            seed=3,
+            root=tmp_path,
+        )
+        class_ = type("Drawing", (_Drawing, poptrain.Trainable), {})
+        done = run.optimize(class_, steps=8, executor=executor)
+        try:
+            assert any(g.kind == "exploit" for g in done.lineage())
+            return sorted((s.slot, s.step, s.value) for s in done.scores())
+        finally:
+            done.close()
+
+    live = scores(poptrain.SequentialExecutor(), "live")
+    assert scores(poptrain.SequentialExecutor(max_live=1), "parked") == live

@@ -10,7 +10,9 @@ Each member's random state (torch, NumPy and Python's global generators, and the
 its trainable holds) is its own: it is swapped in for the member's segment, saved with every
 checkpoint and restored with it, so a member trains the same whether its trainable stayed live
 or was rebuilt from a checkpoint in another process, and a resumed run draws what the
-uninterrupted one drew.
+uninterrupted one drew. A live trainable's random state is kept as a ``Snapshot`` (the
+generators' own states, not encoded), so continuing it costs no decoding; only the checkpoint
+gets the encoded form.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from poptrain.checkpoints import CheckpointStore, open_shared
 from poptrain.errors import CheckpointError, TrainableError
-from poptrain.random_state import capture, restore, seed_globals
+from poptrain.random_state import Snapshot, restore, seed_globals, snapshot
 from poptrain.records import CheckpointRecord, NewCheckpoint
 from poptrain.strategy import MemberSnapshot
 from poptrain.trainable import Trainable, TrainContext, call_user, check_trainable, train_one_step
@@ -105,9 +107,7 @@ class MemberRunner:
             torch.set_num_threads(spec.torch_threads)
         self.spec = spec
         self.store = open_shared(spec.checkpoints) if isinstance(spec.checkpoints, str) else spec.checkpoints
-        self.live: OrderedDict[int, tuple[Trainable, dict[str, Any]]] = (
-            OrderedDict()
-        )  # slot -> (trainable, random state)
+        self.live: OrderedDict[int, tuple[Trainable, Snapshot]] = OrderedDict()  # slot -> (trainable, random state)
 
     def pid(self) -> int:
         return os.getpid()
@@ -123,8 +123,11 @@ class MemberRunner:
         started = time.perf_counter()
         scores: list[tuple[int, float, dict[str, float], float]] = []
         try:
-            trainable, random_state = self._prepare(task)
-            restore(trainable, random_state)
+            trainable, saved = self._prepare(task)
+            if isinstance(saved, Snapshot):
+                saved.restore()
+            elif saved is not None:
+                restore(trainable, saved)
             step = task.step
             while step < self.spec.total_steps:
                 step += 1
@@ -132,10 +135,10 @@ class MemberRunner:
                 scores.append((step, value, metrics, time.time()))
                 if step < self.spec.total_steps and self.spec.ready(replace(task.snapshot, step=step)):
                     break
-            random_state = capture(trainable)
+            random_state = snapshot(trainable)
             state = call_user(task.slot, step, "state_dict", trainable.state_dict)
             try:
-                checkpoint = self.store.save(task.slot, step, state, random_state=random_state)
+                checkpoint = self.store.save(task.slot, step, state, random_state=random_state.encode())
             except CheckpointError as exc:
                 self.live.pop(task.slot, None)
                 return SegmentResult(
@@ -163,7 +166,11 @@ class MemberRunner:
             self._keep(task.slot, trainable, random_state)
         return SegmentResult(task.slot, scores, checkpoint, None, time.perf_counter() - started, os.getpid())
 
-    def _prepare(self, task: SegmentTask) -> tuple[Trainable, dict[str, Any]]:
+    def _prepare(self, task: SegmentTask) -> tuple[Trainable, Snapshot | dict[str, Any] | None]:
+        """The member's trainable, and the random state to put in place before it trains: a
+        snapshot (a live trainable's, or one taken after ``setup``), a checkpoint's encoded
+        state, or ``None`` when the globals already hold the member's (built just now and
+        nothing loaded)."""
         kept = None if task.fresh else self.live.get(task.slot)
         slot, step = task.slot, task.step
         if kept is None:
@@ -172,20 +179,19 @@ class MemberRunner:
             )
             seed_globals(task.context.seed)  # what setup draws is the member's own
             call_user(slot, step, "setup", trainable.setup, dict(task.hparams), task.context)
-            random_state = capture(trainable)
-            if task.restore is not None:
-                state, saved = self._load(task.restore, slot, step, retry=False)
-                call_user(slot, step, "load_state_dict", trainable.load_state_dict, state)
-                if (
-                    task.own is not None and task.own.id != task.restore.id
-                ):  # the model is a donor's; the random state is its own
-                    saved = self._load(task.own, slot, step, retry=False, random_only=True)[1]
-                elif task.own is None:
-                    saved = None
-                if saved is not None:
-                    random_state = saved
-                call_user(slot, step, "set_hparams", trainable.set_hparams, dict(task.hparams))
-            return trainable, random_state
+            if task.restore is None:
+                return trainable, None
+            after_setup = snapshot(trainable)
+            state, saved = self._load(task.restore, slot, step, retry=False)
+            call_user(slot, step, "load_state_dict", trainable.load_state_dict, state)
+            if (
+                task.own is not None and task.own.id != task.restore.id
+            ):  # the model is a donor's; the random state is its own
+                saved = self._load(task.own, slot, step, retry=False, random_only=True)[1]
+            elif task.own is None:
+                saved = None
+            call_user(slot, step, "set_hparams", trainable.set_hparams, dict(task.hparams))
+            return trainable, after_setup if saved is None else saved
         trainable, random_state = kept
         if task.load is not None:
             state, _ = self._load(task.load, slot, step, retry=True)
@@ -194,7 +200,7 @@ class MemberRunner:
             call_user(slot, step, "set_hparams", trainable.set_hparams, dict(task.hparams))
         return trainable, random_state
 
-    def _keep(self, slot: int, trainable: Trainable, random_state: dict[str, Any]) -> None:
+    def _keep(self, slot: int, trainable: Trainable, random_state: Snapshot) -> None:
         self.live[slot] = (trainable, random_state)
         self.live.move_to_end(slot)
         while self.spec.max_live is not None and len(self.live) > self.spec.max_live:
