@@ -6,7 +6,8 @@
 #   2. the full APBT Identity experiment (600 members x 8,000 epochs) trained on the GPU.
 # Results go to benchmarks/results/gpu/ (JSON and the printed log). Run from anywhere:
 #   bash benchmarks/gpu.sh            # PYTHON=... to choose the interpreter (default: .venv/bin/python)
-# Without a CUDA GPU it says so in one line and exits with status 2.
+# Without a CUDA GPU it says so in one line and exits with status 2. Each step runs under a time
+# limit (170 s + 100 s, with start-up well under 5 minutes in all).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,11 +26,11 @@ mkdir -p "$out"
 "$python" -c 'import torch; print("GPU:", torch.cuda.get_device_name(), "| torch", torch.__version__)' | tee "$out/log.txt"
 
 echo "== vectorized executor on the GPU: populations 64 to 16,384 ==" | tee -a "$out/log.txt"
-timeout 240 "$python" -m benchmarks.vectorized --device cuda --threads 4 --out "$out/vectorized.json" \
+timeout 170 "$python" -m benchmarks.vectorized --device cuda --threads 4 --out "$out/vectorized.json" \
     | grep -v '^{' | tee -a "$out/log.txt"
 
 echo "== APBT Identity, full experiment, on the GPU ==" | tee -a "$out/log.txt"
-timeout 120 "$python" -m benchmarks.apbt --device cuda --threads 4 --out "$out/apbt.json" \
+timeout 100 "$python" -m benchmarks.apbt --device cuda --threads 4 --out "$out/apbt.json" \
     | grep -v '^{' | tee -a "$out/log.txt"
 
 echo "results in $out/ (vectorized.json, apbt.json, log.txt)"

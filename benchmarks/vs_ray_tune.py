@@ -21,7 +21,9 @@ machine hits all alike):
   vectorized   ``run.optimize(digits.vectorized_trainable(device="cpu"), executor="vectorized")``,
                2 torch threads.
   poptrain runs are timed from ``create_run`` to ``close`` (SQLite storage and checkpoints in a
-  fresh temporary folder).
+  fresh temporary folder), after one untimed 2-member, 1-epoch run of each executor that pays
+  this process's one-time imports; Ray Tune's worker processes import inside its time, as every
+  fresh Ray worker does (``ray.init`` itself is excluded).
 
 Matching the two: poptrain draws member ``slot``'s first hyperparameters with
 ``SearchSpace(SPACE).sample(initial_rng(seed, slot))`` and seeds its training code with
@@ -387,6 +389,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     digits.load_split()
+    for name in executors:  # untimed: this process's one-time imports (torch's optimizers pull in
+        if name != "ray tune":  # torch._dynamo, seconds) are paid before any driver is timed
+            poptrain_run(name, 0, 2, 1, False)
+            torch.set_num_threads(args.threads)
     threads = (
         f"torch threads: sequential and vectorized {args.threads} (this process); "
         "Ray Tune trials and processes workers 1 each, 2 at a time"
