@@ -106,7 +106,7 @@ def _check_page(browser: Any) -> None:
     assert PAYLOAD in _text(browser, "decisions")  # a Choice explored to the payload
     assert RATE in _text(browser, "schedules")  # plotly shows the axis title literally
     assert METRIC in _text(browser, "scores")
-    assert _text(browser, "status") == STATE
+    assert _text(browser, "status") == "state: " + STATE  # the state as text, after its label
     labels = browser.execute_script("return document.getElementById('schedules').data.map(t => t.name)")
     assert f"best: {RATE.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')}" in labels
 
