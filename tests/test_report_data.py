@@ -254,7 +254,9 @@ def test_a_copy_of_an_older_checkpoint_is_marked_as_a_gap() -> None:
     assert data.copies == [CopyMark(1, 2, 0, 4, 0.3, 0.7)]
     assert data.decisions[0].score_before == 0.3 and data.decisions[0].step == 2
     assert data.schedules["h"] == [Segment(0, 0, 3, 0.5), Segment(1, 0, 4, 0.2), Segment(1, 2, 4, 0.6)]
-    assert data.curves[1] == Curve(1, [1, 2, 3, 4], [0.1, 0.2, 0.7, 0.75], [g1, g1, g1b, g1b])
+    # its first model's steps 3 and 4 stay (another member may descend from them), then the
+    # copied model's steps 3 and 4: a curve per generation, in the order they were made
+    assert data.curves[1] == Curve(1, [1, 2, 3, 4, 3, 4], [0.1, 0.2, 0.25, 0.3, 0.7, 0.75], [g1, g1, g1, g1, g1b, g1b])
 
 
 def test_settings_rows_and_params() -> None:

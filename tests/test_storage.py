@@ -250,6 +250,7 @@ def test_database_made_before_alembic_is_stamped_and_migrated(tmp_path):
         conn.execute(text("ALTER TABLE members DROP COLUMN failures"))
         conn.execute(text("ALTER TABLE members DROP COLUMN lease"))  # added in schema version 2
         conn.execute(text("ALTER TABLE runs DROP COLUMN reason"))  # added in schema version 3
+        conn.execute(text("ALTER TABLE checkpoints DROP COLUMN generation_id"))  # added in schema version 4
         conn.execute(text("DROP TABLE scores"))  # version 1 had no unique (run_id, slot, step)
         conn.execute(
             text(

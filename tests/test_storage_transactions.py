@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, insert, select, text
 
+from poptrain.errors import StaleWriteError
 from poptrain.records import Decision, NewCheckpoint, ReadyPoint, ScoreRecord
 from poptrain.storage import SCHEMA_VERSION, _migrate, open_storage
 from poptrain.storage import _schema as schema
@@ -182,7 +183,7 @@ def test_upgrade_to_one_score_per_step_keeps_the_newest_of_duplicates(url: str) 
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            assert conn.execute(text("SELECT value FROM poptrain_meta")).scalar() == str(SCHEMA_VERSION) == "3"
+            assert conn.execute(text("SELECT value FROM poptrain_meta")).scalar() == str(SCHEMA_VERSION) == "4"
             assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == _migrate.HEAD_REVISION
     finally:
         engine.dispose()
@@ -198,3 +199,49 @@ def test_the_database_refuses_a_second_score_for_a_step(tmp_path: Path) -> None:
         conn.execute(insert_score)
         with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
             conn.execute(insert_score)
+
+
+def test_upgrade_to_scores_per_generation_keeps_every_score(url: str) -> None:
+    """Schema version 4: two generations of one member may score the same step (a member that
+    copied an older model trains those steps again); a checkpoint from before reads as trained
+    by an unknown generation (``None``), found by slot and step."""
+    _database_at(url, "0006")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(schema.runs).values(name="old", spec={}, seed=1, state="interrupted", created_at=1.0))
+            run_id = conn.execute(select(schema.runs.c.id)).scalar_one()
+            conn.execute(
+                text(
+                    "INSERT INTO members (run_id, slot, state, step, hparams, generation_id, generation, last_ready_step, "
+                    "failures) VALUES (:run, 0, 'running', 2, '{}', 1, 0, 2, 0)"
+                ),
+                {"run": run_id},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO checkpoints (run_id, slot, step, uri, sha256, size_bytes, score, deleted) "
+                    "VALUES (:run, 0, 2, 'c', 'x', 1, 0.2, false)"
+                ),
+                {"run": run_id},
+            )
+            for step in (1, 2):
+                conn.execute(
+                    text(
+                        "INSERT INTO scores (run_id, slot, generation_id, step, value, metrics, wall_time) "
+                        "VALUES (:run, 0, 1, :step, 0.1, '{}', 0)"
+                    ),
+                    {"run": run_id, "step": step},
+                )
+    finally:
+        engine.dispose()
+    storage = open_storage(url)
+    try:
+        [ckpt] = storage.get_checkpoints(run_id)
+        assert (ckpt.slot, ckpt.step, ckpt.generation_id) == (0, 2, None)
+        storage.record_scores(run_id, [ScoreRecord(0, 2, 0.5, 7)])  # another generation's step 2
+        assert [(s.generation_id, s.step) for s in storage.get_scores(run_id)] == [(1, 1), (1, 2), (7, 2)]
+        with pytest.raises(StaleWriteError):
+            storage.record_scores(run_id, [ScoreRecord(0, 2, 0.6, 7)])
+    finally:
+        storage.close()

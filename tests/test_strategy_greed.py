@@ -96,7 +96,9 @@ def gen(id: int, slot: int, number: int, start: int, parent: int | None = None) 
 def test_recent_evaluations_follow_the_model_lineage_not_the_slot() -> None:
     # member 1 copied member 0's checkpoint at step 4 (generation 3 descends from member 0's generation 1)
     generations = {1: gen(1, 0, 0, 0), 2: gen(2, 1, 0, 0), 3: gen(3, 1, 1, 4, parent=1)}
-    scores = {0: {s: 10.0 + s for s in range(1, 9)}, 1: {s: float(s) for s in range(1, 9)}}
+    # by the generation that trained each step: member 1's first model trained steps 1..4
+    scores = {1: {s: 10.0 + s for s in range(1, 9)}, 2: {s: float(s) for s in range(1, 5)}}
+    scores[3] = {s: float(s) for s in range(5, 9)}
     assert lineage_scores(generations, scores, 3, 6, 4, float) == (13.0, 14.0, 5.0, 6.0)
     assert lineage_scores(generations, scores, 2, 3, 10, float) == (1.0, 2.0, 3.0)  # never past step 3
     assert lineage_scores(generations, scores, 1, 8, 2, lambda v: -v if v is not None else None) == (-17.0, -18.0)

@@ -31,9 +31,17 @@ def trained_at(generations: Iterable[GenerationRecord], slot: int, step: int) ->
 
 
 def trained(generations: Iterable[GenerationRecord], checkpoint: CheckpointRecord) -> GenerationRecord | None:
-    """The generation whose training produced ``checkpoint`` (of any member): the one of the
-    checkpoint's slot that trained the checkpoint's step (see ``trained_at``)."""
-    return trained_at(generations, checkpoint.slot, checkpoint.step)
+    """The generation whose training produced ``checkpoint`` (of any member): the one recorded
+    with it, else (a checkpoint from before poptrain recorded it, or one whose generation is not
+    among ``generations``) the one of the checkpoint's slot that trained the checkpoint's step
+    (see ``trained_at``). A member that copied an older model trains some steps again as a new
+    generation, so only the recorded one is right for a checkpoint of the earlier steps."""
+    listed = list(generations)
+    if checkpoint.generation_id is not None:
+        recorded = next((g for g in listed if g.id == checkpoint.generation_id), None)
+        if recorded is not None:
+            return recorded
+    return trained_at(listed, checkpoint.slot, checkpoint.step)
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,9 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class CheckpointRecord:
-    """Where a member's state at a step is stored, with the sha256 checked on load."""
+    """Where a member's state at a step is stored, with the sha256 checked on load.
+    ``generation_id``: the generation that trained it (``None`` in a database from before
+    poptrain recorded it; ``lineage.trained`` then finds it by slot and step)."""
 
     id: int
     slot: int
@@ -113,6 +115,7 @@ class CheckpointRecord:
     size_bytes: int
     score: float | None = None
     deleted: bool = False
+    generation_id: int | None = None
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,9 @@ def original_scores(
     out: list[float | None] = []
     for segment in segments:
         for step in range(segment.start_step + 1, segment.end_step + 1):
+            if segment.generation_id is not None:  # a stored schedule: the generation that trained it
+                out.append(by_key.get((segment.slot, step, segment.generation_id)))
+                continue
             try:
                 gen = generation_at(generations, segment.slot, step)
             except KeyError:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from poptrain.lineage import trained_at
+from poptrain.lineage import trained, trained_at
 from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord, RunRecord, ScoreRecord
 from poptrain.space import HParams
 from poptrain.strategy.recent import lineage_scores
@@ -19,7 +19,9 @@ class ScheduleSegment:
     """Training with fixed hyperparameters from ``start_step`` to ``end_step`` of member ``slot``.
 
     ``kind``/``donor``/``operations`` tell how the segment began (``"init"``, or the exploit or
-    explore decision that started it).
+    explore decision that started it). ``generation_id`` is the stored generation that trained it
+    (``None`` for a schedule read from a file; not compared: two equal schedules may come from
+    different runs).
     """
 
     slot: int
@@ -29,6 +31,7 @@ class ScheduleSegment:
     kind: str
     donor: int | None = None
     operations: dict[str, str] = field(default_factory=dict)
+    generation_id: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,15 @@ def generation_at(generations: Sequence[GenerationRecord], slot: int, step: int)
     active = trained_at(generations, slot, step)
     if active is None:
         raise KeyError(f"member {slot} has no generation")
+    return active
+
+
+def generation_of(generations: Sequence[GenerationRecord], checkpoint: CheckpointRecord) -> GenerationRecord:
+    """The generation that trained ``checkpoint`` (see ``lineage.trained``); ``KeyError`` if
+    its member has no generation."""
+    active = trained(generations, checkpoint)
+    if active is None:
+        raise KeyError(f"member {checkpoint.slot} has no generation")
     return active
 
 
@@ -83,7 +95,9 @@ def schedule(
         else:
             end = end_step
         segments.append(
-            ScheduleSegment(gen.slot, gen.start_step, end, dict(gen.hparams), gen.kind, gen.donor, dict(gen.operations))
+            ScheduleSegment(
+                gen.slot, gen.start_step, end, dict(gen.hparams), gen.kind, gen.donor, dict(gen.operations), gen.id
+            )
         )
     return segments
 
@@ -116,12 +130,10 @@ def ranked_checkpoints(
     if window > 1:
         at: dict[int, dict[int, float | None]] = {}
         for score in scores:
-            at.setdefault(score.slot, {})[score.step] = score.value
+            at.setdefault(score.generation_id, {})[score.step] = score.value
         generation_by_id = {g.id: g for g in generations}
         for c in candidates:
-            values = lineage_scores(
-                generation_by_id, at, generation_at(generations, c.slot, c.step).id, c.step, window, run.fitness
-            )
+            values = lineage_scores(generation_by_id, at, generation_of(generations, c).id, c.step, window, run.fitness)
             mean = sum(values) / len(values) if values and all(math.isfinite(v) for v in values) else math.nan
             selection[c.id] = mean if run.mode == "max" else -mean  # back in the metric's own direction
 
@@ -141,10 +153,10 @@ def best_at(
 ) -> BestMember:
     """The model of ``checkpoint`` as a ``BestMember``: its member, step, score, metrics,
     hyperparameters and schedule up to that step."""
-    gen = generation_at(generations, checkpoint.slot, checkpoint.step)
+    gen = generation_of(generations, checkpoint)
     metrics: dict[str, float] = {}
     for score in scores:
-        if score.slot == checkpoint.slot and score.step == checkpoint.step:
+        if score.generation_id == gen.id and score.step == checkpoint.step:
             metrics = dict(score.metrics)
     return BestMember(
         checkpoint.slot,

@@ -22,7 +22,6 @@ from poptrain.results import (
     BestMember,
     ScheduleSegment,
     best_at,
-    generation_at,
     ranked_checkpoints,
     schedule,
     score_rows,
@@ -436,9 +435,14 @@ class Run:
         if slot not in members:
             raise ConfigError(f"no member in slot {slot}")
         generations = self.lineage()
-        gen = generation_at(generations, slot, members[slot].step) if members[slot].step else None
-        gen_id = gen.id if gen else members[slot].generation_id
-        return schedule(generations, self.storage.get_checkpoints(self.record.id), gen_id, members[slot].step)
+        member = members[slot]
+        by_id = {g.id: g for g in generations}
+        gen = by_id[member.generation_id]
+        if member.step and gen.start_step >= member.step and gen.parent_id is not None:
+            # a decision at its step, not trained since: the model it holds is the parent's
+            # (a donor's after a copy, its own before an explore)
+            gen = by_id[gen.parent_id]
+        return schedule(generations, self.storage.get_checkpoints(self.record.id), gen.id, member.step)
 
     # --- replay ---------------------------------------------------------------------
     def replay_schedule(self, member: int | None = None) -> Schedule:

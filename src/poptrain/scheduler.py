@@ -172,7 +172,9 @@ class Scheduler:
         self._population: dict[int, MemberRecord] | None = None
         self._failures_in_a_row = 0
         self._openings: dict[int, tuple[int, float | None]] = {}
-        self._scores: dict[int, dict[int, float | None]] = {}  # slot -> step -> value, for fair comparisons
+        # generation id -> step -> value, for fair comparisons: a member that copied an older model
+        # trains some steps again as a new generation, and another's model may descend from the old
+        self._scores: dict[int, dict[int, float | None]] = {}
         self._scores_learned = False  # whether _scores holds those stored before (read when recent ones are needed)
         self._generations: dict[int, GenerationRecord] = {}  # by id, read when recent scores are needed
         self._checkpoints: dict[int, CheckpointRecord] = {}  # by id: those this scheduler recorded, and read
@@ -270,7 +272,7 @@ class Scheduler:
     def record_score(self, member: MemberRecord, step: int, value: float, metrics: dict[str, float]) -> MemberRecord:
         """Record ``member``'s evaluation after ``step`` (written at least every ``flush_seconds``)."""
         self._pending.append(ScoreRecord(member.slot, step, value, member.generation_id, metrics, time.time()))
-        self._scores.setdefault(member.slot, {})[step] = value
+        self._scores.setdefault(member.generation_id, {})[step] = value
         if time.monotonic() - self._flushed_at >= self.flush_seconds:
             self.flush()
         if self.callbacks.callbacks:
@@ -293,7 +295,7 @@ class Scheduler:
         """Know scores recorded before (``stored``) and ones to write with the next ready point
         (``pending``): ask/tell, whose members trained elsewhere, compares them fairly."""
         for score in [*stored, *pending]:
-            self._scores.setdefault(score.slot, {})[score.step] = score.value
+            self._scores.setdefault(score.generation_id, {})[score.step] = score.value
         self._pending.extend(pending)
 
     def learn_stored(self, step: int) -> None:
@@ -321,8 +323,8 @@ class Scheduler:
     def _forget_after(self, member: MemberRecord) -> None:
         """Forget a rewound member's scores past its newest ready point."""
         self._pending = [s for s in self._pending if s.slot != member.slot or s.step <= member.last_ready_step]
-        kept = self._scores.get(member.slot, {})
-        self._scores[member.slot] = {s: v for s, v in kept.items() if s <= member.last_ready_step}
+        kept = self._scores.get(member.generation_id, {})
+        self._scores[member.generation_id] = {s: v for s, v in kept.items() if s <= member.last_ready_step}
 
     # --- ready points -----------------------------------------------------------
     def commit(
@@ -341,10 +343,11 @@ class Scheduler:
         if deciding:
             step = max(m.step for m, _, _ in updated)
             population = [ready.get(p.slot, p) for p in self.population()]
-            population = at_step(population, self._scores, step, self.run.fitness)
+            current = self._current_scores([m for m, _, _ in updated])
+            population = at_step(population, current, step, self.run.fitness)
             window = recent_window(self.strategy.exploit)
             if window:
-                population = self._with_recent(population, [m for m, _, _ in updated], step, window)
+                population = self._with_recent(population, [m for m, _, _ in updated], step, window, current)
                 by_slot = {p.slot: p for p in population}
                 deciding = [by_slot.get(d.slot, d) for d in deciding]
             history = self.history([(m.slot, m.step, m.score) for m, _, _ in updated])
@@ -394,15 +397,28 @@ class Scheduler:
             self.flush()
             raise RunStopped(reason)
 
+    def _current_scores(self, updated: Sequence[MemberRecord]) -> dict[int, dict[int, float | None]]:
+        """slot -> step -> value of each member's current generation (``updated`` as being
+        recorded, the others as last read), as ``at_step`` ranks a member's own model."""
+        assert self._population is not None
+        generation_ids = {m.slot: m.generation_id for m in [*self._population.values(), *updated]}
+        return {slot: self._scores.get(gen_id, {}) for slot, gen_id in generation_ids.items()}
+
     def _with_recent(
-        self, population: list[MemberSnapshot], updated: Sequence[MemberRecord], step: int, window: int
+        self,
+        population: list[MemberSnapshot],
+        updated: Sequence[MemberRecord],
+        step: int,
+        window: int,
+        current: dict[int, dict[int, float | None]],
     ) -> list[MemberSnapshot]:
         """``population`` (fair at ``step``) with each member's last ``window`` evaluations
         (``MemberSnapshot.recent``) along its model's lineage, none after the step it is ranked by."""
         if not self._scores_learned:  # a resumed run: the scores recorded before it started
             for score in self.storage.get_scores(self.run.id):
-                self._scores.setdefault(score.slot, {}).setdefault(score.step, score.value)
+                self._scores.setdefault(score.generation_id, {}).setdefault(score.step, score.value)
             self._scores_learned = True
+            current = self._current_scores(updated)
         assert self._population is not None
         generation_ids = {m.slot: m.generation_id for m in [*self._population.values(), *updated]}
         if not set(generation_ids.values()) <= set(self._generations):
@@ -414,7 +430,7 @@ class Scheduler:
                     self._generations,
                     self._scores,
                     generation_ids[p.slot],
-                    ranked_step(p, self._scores, step),
+                    ranked_step(p, current, step),
                     window,
                     self.run.fitness,
                 ),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from poptrain.lineage import trained_at
+from poptrain.lineage import trained
 from poptrain.records import CheckpointRecord, GenerationRecord, MemberRecord
 
 
@@ -44,9 +44,9 @@ def collectable(
     scored = [c for c in checkpoints if not c.deleted and c.score is not None and not math.isnan(c.score)]
     for ckpt in sorted(scored, key=lambda c: (-sign * (c.score or 0.0), c.step, c.slot))[: max(keep_best, 0)]:
         protected.add(ckpt.id)
-        keep_ancestry(trained_at(generations, ckpt.slot, ckpt.step))
+        keep_ancestry(trained(generations, ckpt))
     newest: dict[int, list[CheckpointRecord]] = {}
-    for ckpt in sorted(checkpoints, key=lambda c: (c.slot, -c.step, -c.id)):
+    for ckpt in sorted(checkpoints, key=lambda c: (c.slot, -c.id)):  # newest written first
         newest.setdefault(ckpt.slot, []).append(ckpt)
     for own in newest.values():
         protected.update(c.id for c in own[: max(keep, 0)])

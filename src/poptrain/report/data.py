@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from poptrain.lineage import trained_at
+from poptrain.lineage import trained, trained_at
 from poptrain.records import (
     COPY_KINDS,
     CheckpointRecord,
@@ -285,7 +285,9 @@ def report_data(
     }
     ancestry = [Segment(s.slot, s.start_step, s.end_step, dict(s.hparams)) for s in best.schedule] if best else []
 
-    winner_gen = trained_at(ordered, best.slot, best.step) if best else None
+    winner_gen = None
+    if best is not None:  # the generation that trained the winning checkpoint (recorded with it)
+        winner_gen = trained(ordered, best.checkpoint) if best.checkpoint else trained_at(ordered, best.slot, best.step)
     path = _ancestors(by_id, [winner_gen.id]) if winner_gen else set()
     alive = _ancestors(by_id, [m.generation_id for m in members])
     tree = [

@@ -57,7 +57,7 @@ from poptrain.records import (
 )
 from poptrain.space import HParams
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Storage(ABC):

@@ -35,7 +35,7 @@ class InMemoryStorage(Storage):
         self._members: dict[int, dict[int, MemberRecord]] = {}
         self._generations: dict[int, list[GenerationRecord]] = {}
         self._scores: dict[int, list[ScoreRecord]] = {}
-        self._score_keys: dict[int, set[tuple[int, int]]] = {}  # (slot, step) of each score
+        self._score_keys: dict[int, set[tuple[int, int]]] = {}  # (generation id, step) of each score
         self._checkpoints: dict[int, CheckpointRecord] = {}
         self._checkpoint_run: dict[int, int] = {}
         self._leases: dict[tuple[int, int], tuple[str, float]] = {}
@@ -140,14 +140,16 @@ class InMemoryStorage(Storage):
             self._check_lease(run_id, [slot], lease)
             member = self._member(run_id, slot)
             keep = member.last_ready_step
-            self._drop_scores_after(run_id, slot, keep)
+            self._drop_scores_after(run_id, member.generation_id, keep)
             rewound = replace(member, step=keep, score=member.ready_score if keep > 0 else None)
             self._members[run_id][slot] = rewound
             return copy.deepcopy(rewound)
 
-    def _drop_scores_after(self, run_id: int, slot: int, step: int) -> None:
-        self._scores[run_id] = [s for s in self._scores[run_id] if s.slot != slot or s.step <= step]
-        self._score_keys[run_id] = {k for k in self._score_keys[run_id] if k[0] != slot or k[1] <= step}
+    def _drop_scores_after(self, run_id: int, generation_id: int, step: int) -> None:
+        """Drop generation ``generation_id``'s scores past ``step`` (an earlier generation's steps
+        past it are another model's, which a copy may descend from)."""
+        self._scores[run_id] = [s for s in self._scores[run_id] if s.generation_id != generation_id or s.step <= step]
+        self._score_keys[run_id] = {k for k in self._score_keys[run_id] if k[0] != generation_id or k[1] <= step}
 
     def record_failure(self, run_id: int, slot: int, error: str, *, lease: int | None = None) -> MemberRecord:
         with self._lock:
@@ -171,7 +173,6 @@ class InMemoryStorage(Storage):
             self._generations[run_id].append(generation)
             replaced = replace(_advanced(member, generation, new), state="pending")
             self._members[run_id][member.slot] = replaced
-            self._drop_scores_after(run_id, member.slot, replaced.step)
             return copy.deepcopy(replaced)
 
     def set_member_state(self, run_id: int, slot: int, state: str, error: str | None = None) -> None:
@@ -182,14 +183,14 @@ class InMemoryStorage(Storage):
     def _scored(
         self, run_id: int, members: dict[int, MemberRecord], scores: Sequence[ScoreRecord]
     ) -> tuple[list[ScoreRecord], set[tuple[int, int]]]:
-        """Apply ``scores`` to a copy of the members; return the score list and the (slot, step)
-        keys of the new scores to commit. ``StaleWriteError`` for a step that has a score."""
+        """Apply ``scores`` to a copy of the members; return the score list and the (generation,
+        step) keys of the new scores to commit. ``StaleWriteError`` for a step that has a score."""
         for score in scores:
             self._member(run_id, score.slot)
         keys = self._score_keys[run_id]
         new: set[tuple[int, int]] = set()
         for score in scores:
-            key = (score.slot, score.step)
+            key = (score.generation_id, score.step)
             if key in keys or key in new:
                 raise StaleWriteError(stale_score(self._run_by_id(run_id).name, score.slot, score.step))
             new.add(key)
@@ -231,6 +232,7 @@ class InMemoryStorage(Storage):
                     point.checkpoint.sha256,
                     point.checkpoint.size_bytes,
                     _finite(point.score),
+                    generation_id=member.generation_id,
                 )
                 checkpoints[ckpt.id] = ckpt
                 members[point.slot] = replace(
@@ -274,8 +276,6 @@ class InMemoryStorage(Storage):
             self._generations[run_id] = generations
             self._scores[run_id] = all_scores
             self._score_keys[run_id] |= new_keys
-            for point in points:  # one clock: a member moved back to a copied model's step trains those steps again
-                self._drop_scores_after(run_id, point.slot, members[point.slot].step)
             for ckpt in checkpoints.values():
                 self._checkpoints[ckpt.id] = ckpt
                 self._checkpoint_run[ckpt.id] = run_id

@@ -21,7 +21,7 @@ from poptrain.errors import RunNotFoundError, StorageError
 from poptrain.storage import _schema as t
 from poptrain.storage._base import SCHEMA_VERSION
 
-HEAD_REVISION = "0006"  # the newest migration in migrations/versions (tests check)
+HEAD_REVISION = "0007"  # the newest migration in migrations/versions (tests check)
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 _LOCK_KEY = 74201  # PostgreSQL advisory lock: one process migrates, the others wait and re-read
 

@@ -93,7 +93,9 @@ scores = Table(
     Column("wall_time", Float, nullable=False),
     Index("ix_scores_run", "run_id", "id"),
     Index("ix_scores_run_step", "run_id", "step"),  # the scores a ready point compares (get_scores(step=...))
-    UniqueConstraint("run_id", "slot", "step", name="uq_scores_run_slot_step"),  # one score per member and step
+    # one score per generation and step: a member that copies an older model trains those steps
+    # again as a new generation, and the old generation's scores stay (migration 0007)
+    UniqueConstraint("run_id", "generation_id", "step", name="uq_scores_run_generation_step"),
 )
 
 leases = Table(
@@ -119,5 +121,6 @@ checkpoints = Table(
     Column("size_bytes", Integer, nullable=False),
     Column("score", Float, nullable=True),
     Column("deleted", Boolean, nullable=False, default=False, server_default=false()),
+    Column("generation_id", Integer, nullable=True),  # the generation that trained it (migration 0007)
     Index("ix_checkpoints_run", "run_id", "id"),
 )

@@ -484,8 +484,12 @@ class SQLStorage(Storage):
         self._check_lease(conn, run_id, members, [slot], lease)
         row = members[slot]
         keep = row["last_ready_step"]
-        conn.execute(
-            delete(t.scores).where(t.scores.c.run_id == run_id, t.scores.c.slot == slot, t.scores.c.step > keep)
+        conn.execute(  # the current generation's: an earlier one's steps past ``keep`` are another model's
+            delete(t.scores).where(
+                t.scores.c.run_id == run_id,
+                t.scores.c.generation_id == row["generation_id"],
+                t.scores.c.step > keep,
+            )
         )
         update_values = {"step": keep, "score": row["ready_score"] if keep > 0 else None, **changes}
         if count_failure:
@@ -573,14 +577,10 @@ class SQLStorage(Storage):
         )
         if loaded is not None:
             member["_held"] = loaded
-            if new.start_step != member["step"]:  # one clock: the member continues from the copied model's step
-                conn.execute(
-                    delete(t.scores).where(
-                        t.scores.c.run_id == run_id,
-                        t.scores.c.slot == decision.slot,
-                        t.scores.c.step > new.start_step,
-                    )
-                )
+            if new.start_step != member["step"]:
+                # one clock: the member continues from the copied model's step and trains those
+                # steps again as a new generation; the old generation's scores stay (another
+                # member's model may descend from them)
                 member.update(step=new.start_step, last_ready_step=new.start_step, score=loaded.score)
 
     # --- scores and ready points ------------------------------------------------
@@ -659,7 +659,7 @@ class SQLStorage(Storage):
         try:
             yield
         except IntegrityError as exc:
-            keys = [(s.slot, s.step) for s in scores]
+            keys = [(s.generation_id, s.step) for s in scores]
             seen = set(keys)
             twice = _first_repeat(keys)
             with self._read() as conn:
@@ -667,17 +667,18 @@ class SQLStorage(Storage):
                 if twice is None and seen:
                     sc = t.scores.c
                     found = conn.execute(
-                        select(sc.slot, sc.step).where(
+                        select(sc.generation_id, sc.step).where(
                             sc.run_id == run_id,
-                            sc.slot.in_(sorted({k[0] for k in seen})),
+                            sc.generation_id.in_(sorted({k[0] for k in seen})),
                             sc.step.in_(sorted({k[1] for k in seen})),
                         )
                     )
-                    existing = {(r.slot, r.step) for r in found}
+                    existing = {(r.generation_id, r.step) for r in found}
                     twice = next((k for k in keys if k in existing), None)
             if twice is None:
                 raise StorageError(f"storage {self._safe_url()} refused the write: {_first_line(exc)}") from None
-            raise StaleWriteError(stale_score(name, *twice)) from None
+            slot = next(s.slot for s in scores if (s.generation_id, s.step) == twice)
+            raise StaleWriteError(stale_score(name, slot, twice[1])) from None
 
     def record_ready(
         self,
@@ -710,6 +711,7 @@ class SQLStorage(Storage):
                     "sha256": p.checkpoint.sha256,
                     "size_bytes": p.checkpoint.size_bytes,
                     "score": _nan_to_none(p.score),
+                    "generation_id": members[p.slot]["generation_id"],  # the generation that trained it
                 }
                 for p in points
             ]
@@ -865,7 +867,9 @@ class SQLStorage(Storage):
 
     @staticmethod
     def _checkpoint(r: Any) -> CheckpointRecord:
-        return CheckpointRecord(r.id, r.slot, r.step, r.uri, r.sha256, r.size_bytes, r.score, bool(r.deleted))
+        return CheckpointRecord(
+            r.id, r.slot, r.step, r.uri, r.sha256, r.size_bytes, r.score, bool(r.deleted), r.generation_id
+        )
 
     def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord:
         with self._read() as conn:

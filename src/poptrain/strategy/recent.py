@@ -34,7 +34,9 @@ def lineage_scores(
     before a generation's ``start_step`` was trained by its parent (after a copy, the donor's
     generation that trained the loaded checkpoint), so a member that copied another at step t
     reads its donor's evaluations up to t and its own after. ``generations``: by id;
-    ``scores``: slot -> step -> raw value. Steps with no known score are passed over."""
+    ``scores``: generation id -> step -> raw value (the generation that trained the step: a
+    member that copied an older model trains some steps again as a new generation). Steps with
+    no known score are passed over."""
     values: list[float] = []
     gen = generations.get(generation_id)
     s = step
@@ -43,7 +45,7 @@ def lineage_scores(
             gen = generations.get(gen.parent_id) if gen.parent_id is not None else None
         if gen is None:
             break
-        by_step = scores.get(gen.slot, {})
+        by_step = scores.get(gen.id, {})
         if s in by_step:
             values.append(oriented(by_step[s], fitness))
         s -= 1

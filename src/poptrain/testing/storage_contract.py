@@ -419,7 +419,9 @@ class StorageContract:
         assert (member.generation_id, member.generation, member.hparams) == (m0.generation_id, 0, m0.hparams)
         ckpt = self.checkpoint(storage, member.checkpoint_id)
         new = _ckpt("0-4")
-        assert ckpt == CheckpointRecord(member.checkpoint_id, 0, 4, new.uri, new.sha256, new.size_bytes, 0.9)
+        assert ckpt == CheckpointRecord(
+            member.checkpoint_id, 0, 4, new.uri, new.sha256, new.size_bytes, 0.9, generation_id=m0.generation_id
+        )
         assert storage.get_checkpoints(run.id) == [ckpt]
         assert len(storage.get_generations(run.id)) == 2  # no decision, no generation
 
@@ -491,6 +493,41 @@ class StorageContract:
         assert gen.loaded_checkpoint_id == donor.checkpoint_id == member.resume_checkpoint_id
         assert self.checkpoint(storage, gen.loaded_checkpoint_id).uri == _ckpt("0-8").uri
         assert gen.parent_id == m0.generation_id
+
+    def test_copying_an_older_model_keeps_the_steps_another_lineage_holds(self, storage: Storage) -> None:
+        # asynchronous PBT, one clock: member 0 is copied at step 8, trains on to 12, then copies
+        # member 2's older model (step 4) and trains steps 5..8 again. Member 1's model descends
+        # from member 0's first generation: those steps and their scores stay, beside the new ones.
+        run, (m0, m1, m2) = self.new_run(storage, n=3)
+        storage.record_ready(run.id, [ReadyPoint(2, 4, _ckpt("2-4"), 0.95)], [_score(2, 4, 0.95, m2.generation_id)])
+        first = [_score(0, s, 0.1 * s, m0.generation_id) for s in range(1, 13)]
+        storage.record_ready(run.id, [ReadyPoint(0, 8, _ckpt("0-8"), 0.8)], first[:8])
+        [copier] = storage.record_ready(
+            run.id,
+            [ReadyPoint(1, 8, _ckpt("1-8"), 0.2, _exploit(1, 8, 0, m0.hparams))],
+            [_score(1, 8, 0.2, m1.generation_id)],
+        )
+        [back] = storage.record_ready(
+            run.id, [ReadyPoint(0, 12, _ckpt("0-12"), 1.2, _exploit(0, 12, 2, m2.hparams))], first[8:]
+        )
+        assert (back.step, back.last_ready_step) == (4, 4)  # one clock: the copied model's step
+        again = [_score(0, s, 0.5, back.generation_id) for s in range(5, 9)]
+        storage.record_scores(run.id, again)
+        with pytest.raises(StaleWriteError):  # a step of one generation is scored once
+            storage.record_scores(run.id, again[:1])
+        kept = storage.get_scores(run.id)
+        assert [(s.step, s.value) for s in kept if s.generation_id == m0.generation_id] == [
+            (s.step, s.value) for s in first
+        ]
+        assert [s.step for s in kept if s.generation_id == back.generation_id] == [5, 6, 7, 8]
+        assert storage.get_scores(run.id, step=6) == [first[5], again[1]]
+        copied = self.checkpoint(storage, self.generation(storage, run.id, copier.generation_id).loaded_checkpoint_id)
+        assert (copied.slot, copied.step, copied.generation_id) == (0, 8, m0.generation_id)
+        # a rewind drops only the steps of the member's current generation past its ready point
+        storage.rewind_member(run.id, 0)
+        kept = storage.get_scores(run.id)
+        assert [s.step for s in kept if s.generation_id == m0.generation_id] == list(range(1, 13))
+        assert [s for s in kept if s.generation_id == back.generation_id] == []
 
     def test_synchronous_batch_uses_donor_checkpoint_of_the_same_call(self, storage: Storage) -> None:
         run, (m0, _) = self.new_run(storage)
