@@ -283,6 +283,39 @@ class Scheduler:
             self._check_stop(step, [r for r in self.stop_rules if isinstance(r, time_budget)])
         return _evolve(member, step=step, score=value)
 
+    def record_scores(self, batch: Sequence[tuple[MemberRecord, int, float, dict[str, float]]]) -> list[MemberRecord]:
+        """``record_score`` for each ``(member, step, value, metrics)`` of ``batch`` in turn (the
+        vectorized executor's step: every member at once): the same score records (one wall time
+        for the batch), then each evaluation's callbacks in the batch's order, and the members
+        returned with their new step and score. With stop rules (a time budget is checked after
+        every score) the members are recorded one by one."""
+        if self.stop_rules:
+            return [self.record_score(m, step, value, metrics) for m, step, value, metrics in batch]
+        now = time.time()
+        append, scores, new = self._pending.append, self._scores, object.__new__
+        updated = []
+        for member, step, value, metrics in batch:
+            slot = member.slot
+            generation_id = member.generation_id
+            append(ScoreRecord(slot, step, value, generation_id, metrics, now))
+            by_step = scores.get(generation_id)
+            if by_step is None:
+                by_step = scores[generation_id] = {}
+            by_step[step] = value
+            record = new(type(member))  # _evolve(member, step=step, score=value), without its checks
+            fields = vars(record)
+            fields.update(vars(member))
+            fields["step"], fields["score"] = step, value
+            updated.append(record)
+        if time.monotonic() - self._flushed_at >= self.flush_seconds:
+            self.flush()
+        if self.callbacks.callbacks:
+            for member, step, value, metrics in batch:
+                self.callbacks.on_evaluation(
+                    member.slot, step, value, dict(metrics), dict(member.hparams), member.generation
+                )
+        return updated
+
     def flush(self) -> None:
         """Write the scores not yet written (at least every ``flush_seconds`` and with every ready
         point; those after a member's newest checkpoint would be trained again after a crash)."""

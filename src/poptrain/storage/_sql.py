@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
@@ -200,6 +200,20 @@ def _first_repeat(keys: Iterable[tuple[int, int]]) -> tuple[int, int] | None:
 def _new_id(result: Any) -> int:
     """The primary key of the row an ``INSERT`` result made."""
     return int(result.inserted_primary_key[0])
+
+
+_FLOAT = {float}
+
+
+def _json_metrics(metrics: Mapping[str, Any]) -> Mapping[str, float | None]:
+    """A score's metrics as stored: floats, a non-finite one (JSON has no NaN/inf) or ``None`` as
+    ``None``. Metrics that are all finite floats already (every score a vectorized step records)
+    are stored as they are, without a copy."""
+    values = metrics.values()
+    if set(map(type, values)) <= _FLOAT and all(map(math.isfinite, values)):
+        return metrics
+    isfinite = math.isfinite
+    return {k: float(v) if v is not None and isfinite(v) else None for k, v in metrics.items()}
 
 
 def _nan_to_none(value: float | None) -> float | None:
@@ -620,7 +634,7 @@ class SQLStorage(Storage):
         missing = sorted(set(newest) - known)
         if missing:
             raise KeyError(f"no member in slot {missing[0]} of run {run_id}")
-        isfinite = math.isfinite
+        isnan = math.isnan
         conn.execute(
             _INSERT_SCORES,
             [
@@ -629,9 +643,8 @@ class SQLStorage(Storage):
                     "slot": s.slot,
                     "generation_id": s.generation_id,
                     "step": s.step,
-                    "value": None if math.isnan(s.value) else s.value,
-                    # JSON has no NaN/inf
-                    "metrics": {k: float(v) if v is not None and isfinite(v) else None for k, v in s.metrics.items()},
+                    "value": None if isnan(s.value) else s.value,
+                    "metrics": _json_metrics(s.metrics),
                     "wall_time": s.wall_time,
                 }
                 for s in scores

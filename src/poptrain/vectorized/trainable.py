@@ -270,16 +270,24 @@ def metric_rows(result: Mapping[str, Any], size: int) -> list[dict[str, float]]:
         raise MetricError(f"evaluate(predict) must return a dict of per-member values, got {type(result).__name__}")
     columns: dict[str, Sequence[float]] = {}
     for key, value in result.items():
-        values = value.detach().float().reshape(-1).cpu().tolist() if isinstance(value, torch.Tensor) else value
-        if isinstance(values, (int, float)):
-            values = [float(values)] * size
+        if isinstance(value, torch.Tensor):  # floats already: one conversion for the whole column
+            values = value.detach().float().reshape(-1).cpu().tolist()
+        elif isinstance(value, (int, float)):
+            values = [float(value)] * size
+        else:
+            values = value
         if len(values) != size:
             raise MetricError(
                 f"evaluate(predict) returned {len(values)} values for {key!r} and a population of {size}; "
                 "return one value per member (reduce over every dimension but the first)"
             )
+        if not isinstance(value, torch.Tensor):
+            values = [float(v) for v in values]
         columns[str(key)] = values
-    return [{key: float(values[i]) for key, values in columns.items()} for i in range(size)]
+    if not columns:
+        return [{} for _ in range(size)]
+    keys = list(columns)
+    return [dict(zip(keys, row)) for row in zip(*columns.values())]
 
 
 def as_tensors(metrics: Mapping[str, Any]) -> dict[str, torch.Tensor]:
