@@ -406,7 +406,14 @@ class Scheduler:
             if record.checkpoint_id is not None:  # known without reading it back (see ``checkpoint``)
                 score = member.score if member.score is not None and math.isfinite(member.score) else None
                 self._checkpoints[record.checkpoint_id] = CheckpointRecord(
-                    record.checkpoint_id, member.slot, member.step, ckpt.uri, ckpt.sha256, ckpt.size_bytes, score
+                    record.checkpoint_id,
+                    member.slot,
+                    member.step,
+                    ckpt.uri,
+                    ckpt.sha256,
+                    ckpt.size_bytes,
+                    score,
+                    generation_id=member.generation_id,  # the generation that trained it (before the decision)
                 )
         if self._population is not None:
             self._population.update({r.slot: r for r in records})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -125,6 +126,12 @@ _REPLACED_COLUMNS = (
     "score",
 )
 _INSERT_SCORES = insert(t.scores)
+# On SQLite the scores go to the driver's executemany as tuples, their metrics as the JSON text
+# SQLAlchemy's JSON type writes (``json.dumps``; read back by that type): the same rows without a
+# bind step per row and column, about half the time of a round's 6,000 scores.
+_SQLITE_INSERT_SCORES = (
+    "INSERT INTO scores (run_id, slot, generation_id, step, value, metrics, wall_time) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 # A round's checkpoints in one statement, their ids in the order given (SQLAlchemy's
 # "insertmanyvalues": a few INSERT ... RETURNING statements, not one round trip a row).
 _INSERT_CHECKPOINTS = insert(t.checkpoints).returning(t.checkpoints.c.id, sort_by_parameter_order=True)
@@ -635,21 +642,39 @@ class SQLStorage(Storage):
         if missing:
             raise KeyError(f"no member in slot {missing[0]} of run {run_id}")
         isnan = math.isnan
-        conn.execute(
-            _INSERT_SCORES,
-            [
-                {
-                    "run_id": run_id,
-                    "slot": s.slot,
-                    "generation_id": s.generation_id,
-                    "step": s.step,
-                    "value": None if isnan(s.value) else s.value,
-                    "metrics": _json_metrics(s.metrics),
-                    "wall_time": s.wall_time,
-                }
-                for s in scores
-            ],
-        )
+        if conn.dialect.name == "sqlite":
+            dumps = json.dumps
+            conn.exec_driver_sql(
+                _SQLITE_INSERT_SCORES,
+                [
+                    (
+                        run_id,
+                        s.slot,
+                        s.generation_id,
+                        s.step,
+                        None if isnan(s.value) else s.value,
+                        dumps(_json_metrics(s.metrics)),
+                        s.wall_time,
+                    )
+                    for s in scores
+                ],
+            )
+        else:
+            conn.execute(
+                _INSERT_SCORES,
+                [
+                    {
+                        "run_id": run_id,
+                        "slot": s.slot,
+                        "generation_id": s.generation_id,
+                        "step": s.step,
+                        "value": None if isnan(s.value) else s.value,
+                        "metrics": _json_metrics(s.metrics),
+                        "wall_time": s.wall_time,
+                    }
+                    for s in scores
+                ],
+            )
         skipped = set(written_after)
         updates = [  # in slot order, as rows are locked everywhere (no deadlock)
             {

@@ -55,10 +55,17 @@ class VectorizedOptimizer(ABC):
 
     @abstractmethod
     def update(
-        self, params: Tensors, grads: Tensors, state: dict[str, Tensors], hp: Mapping[str, torch.Tensor]
+        self,
+        params: Tensors,
+        grads: Tensors,
+        state: dict[str, Tensors],
+        hp: Mapping[str, torch.Tensor],
+        *,
+        decay: bool | None = None,
     ) -> None:
         """One step in place for every member (``hp`` values are ``[P]`` tensors). ``grads`` are
-        temporaries the update may overwrite."""
+        temporaries the update may overwrite. ``decay``: whether some member has a weight decay
+        (``StepTerms.weight_decay``, read once per step; read from ``hp`` when not given)."""
 
     @abstractmethod
     def torch_optimizer(self, params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
@@ -118,18 +125,24 @@ class SGD(VectorizedOptimizer):
     SLOTS: ClassVar[tuple[str, ...]] = ("momentum_buffer",)
 
     def update(
-        self, params: Tensors, grads: Tensors, state: dict[str, Tensors], hp: Mapping[str, torch.Tensor]
+        self,
+        params: Tensors,
+        grads: Tensors,
+        state: dict[str, Tensors],
+        hp: Mapping[str, torch.Tensor],
+        *,
+        decay: bool | None = None,
     ) -> None:
         state["step"][0].add_(1)
-        decay_any = bool((hp["weight_decay"] != 0).any())
+        decay_any = bool((hp["weight_decay"] != 0).any()) if decay is None else decay
         factors = (-hp["lr"], hp["momentum"], hp["weight_decay"])
         shaped: dict[int, tuple[torch.Tensor, ...]] = {}  # the factors shaped for parameters of each rank
         for param, grad, buf in zip(params, grads, state["momentum_buffer"]):
             if param.dim() not in shaped:
                 shaped[param.dim()] = tuple(_per_member(f, param) for f in factors)
-            neg_lr, momentum, decay = shaped[param.dim()]
+            neg_lr, momentum, decay_rate = shaped[param.dim()]
             if decay_any:
-                grad.addcmul_(decay, param)  # grad + decay * param, one pass, into the gradient (a temporary)
+                grad.addcmul_(decay_rate, param)  # grad + decay * param, one pass, into the gradient (a temporary)
             buf.mul_(momentum).add_(grad)
             direction = torch.addcmul(grad, momentum, buf) if self.nesterov else buf
             param.addcmul_(direction, neg_lr)
@@ -177,16 +190,22 @@ class Adam(VectorizedOptimizer):
     decoupled: ClassVar[bool] = False
 
     def update(
-        self, params: Tensors, grads: Tensors, state: dict[str, Tensors], hp: Mapping[str, torch.Tensor]
+        self,
+        params: Tensors,
+        grads: Tensors,
+        state: dict[str, Tensors],
+        hp: Mapping[str, torch.Tensor],
+        *,
+        decay: bool | None = None,
     ) -> None:
         step = state["step"][0].add_(1)
         for param, grad, exp_avg, exp_avg_sq in zip(params, grads, state["exp_avg"], state["exp_avg_sq"]):
-            lr, beta1, beta2, decay = (_per_member(hp[k], param) for k in ("lr", "beta1", "beta2", "weight_decay"))
+            lr, beta1, beta2, decay_rate = (_per_member(hp[k], param) for k in ("lr", "beta1", "beta2", "weight_decay"))
             count = _per_member(step, param).double()
             if self.decoupled:
-                param.mul_(1 - lr * decay)
+                param.mul_(1 - lr * decay_rate)
             else:
-                grad = grad + decay * param
+                grad = grad + decay_rate * param
             exp_avg.lerp_(grad, 1 - beta1)
             exp_avg_sq.mul_(beta2).add_((1 - beta2) * grad * grad)
             correction1 = (1 - beta1.double() ** count).float()

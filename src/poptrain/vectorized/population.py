@@ -21,6 +21,7 @@ from poptrain.space import HParams
 from poptrain.vectorized.memory import MemoryPlan
 from poptrain.vectorized.model import StackedModel, module_state, stack_states
 from poptrain.vectorized.trainable import (
+    StepTerms,
     VectorizedTrainable,
     as_tensors,
     clip_gradients,
@@ -185,22 +186,24 @@ class Population:
             keep[torch.tensor(list(active), device=self.device)] = False
             frozen = self._save_rows(keep)
         size = self.memory.chunk_size
+        terms = StepTerms.of(self.hp)  # hyperparameters change only between steps
         for x, y in batches:
             for start in range(0, self.size, size):
-                self._train_chunk(slice(start, min(start + size, self.size)), x, y)
+                self._train_chunk(slice(start, min(start + size, self.size)), x, y, terms)
         if frozen is not None:
             self._restore_rows(*frozen)
 
-    def _train_chunk(self, rows: slice, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _train_chunk(self, rows: slice, x: torch.Tensor, y: torch.Tensor, terms: StepTerms) -> None:
         names = list(self.params)
-        hp = {k: v[rows] for k, v in self.hp.items()}
-        buffers = {k: v[rows] for k, v in self.buffers.items()}
+        whole = rows.start == 0 and rows.stop >= self.size  # the tensors themselves, not views of them
+        hp = self.hp if whole else {k: v[rows] for k, v in self.hp.items()}
+        buffers = self.buffers if whole else {k: v[rows] for k, v in self.buffers.items()}
         if self.model.plan is not None:  # batched matmuls: gradients written out, no autograd graph
-            params = {n: self.params[n][rows] for n in names}
+            params = self.params if whole else {n: self.params[n][rows] for n in names}
             by_name = self.model.gradients(params, buffers, x, lambda output: self._output_grad(output, y, hp))
             grads = [by_name[n] for n in names]
-            current = list(params.values())
-            regularise(grads, current, hp)
+            current = [params[n] for n in names]
+            regularise(grads, current, hp, terms)
         else:
             leaves = [self.params[n][rows].detach().requires_grad_() for n in names]
             output = self.model.forward(dict(zip(names, leaves)), buffers, x, train=True)
@@ -208,9 +211,13 @@ class Population:
             grads = list(torch.autograd.grad(losses.sum(), leaves))
             current = [p.detach() for p in leaves]
         with torch.no_grad():
-            clip_gradients(grads, hp["grad_clip"])
-            state = {k: [t[rows] for t in v] if k != "step" else [v[0][rows]] for k, v in self.opt_state.items()}
-            self.optimizer.update(current, grads, state, hp)
+            clip_gradients(grads, hp["grad_clip"], terms.clip)
+            state = (
+                self.opt_state
+                if whole
+                else {k: [t[rows] for t in v] if k != "step" else [v[0][rows]] for k, v in self.opt_state.items()}
+            )
+            self.optimizer.update(current, grads, state, hp, decay=terms.weight_decay)
 
     def _output_grad(self, output: torch.Tensor, y: torch.Tensor, hp: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The gradient of the summed per-member losses with respect to ``output`` (``[P, batch, ...]``):

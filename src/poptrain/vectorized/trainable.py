@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -308,11 +309,41 @@ def regularised(losses: torch.Tensor, params: Sequence[torch.Tensor], hp: Mappin
     return losses
 
 
-def regularise(grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor], hp: Mapping[str, torch.Tensor]) -> None:
+@dataclass(frozen=True)
+class StepTerms:
+    """Which optional terms a training step computes for some member: the L1 and L2 penalties,
+    gradient clipping and the optimizer's weight decay. Each is read from the per-member
+    hyperparameters with a reduction that waits for its result, so a step over many batches
+    reads them once (``of``), not once per batch: hyperparameters change only between steps."""
+
+    l1: bool
+    l2: bool
+    clip: bool
+    weight_decay: bool
+
+    @classmethod
+    def of(cls, hp: Mapping[str, torch.Tensor]) -> StepTerms:
+        decay = hp.get("weight_decay")
+        return cls(
+            bool((hp["l1"] != 0).any()),
+            bool((hp["l2"] != 0).any()),
+            bool(torch.isfinite(hp["grad_clip"]).any()),
+            decay is not None and bool((decay != 0).any()),
+        )
+
+
+def regularise(
+    grads: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    hp: Mapping[str, torch.Tensor],
+    terms: StepTerms | None = None,
+) -> None:
     """Add the gradients of ``regularised``'s penalties to ``grads`` (in place; new tensors if
-    a gradient is a view): ``2 * l2 * w`` and ``l1 * sign(w)`` per member."""
+    a gradient is a view): ``2 * l2 * w`` and ``l1 * sign(w)`` per member. ``terms``: which
+    penalties some member uses (read from ``hp`` when not given)."""
     l1, l2 = hp["l1"], hp["l2"]
-    use_l2, use_l1 = bool((l2 != 0).any()), bool((l1 != 0).any())
+    terms = terms or StepTerms.of(hp)
+    use_l2, use_l1 = terms.l2, terms.l1
     if not (use_l1 or use_l2):
         return
     for grad, param in zip(grads, params):
@@ -323,10 +354,11 @@ def regularise(grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor], hp
             grad.addcmul_(param.sign(), l1.view(shape))
 
 
-def clip_gradients(grads: Sequence[torch.Tensor], max_norm: torch.Tensor) -> None:
+def clip_gradients(grads: Sequence[torch.Tensor], max_norm: torch.Tensor, enabled: bool | None = None) -> None:
     """Scale each member's gradients so their total norm is at most its ``max_norm`` (in place),
-    as ``torch.nn.utils.clip_grad_norm_`` does for one model."""
-    if not bool(torch.isfinite(max_norm).any()):
+    as ``torch.nn.utils.clip_grad_norm_`` does for one model. ``enabled``: whether some member
+    clips (``StepTerms.clip``; read from ``max_norm`` when not given)."""
+    if not (bool(torch.isfinite(max_norm).any()) if enabled is None else enabled):
         return
     norms = torch.stack([g.flatten(1).norm(2, dim=1) for g in grads]).norm(2, dim=0)
     coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
