@@ -11,12 +11,12 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import and_, bindparam, create_engine, delete, event, insert, or_, select, update
+from sqlalchemy import JSON, and_, bindparam, create_engine, delete, event, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine, RootTransaction, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
 from poptrain.errors import RunExistsError, RunNotFoundError, StaleWriteError, StorageError, StrategyError
-from poptrain.lineage import advance, held_by
+from poptrain.lineage import NextGeneration, advance, held_by
 from poptrain.records import (
     CheckpointRecord,
     Decision,
@@ -113,6 +113,10 @@ _MEMBER_READY = (
     .where(_M.id == bindparam("p_id"))
     .values({c: bindparam(f"p_{c}", type_=_M[c].type) for c in _READY_COLUMNS})
 )
+# The same on SQLite through the driver's executemany (see ``_SQLITE_INSERT_SCORES``), its JSON
+# columns as the text SQLAlchemy's JSON type writes.
+_SQLITE_MEMBER_READY = "UPDATE members SET " + ", ".join(f"{c} = ?" for c in _READY_COLUMNS) + " WHERE id = ?"
+_READY_JSON = frozenset(c for c in _READY_COLUMNS if isinstance(_M[c].type, JSON))
 _REPLACED_COLUMNS = (
     "state",
     "hparams",
@@ -137,6 +141,45 @@ _SQLITE_INSERT_SCORES = (
 _INSERT_CHECKPOINTS = insert(t.checkpoints).returning(t.checkpoints.c.id, sort_by_parameter_order=True)
 _SLOTS_OF_RUN = select(_M.slot).where(_M.run_id == bindparam("run_id"), _M.slot.in_(bindparam("slots", expanding=True)))
 _INSERT_GENERATION = insert(t.generations)
+_INSERT_GENERATIONS = insert(t.generations).returning(t.generations.c.id, sort_by_parameter_order=True)
+
+
+def _generation_row(run_id: int, slot: int, new: NextGeneration, now: float) -> dict[str, Any]:
+    """The ``generations`` row of ``new``, member ``slot``'s next generation."""
+    return {
+        "run_id": run_id,
+        "slot": slot,
+        "number": new.number,
+        "start_step": new.start_step,
+        "hparams": dict(new.hparams),
+        "kind": new.kind,
+        "parent_id": new.parent_id,
+        "donor": new.donor,
+        "loaded_checkpoint_id": new.loaded_checkpoint_id,
+        "operations": dict(new.operations),
+        "created_at": now,
+    }
+
+
+def _apply_generation(
+    member: dict[str, Any], new: NextGeneration, gen_id: int, loaded: CheckpointRecord | None
+) -> None:
+    """Apply generation ``gen_id`` (``new``) to the ``member`` row dict (not written here)."""
+    member.update(
+        hparams=dict(new.hparams),
+        generation_id=gen_id,
+        generation=new.number,
+        resume_checkpoint_id=new.resume_checkpoint_id,
+        ready_score=new.ready_score,
+        ready_hparams=None if new.ready_hparams is None else dict(new.ready_hparams),
+    )
+    if loaded is not None:
+        member["_held"] = loaded
+        if new.start_step != member["step"]:
+            # one clock: the member continues from the copied model's step and trains those
+            # steps again as a new generation; the old generation's scores stay (another
+            # member's model may descend from them)
+            member.update(step=new.start_step, last_ready_step=new.start_step, score=loaded.score)
 
 
 def check_sqlite_file(path: str, *, create: bool) -> None:
@@ -549,6 +592,47 @@ class SQLStorage(Storage):
         ``generations_cache``: each slot's generations as read in this transaction (kept up to
         date here: many members of a round copy the same few donors)."""
         cache: dict[int, list[GenerationRecord]] = {} if generations_cache is None else generations_cache
+        new, loaded = self._next_generation(conn, run_id, decision, member, start_step, donors, cache)
+        gen_id = _new_id(conn.execute(_INSERT_GENERATION, _generation_row(run_id, decision.slot, new, now)))
+        cache.pop(decision.slot, None)  # that slot has a new generation
+        _apply_generation(member, new, gen_id, loaded)
+
+    def _decide_all(
+        self,
+        conn: Connection,
+        run_id: int,
+        decided: Sequence[tuple[Decision, dict[str, Any], int]],
+        donors: dict[int, dict[str, Any]],
+        now: float,
+        cache: dict[int, list[GenerationRecord]],
+    ) -> None:
+        """``_decide`` for each ``(decision, member row, start step)`` of a round decided against
+        one snapshot (``donors``, not changed by these decisions): their generations inserted in
+        one statement."""
+        planned = [
+            (decision, member, *self._next_generation(conn, run_id, decision, member, start, donors, cache))
+            for decision, member, start in decided
+        ]
+        if not planned:
+            return
+        rows = [_generation_row(run_id, decision.slot, new, now) for decision, _, new, _ in planned]
+        ids = list(conn.execute(_INSERT_GENERATIONS, rows).scalars())
+        for (decision, member, new, loaded), gen_id in zip(planned, ids, strict=True):
+            cache.pop(decision.slot, None)
+            _apply_generation(member, new, gen_id, loaded)
+
+    def _next_generation(
+        self,
+        conn: Connection,
+        run_id: int,
+        decision: Decision,
+        member: dict[str, Any],
+        start_step: int,
+        donors: dict[int, dict[str, Any]],
+        cache: dict[int, list[GenerationRecord]],
+    ) -> tuple[NextGeneration, CheckpointRecord | None]:
+        """The generation ``decision`` starts for ``member`` (``lineage.advance``) and the donor's
+        checkpoint it loads (``None`` for an explore), reading the generations it needs."""
         donor: MemberRecord | None = None
         loaded: CheckpointRecord | None = None
         generations: list[GenerationRecord] = []
@@ -569,40 +653,7 @@ class SQLStorage(Storage):
         new = advance(
             decision, self._member(_Row(member)), start_step, donor=donor, loaded=loaded, generations=generations
         )
-        gen_id = _new_id(
-            conn.execute(
-                _INSERT_GENERATION,
-                {
-                    "run_id": run_id,
-                    "slot": decision.slot,
-                    "number": new.number,
-                    "start_step": new.start_step,
-                    "hparams": dict(new.hparams),
-                    "kind": new.kind,
-                    "parent_id": new.parent_id,
-                    "donor": new.donor,
-                    "loaded_checkpoint_id": new.loaded_checkpoint_id,
-                    "operations": dict(new.operations),
-                    "created_at": now,
-                },
-            )
-        )
-        cache.pop(decision.slot, None)  # that slot has a new generation
-        member.update(
-            hparams=dict(new.hparams),
-            generation_id=gen_id,
-            generation=new.number,
-            resume_checkpoint_id=new.resume_checkpoint_id,
-            ready_score=new.ready_score,
-            ready_hparams=None if new.ready_hparams is None else dict(new.ready_hparams),
-        )
-        if loaded is not None:
-            member["_held"] = loaded
-            if new.start_step != member["step"]:
-                # one clock: the member continues from the copied model's step and trains those
-                # steps again as a new generation; the old generation's scores stay (another
-                # member's model may descend from them)
-                member.update(step=new.start_step, last_ready_step=new.start_step, score=loaded.score)
+        return new, loaded
 
     # --- scores and ready points ------------------------------------------------
     def record_scores(self, run_id: int, scores: Sequence[ScoreRecord], *, lease: int | None = None) -> None:
@@ -788,9 +839,21 @@ class SQLStorage(Storage):
                 for index, p in enumerate(points):
                     checkpoint(index, p)
                 snapshot = {slot: dict(row) for slot, row in members.items()}  # decisions see the checkpoints only
-                for p in points:
-                    decide(p, snapshot)
-            if ready_slots:  # every ready member's row in one statement
+                decided = [(p.decision, member(p.slot), p.step) for p in points if p.decision is not None]
+                self._decide_all(conn, run_id, decided, snapshot, now, generations_cache)
+            if ready_slots and conn.dialect.name == "sqlite":  # every ready member's row in one statement
+                dumps = json.dumps
+                conn.exec_driver_sql(
+                    _SQLITE_MEMBER_READY,
+                    [
+                        (
+                            *(dumps(row[c]) if c in _READY_JSON else row[c] for c in _READY_COLUMNS),
+                            row["id"],
+                        )
+                        for row in (members[slot] for slot in sorted(ready_slots))
+                    ],
+                )
+            elif ready_slots:
                 conn.execute(
                     _MEMBER_READY,
                     [
