@@ -484,7 +484,8 @@ class SQLStorage(Storage):
         # writer returns the locked rows' new versions joined with rows of its older snapshot (a
         # donor's new resume_checkpoint_id with its old held checkpoint, or none); a statement
         # started after the lock is granted sees everything that writer committed.
-        conn.execute(_LOCK_SLOTS, params).all()
+        if conn.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE has locked the whole database
+            conn.execute(_LOCK_SLOTS, params).all()
         rows = conn.execute(_MEMBERS_IN_SLOTS, params)
         members = {}
         for row in rows:
