@@ -47,6 +47,15 @@ def test_apbt_quick_prints_its_ratio(tmp_path: Path) -> None:
     assert result["members"] == 30 and result["speedup"] > 0
 
 
+@pytest.mark.parametrize("scale", ["0", "1.5", "-0.1"])
+def test_apbt_refuses_a_scale_outside_zero_to_one(scale: str, tmp_path: Path) -> None:
+    out = tmp_path / "apbt.json"
+    done = run(["benchmarks.apbt", "--scale", scale, "--out", str(out)], tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith(f"--scale must be in (0, 1], got {float(scale)}")
+    assert done.stdout == "" and not out.exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a CUDA GPU")
 @pytest.mark.parametrize("module", ["benchmarks.vectorized", "benchmarks.apbt"])
 def test_device_cuda_without_a_gpu_says_so(module: str, tmp_path: Path) -> None:

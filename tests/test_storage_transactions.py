@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.engine import Connection
 
 from poptrain.errors import StaleWriteError
 from poptrain.records import Decision, NewCheckpoint, ReadyPoint, ScoreRecord
@@ -148,21 +149,27 @@ def _database_at(url: str, revision: str) -> None:
         engine.dispose()
 
 
+def _old_run_with_a_member(conn: Connection, *, last_ready_step: int) -> int:
+    """A run with member 0 (generation 1, at step 2) written as an older schema allows; its id."""
+    conn.execute(insert(schema.runs).values(name="old", spec={}, seed=1, state="interrupted", created_at=1.0))
+    run_id: int = conn.execute(select(schema.runs.c.id)).scalar_one()
+    conn.execute(
+        text(
+            "INSERT INTO members (run_id, slot, state, step, hparams, generation_id, generation, last_ready_step, "
+            "failures) VALUES (:run, 0, 'running', 2, '{}', 1, 0, :ready, 0)"
+        ),
+        {"run": run_id, "ready": last_ready_step},
+    )
+    return run_id
+
+
 def test_upgrade_to_one_score_per_step_keeps_the_newest_of_duplicates(url: str) -> None:
     _database_at(url, "0003")
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
             assert conn.execute(text("SELECT value FROM poptrain_meta")).scalar() == "1"
-            conn.execute(insert(schema.runs).values(name="old", spec={}, seed=1, state="interrupted", created_at=1.0))
-            run_id = conn.execute(select(schema.runs.c.id)).scalar_one()
-            conn.execute(
-                text(
-                    "INSERT INTO members (run_id, slot, state, step, hparams, generation_id, generation, last_ready_step, "
-                    "failures) VALUES (:run, 0, 'running', 2, '{}', 1, 0, 0, 0)"
-                ),
-                {"run": run_id},
-            )
+            run_id = _old_run_with_a_member(conn, last_ready_step=0)
             rows = [(1, 0.1), (2, 0.2), (2, 0.25), (1, 0.15), (2, 0.3)]  # steps 1 and 2 trained twice
             for step, value in rows:
                 conn.execute(
@@ -209,15 +216,7 @@ def test_upgrade_to_scores_per_generation_keeps_every_score(url: str) -> None:
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            conn.execute(insert(schema.runs).values(name="old", spec={}, seed=1, state="interrupted", created_at=1.0))
-            run_id = conn.execute(select(schema.runs.c.id)).scalar_one()
-            conn.execute(
-                text(
-                    "INSERT INTO members (run_id, slot, state, step, hparams, generation_id, generation, last_ready_step, "
-                    "failures) VALUES (:run, 0, 'running', 2, '{}', 1, 0, 2, 0)"
-                ),
-                {"run": run_id},
-            )
+            run_id = _old_run_with_a_member(conn, last_ready_step=2)
             conn.execute(
                 text(
                     "INSERT INTO checkpoints (run_id, slot, step, uri, sha256, size_bytes, score, deleted) "
