@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -53,6 +53,12 @@ class VectorizedOptimizer(ABC):
         state["step"] = [torch.zeros(params[0].shape[0], dtype=torch.float32, device=params[0].device)]
         return state
 
+    def prepare(self, hp: Mapping[str, torch.Tensor], params: Tensors) -> Any:
+        """What ``update`` computes from the hyperparameters alone (per-member factors shaped
+        for the parameters), computed once per training step and passed back to each of its
+        updates as ``prepared``: hyperparameters change only between steps. ``None`` here."""
+        return None
+
     @abstractmethod
     def update(
         self,
@@ -61,11 +67,11 @@ class VectorizedOptimizer(ABC):
         state: dict[str, Tensors],
         hp: Mapping[str, torch.Tensor],
         *,
-        decay: bool | None = None,
+        prepared: Any = None,
     ) -> None:
         """One step in place for every member (``hp`` values are ``[P]`` tensors). ``grads`` are
-        temporaries the update may overwrite. ``decay``: whether some member has a weight decay
-        (``StepTerms.weight_decay``, read once per step; read from ``hp`` when not given)."""
+        temporaries the update may overwrite. ``prepared``: ``prepare(hp, params)`` of this step
+        (computed here when not given)."""
 
     @abstractmethod
     def torch_optimizer(self, params: Iterable[torch.nn.Parameter], hp: Mapping[str, float]) -> torch.optim.Optimizer:
@@ -124,6 +130,17 @@ class SGD(VectorizedOptimizer):
     HPARAMS: ClassVar[tuple[str, ...]] = ("lr", "momentum", "weight_decay")
     SLOTS: ClassVar[tuple[str, ...]] = ("momentum_buffer",)
 
+    def prepare(self, hp: Mapping[str, torch.Tensor], params: Tensors) -> Any:
+        """Whether some member has a weight decay, and (-lr, momentum, weight decay) shaped for
+        each parameter."""
+        decay_any = bool((hp["weight_decay"] != 0).any())
+        factors = (-hp["lr"], hp["momentum"], hp["weight_decay"])
+        by_rank: dict[int, tuple[torch.Tensor, ...]] = {}
+        for param in params:
+            if param.dim() not in by_rank:
+                by_rank[param.dim()] = tuple(_per_member(f, param) for f in factors)
+        return decay_any, [by_rank[param.dim()] for param in params]
+
     def update(
         self,
         params: Tensors,
@@ -131,16 +148,12 @@ class SGD(VectorizedOptimizer):
         state: dict[str, Tensors],
         hp: Mapping[str, torch.Tensor],
         *,
-        decay: bool | None = None,
+        prepared: Any = None,
     ) -> None:
         state["step"][0].add_(1)
-        decay_any = bool((hp["weight_decay"] != 0).any()) if decay is None else decay
-        factors = (-hp["lr"], hp["momentum"], hp["weight_decay"])
-        shaped: dict[int, tuple[torch.Tensor, ...]] = {}  # the factors shaped for parameters of each rank
-        for param, grad, buf in zip(params, grads, state["momentum_buffer"]):
-            if param.dim() not in shaped:
-                shaped[param.dim()] = tuple(_per_member(f, param) for f in factors)
-            neg_lr, momentum, decay_rate = shaped[param.dim()]
+        decay_any, shaped = self.prepare(hp, params) if prepared is None else prepared
+        for param, grad, buf, factors in zip(params, grads, state["momentum_buffer"], shaped):
+            neg_lr, momentum, decay_rate = factors
             if decay_any:
                 grad.addcmul_(decay_rate, param)  # grad + decay * param, one pass, into the gradient (a temporary)
             buf.mul_(momentum).add_(grad)
@@ -196,7 +209,7 @@ class Adam(VectorizedOptimizer):
         state: dict[str, Tensors],
         hp: Mapping[str, torch.Tensor],
         *,
-        decay: bool | None = None,
+        prepared: Any = None,
     ) -> None:
         step = state["step"][0].add_(1)
         for param, grad, exp_avg, exp_avg_sq in zip(params, grads, state["exp_avg"], state["exp_avg_sq"]):

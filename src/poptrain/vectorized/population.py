@@ -9,6 +9,7 @@ layout as ``MemberTrainable.state_dict()`` (``{"model", "optimizer", "step"}``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,6 +31,18 @@ from poptrain.vectorized.trainable import (
     regularised,
     seeded_module,
 )
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Rows of the population trained together: views of its stacked tensors (``params`` in
+    the model's order) and the optimizer's factors prepared for them (``prepare``)."""
+
+    hp: Mapping[str, torch.Tensor]
+    buffers: Mapping[str, torch.Tensor]
+    params: Mapping[str, torch.Tensor]
+    state: dict[str, list[torch.Tensor]]
+    prepared: Any
 
 
 class Population:
@@ -186,38 +199,45 @@ class Population:
             keep[torch.tensor(list(active), device=self.device)] = False
             frozen = self._save_rows(keep)
         size = self.memory.chunk_size
-        terms = StepTerms.of(self.hp)  # hyperparameters change only between steps
+        # the rows of each chunk, and what depends on hyperparameters alone: they change only
+        # between steps, so a step over many batches reads them once
+        terms = StepTerms.of(self.hp)
+        chunks = [self._chunk(slice(start, min(start + size, self.size))) for start in range(0, self.size, size)]
         for x, y in batches:
-            for start in range(0, self.size, size):
-                self._train_chunk(slice(start, min(start + size, self.size)), x, y, terms)
+            for chunk in chunks:
+                self._train_chunk(chunk, x, y, terms)
         if frozen is not None:
             self._restore_rows(*frozen)
 
-    def _train_chunk(self, rows: slice, x: torch.Tensor, y: torch.Tensor, terms: StepTerms) -> None:
-        names = list(self.params)
-        whole = rows.start == 0 and rows.stop >= self.size  # the tensors themselves, not views of them
-        hp = self.hp if whole else {k: v[rows] for k, v in self.hp.items()}
-        buffers = self.buffers if whole else {k: v[rows] for k, v in self.buffers.items()}
+    def _chunk(self, rows: slice) -> _Chunk:
+        """Views of ``rows`` of every stacked tensor (the tensors themselves for the whole
+        population) and the optimizer's prepared factors for them."""
+        if rows.start == 0 and rows.stop >= self.size:
+            hp, buffers, params, state = self.hp, self.buffers, self.params, self.opt_state
+        else:
+            hp = {k: v[rows] for k, v in self.hp.items()}
+            buffers = {k: v[rows] for k, v in self.buffers.items()}
+            params = {k: v[rows] for k, v in self.params.items()}
+            state = {k: [t[rows] for t in v] if k != "step" else [v[0][rows]] for k, v in self.opt_state.items()}
+        return _Chunk(hp, buffers, params, state, self.optimizer.prepare(hp, list(params.values())))
+
+    def _train_chunk(self, chunk: _Chunk, x: torch.Tensor, y: torch.Tensor, terms: StepTerms) -> None:
+        hp, buffers, names = chunk.hp, chunk.buffers, list(chunk.params)
         if self.model.plan is not None:  # batched matmuls: gradients written out, no autograd graph
-            params = self.params if whole else {n: self.params[n][rows] for n in names}
+            params = chunk.params
             by_name = self.model.gradients(params, buffers, x, lambda output: self._output_grad(output, y, hp))
             grads = [by_name[n] for n in names]
             current = [params[n] for n in names]
             regularise(grads, current, hp, terms)
         else:
-            leaves = [self.params[n][rows].detach().requires_grad_() for n in names]
+            leaves = [chunk.params[n].detach().requires_grad_() for n in names]
             output = self.model.forward(dict(zip(names, leaves)), buffers, x, train=True)
             losses = regularised(self._losses(output, y, hp), leaves, hp)
             grads = list(torch.autograd.grad(losses.sum(), leaves))
             current = [p.detach() for p in leaves]
         with torch.no_grad():
             clip_gradients(grads, hp["grad_clip"], terms.clip)
-            state = (
-                self.opt_state
-                if whole
-                else {k: [t[rows] for t in v] if k != "step" else [v[0][rows]] for k, v in self.opt_state.items()}
-            )
-            self.optimizer.update(current, grads, state, hp, decay=terms.weight_decay)
+            self.optimizer.update(current, grads, chunk.state, hp, prepared=chunk.prepared)
 
     def _output_grad(self, output: torch.Tensor, y: torch.Tensor, hp: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The gradient of the summed per-member losses with respect to ``output`` (``[P, batch, ...]``):

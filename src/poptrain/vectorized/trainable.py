@@ -311,24 +311,22 @@ def regularised(losses: torch.Tensor, params: Sequence[torch.Tensor], hp: Mappin
 
 @dataclass(frozen=True)
 class StepTerms:
-    """Which optional terms a training step computes for some member: the L1 and L2 penalties,
-    gradient clipping and the optimizer's weight decay. Each is read from the per-member
-    hyperparameters with a reduction that waits for its result, so a step over many batches
-    reads them once (``of``), not once per batch: hyperparameters change only between steps."""
+    """Which optional terms a training step computes for some member: the L1 and L2 penalties
+    and gradient clipping. Each is read from the per-member hyperparameters with a reduction
+    that waits for its result, so a step over many batches reads them once (``of``), not once
+    per batch: hyperparameters change only between steps (the optimizer's own are read once a
+    step by ``VectorizedOptimizer.prepare``)."""
 
     l1: bool
     l2: bool
     clip: bool
-    weight_decay: bool
 
     @classmethod
     def of(cls, hp: Mapping[str, torch.Tensor]) -> StepTerms:
-        decay = hp.get("weight_decay")
         return cls(
             bool((hp["l1"] != 0).any()),
             bool((hp["l2"] != 0).any()),
             bool(torch.isfinite(hp["grad_clip"]).any()),
-            decay is not None and bool((decay != 0).any()),
         )
 
 
