@@ -45,6 +45,14 @@ def test_apbt_quick_prints_its_ratio(tmp_path: Path) -> None:
     assert "load average" in done.stdout
     result = json.loads(out.read_text())
     assert result["members"] == 30 and result["speedup"] > 0
+    assert len(result["vectorized_runs"]) == 1  # --quick: one run
+
+
+def test_apbt_refuses_no_repeats(tmp_path: Path) -> None:
+    done = run(["benchmarks.apbt", "--repeats", "0", "--out", str(tmp_path / "x.json")], tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith("--repeats must be at least 1, got 0")
+    assert not (tmp_path / "x.json").exists()
 
 
 @pytest.mark.parametrize("scale", ["0", "1.5", "-0.1"])
