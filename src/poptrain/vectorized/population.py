@@ -237,7 +237,10 @@ class Population:
             current = [p.detach() for p in leaves]
         with torch.no_grad():
             clip_gradients(grads, hp["grad_clip"], terms.clip)
-            self.optimizer.update(current, grads, chunk.state, hp, prepared=chunk.prepared)
+            if chunk.prepared is None:  # an optimizer that prepares nothing (one written before ``prepare``)
+                self.optimizer.update(current, grads, chunk.state, hp)
+            else:
+                self.optimizer.update(current, grads, chunk.state, hp, prepared=chunk.prepared)
 
     def _output_grad(self, output: torch.Tensor, y: torch.Tensor, hp: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The gradient of the summed per-member losses with respect to ``output`` (``[P, batch, ...]``):
