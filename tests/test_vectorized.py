@@ -16,6 +16,7 @@ from poptrain.errors import ConfigError, MetricError, ResourceError
 from poptrain.executors.vectorized import VectorizedExecutor
 from poptrain.experiments.digits import load_split
 from poptrain.vectorized import SGD, Adam, AdamW, Dropout, VectorizedTrainable
+from poptrain.vectorized.optim import VectorizedOptimizer
 
 DATA = load_split()
 X, Y = DATA["x_train"][:256], DATA["y_train"][:256]
@@ -450,3 +451,26 @@ def test_evaluation_of_any_number_of_inputs_is_each_members_own_output(rows: int
         for member, module in enumerate(modules):
             torch.testing.assert_close(output[member], module.eval()(x), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(model.forward(params, buffers, x[:1], train=False), output[:, :1])
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [SGD(momentum=0.9, weight_decay=0.01), SGD(momentum=0.9, nesterov=True), Adam(weight_decay=0.01), AdamW()],
+)
+def test_an_update_with_prepared_factors_is_the_update_without(optimizer: VectorizedOptimizer) -> None:
+    """A step prepares the optimizer's per-member factors once for all its batches; each update
+    is then the one computed from the hyperparameters directly."""
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(4, 3, 5, generator=gen), torch.randn(4, 3, generator=gen)]
+    hp = {name: torch.rand(4, generator=gen) * 0.1 for name in optimizer.HPARAMS}
+    hp.update({k: torch.full((4,), v) for k, v in (("beta1", 0.9), ("beta2", 0.999)) if k in hp})
+    direct = [p.clone() for p in params]
+    state_direct = optimizer.init_state(direct)
+    state_prepared = optimizer.init_state(params)
+    prepared = optimizer.prepare(hp, params)
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=gen) for p in params]
+        optimizer.update(direct, [g.clone() for g in grads], state_direct, hp)
+        optimizer.update(params, grads, state_prepared, hp, prepared=prepared)
+    for a, b in zip(direct, params, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
