@@ -48,6 +48,17 @@ def test_apbt_quick_prints_its_ratio(tmp_path: Path) -> None:
     assert len(result["vectorized_runs"]) == 1  # --quick: one run
 
 
+@pytest.mark.slow
+def test_compile_check_quick_reports_the_compile_cost_and_the_ratio(tmp_path: Path) -> None:
+    out = tmp_path / "compile.json"
+    done = run(["benchmarks.compile_check", "--quick", "--threads", "1", "--out", str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "compiling took" in done.stdout and "load average" in done.stdout
+    result = json.loads(out.read_text())
+    assert result["compile_seconds"] > 0 and result["ratio_compiled_to_plain"] > 0
+    assert result["same_best_score"] is True  # compiling changes the speed, not the training
+
+
 def test_apbt_refuses_no_repeats(tmp_path: Path) -> None:
     done = run(["benchmarks.apbt", "--repeats", "0", "--out", str(tmp_path / "x.json")], tmp_path, timeout=120)
     assert done.returncode == 2
