@@ -103,6 +103,7 @@ _LOCK_SLOTS = (  # the member rows alone, locked before _MEMBERS_IN_SLOTS reads 
 _GENERATIONS_OF_SLOT = select(t.generations).where(
     t.generations.c.run_id == bindparam("run_id"), t.generations.c.slot == bindparam("slot")
 )
+_GENERATIONS_BY_ID = select(t.generations).where(t.generations.c.id.in_(bindparam("ids", expanding=True)))
 _MEMBER_SCORED = (
     update(t.members)
     .where(_M.run_id == bindparam("p_run_id"), _M.slot == bindparam("p_slot"))
@@ -610,12 +611,22 @@ class SQLStorage(Storage):
         """``_decide`` for each ``(decision, member row, start step)`` of a round decided against
         one snapshot (``donors``, not changed by these decisions): their generations inserted in
         one statement."""
+        if not decided:
+            return
+        # the generations that trained the donors' checkpoints, read in one statement (many
+        # members of a round copy the same few donors), and each donor's record made once
+        held = [donors[d.donor]["_held"] for d, _, _ in decided if d.copies and d.donor in donors]
+        wanted = sorted({c.generation_id for c in held if c is not None and c.generation_id is not None})
+        known = {r.id: self._generation(r) for r in conn.execute(_GENERATIONS_BY_ID, {"ids": wanted})} if wanted else {}
+        records: dict[int, MemberRecord] = {}
         planned = [
-            (decision, member, *self._next_generation(conn, run_id, decision, member, start, donors, cache))
+            (
+                decision,
+                member,
+                *self._next_generation(conn, run_id, decision, member, start, donors, cache, known, records),
+            )
             for decision, member, start in decided
         ]
-        if not planned:
-            return
         rows = [_generation_row(run_id, decision.slot, new, now) for decision, _, new, _ in planned]
         ids = list(conn.execute(_INSERT_GENERATIONS, rows).scalars())
         for (decision, member, new, loaded), gen_id in zip(planned, ids, strict=True):
@@ -631,9 +642,13 @@ class SQLStorage(Storage):
         start_step: int,
         donors: dict[int, dict[str, Any]],
         cache: dict[int, list[GenerationRecord]],
+        known: dict[int, GenerationRecord] | None = None,
+        records: dict[int, MemberRecord] | None = None,
     ) -> tuple[NextGeneration, CheckpointRecord | None]:
         """The generation ``decision`` starts for ``member`` (``lineage.advance``) and the donor's
-        checkpoint it loads (``None`` for an explore), reading the generations it needs."""
+        checkpoint it loads (``None`` for an explore), reading the generations it needs.
+        ``known``: generations already read, by id; ``records``: donors' records already made,
+        by slot (for donor rows that do not change)."""
         donor: MemberRecord | None = None
         loaded: CheckpointRecord | None = None
         generations: list[GenerationRecord] = []
@@ -641,10 +656,16 @@ class SQLStorage(Storage):
             if decision.donor not in donors:
                 raise KeyError(f"no member in slot {decision.donor} of run {run_id}")
             donor_row = donors[decision.donor]
-            donor = self._member(_Row(donor_row))
+            donor = records.get(decision.donor) if records is not None else None
+            if donor is None:
+                donor = self._member(_Row(donor_row))
+                if records is not None:
+                    records[decision.donor] = donor
             held_by(donor, decision.donor, decision.slot)  # StrategyError if it holds none
             loaded = donor_row["_held"]
-            if loaded is not None:
+            if loaded is not None and known and loaded.generation_id in known:
+                generations = [known[loaded.generation_id]]  # the one that trained it, recorded with it
+            elif loaded is not None:
                 if loaded.slot not in cache:
                     cache[loaded.slot] = [
                         self._generation(r)
