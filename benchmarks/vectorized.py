@@ -117,14 +117,15 @@ class StepTimers:
         "checkpoint rounds + decisions": ("poptrain.executors.vectorized", "_Lockstep", "_round"),
     }
 
-    def __init__(self) -> None:
-        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+    def __init__(self, parts: dict[str, tuple[str, str, str]] | None = None) -> None:
+        self.parts = self.PARTS if parts is None else parts
+        self.seconds = dict.fromkeys(self.parts, 0.0)
         self._saved: list[tuple[Any, str, Any]] = []
 
     def __enter__(self) -> Self:
         import importlib
 
-        for label, (module, cls_name, attr) in self.PARTS.items():
+        for label, (module, cls_name, attr) in self.parts.items():
             cls = getattr(importlib.import_module(module), cls_name)
             original = getattr(cls, attr)
             self._saved.append((cls, attr, original))

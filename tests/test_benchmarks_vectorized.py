@@ -46,6 +46,10 @@ def test_apbt_quick_prints_its_ratio(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["members"] == 30 and result["speedup"] > 0
     assert len(result["vectorized_runs"]) == 1  # --quick: one run
+    assert "where a run's time goes" in done.stdout
+    breakdown = result["breakdown_seconds"]
+    assert 0 < breakdown["training"] < breakdown["run (with timers)"]
+    assert breakdown["of which the storage commit"] <= breakdown["ready rounds (checkpoint, decisions, commit, copies)"]
 
 
 @pytest.mark.slow
