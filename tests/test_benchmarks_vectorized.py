@@ -63,11 +63,12 @@ def test_compile_check_quick_reports_the_compile_cost_and_the_ratio(tmp_path: Pa
     assert result["same_best_score"] is True  # compiling changes the speed, not the training
 
 
-def test_apbt_refuses_no_repeats(tmp_path: Path) -> None:
-    done = run(["benchmarks.apbt", "--repeats", "0", "--out", str(tmp_path / "x.json")], tmp_path, timeout=120)
+@pytest.mark.parametrize("module", ["benchmarks.apbt", "benchmarks.compile_check"])
+def test_benchmark_refuses_no_repeats(module: str, tmp_path: Path) -> None:
+    done = run([module, "--repeats", "0", "--out", str(tmp_path / "x.json")], tmp_path, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith("--repeats must be at least 1, got 0")
-    assert not (tmp_path / "x.json").exists()
+    assert done.stdout == "" and not (tmp_path / "x.json").exists()
 
 
 @pytest.mark.parametrize("scale", ["0", "1.5", "-0.1"])

@@ -134,14 +134,14 @@ _INSERT_SCORES = insert(t.scores)
 # On SQLite the scores go to the driver's executemany as tuples, their metrics as the JSON text
 # SQLAlchemy's JSON type writes (``json.dumps``; read back by that type): the same rows without a
 # bind step per row and column, about half the time of a round's 6,000 scores.
+_SCORE_COLUMNS = ("run_id", "slot", "generation_id", "step", "value", "metrics", "wall_time")
 _SQLITE_INSERT_SCORES = (
-    "INSERT INTO scores (run_id, slot, generation_id, step, value, metrics, wall_time) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO scores ({', '.join(_SCORE_COLUMNS)}) VALUES ({', '.join('?' * len(_SCORE_COLUMNS))})"
 )
 # A round's checkpoints in one statement, their ids in the order given (SQLAlchemy's
 # "insertmanyvalues": a few INSERT ... RETURNING statements, not one round trip a row).
 _INSERT_CHECKPOINTS = insert(t.checkpoints).returning(t.checkpoints.c.id, sort_by_parameter_order=True)
 _SLOTS_OF_RUN = select(_M.slot).where(_M.run_id == bindparam("run_id"), _M.slot.in_(bindparam("slots", expanding=True)))
-_INSERT_GENERATION = insert(t.generations)
 _INSERT_GENERATIONS = insert(t.generations).returning(t.generations.c.id, sort_by_parameter_order=True)
 
 
@@ -571,33 +571,12 @@ class SQLStorage(Storage):
             if decision.slot not in rows:
                 raise KeyError(f"no member in slot {decision.slot} of run {run_id}")
             member = rows[decision.slot]
-            self._decide(conn, run_id, decision, member, member["step"], rows, time.time())
+            self._decide_all(conn, run_id, [(decision, member, member["step"])], rows, time.time(), {})
             member["state"] = "pending"
             conn.execute(
                 update(t.members).where(_M.id == member["id"]).values({k: member[k] for k in _REPLACED_COLUMNS})
             )
             return self._member(_Row(member))
-
-    def _decide(
-        self,
-        conn: Connection,
-        run_id: int,
-        decision: Decision,
-        member: dict[str, Any],
-        start_step: int,
-        donors: dict[int, dict[str, Any]],
-        now: float,
-        generations_cache: dict[int, list[GenerationRecord]] | None = None,
-    ) -> None:
-        """Insert the generation ``decision`` starts (``lineage.advance``) and apply it to the
-        ``member`` row dict (not written here). ``donors``: rows from ``_lock_members``;
-        ``generations_cache``: each slot's generations as read in this transaction (kept up to
-        date here: many members of a round copy the same few donors)."""
-        cache: dict[int, list[GenerationRecord]] = {} if generations_cache is None else generations_cache
-        new, loaded = self._next_generation(conn, run_id, decision, member, start_step, donors, cache)
-        gen_id = _new_id(conn.execute(_INSERT_GENERATION, _generation_row(run_id, decision.slot, new, now)))
-        cache.pop(decision.slot, None)  # that slot has a new generation
-        _apply_generation(member, new, gen_id, loaded)
 
     def _decide_all(
         self,
@@ -608,9 +587,11 @@ class SQLStorage(Storage):
         now: float,
         cache: dict[int, list[GenerationRecord]],
     ) -> None:
-        """``_decide`` for each ``(decision, member row, start step)`` of a round decided against
-        one snapshot (``donors``, not changed by these decisions): their generations inserted in
-        one statement."""
+        """Insert the generations the decisions start (``lineage.advance``), one statement for
+        all, and apply each to its member row dict (not written here). ``decided``: ``(decision,
+        member row, start step)`` decided against one snapshot of ``donors`` (rows from
+        ``_lock_members``, not changed by these decisions); ``cache``: each slot's generations
+        as read in this transaction (many members of a round copy the same few donors)."""
         if not decided:
             return
         # the generations that trained the donors' checkpoints, read in one statement (many
@@ -715,39 +696,23 @@ class SQLStorage(Storage):
         if missing:
             raise KeyError(f"no member in slot {missing[0]} of run {run_id}")
         isnan = math.isnan
+        rows = [
+            (
+                run_id,
+                s.slot,
+                s.generation_id,
+                s.step,
+                None if isnan(s.value) else s.value,
+                _json_metrics(s.metrics),
+                s.wall_time,
+            )
+            for s in scores
+        ]
         if conn.dialect.name == "sqlite":
             dumps = json.dumps
-            conn.exec_driver_sql(
-                _SQLITE_INSERT_SCORES,
-                [
-                    (
-                        run_id,
-                        s.slot,
-                        s.generation_id,
-                        s.step,
-                        None if isnan(s.value) else s.value,
-                        dumps(_json_metrics(s.metrics)),
-                        s.wall_time,
-                    )
-                    for s in scores
-                ],
-            )
+            conn.exec_driver_sql(_SQLITE_INSERT_SCORES, [(*row[:5], dumps(row[5]), row[6]) for row in rows])
         else:
-            conn.execute(
-                _INSERT_SCORES,
-                [
-                    {
-                        "run_id": run_id,
-                        "slot": s.slot,
-                        "generation_id": s.generation_id,
-                        "step": s.step,
-                        "value": None if isnan(s.value) else s.value,
-                        "metrics": _json_metrics(s.metrics),
-                        "wall_time": s.wall_time,
-                    }
-                    for s in scores
-                ],
-            )
+            conn.execute(_INSERT_SCORES, [dict(zip(_SCORE_COLUMNS, row, strict=True)) for row in rows])
         skipped = set(written_after)
         updates = [  # in slot order, as rows are locked everywhere (no deadlock)
             {
@@ -849,14 +814,13 @@ class SQLStorage(Storage):
                     _held=self._checkpoint(_Row({**values, "id": ckpt_id, "deleted": False})),
                 )
 
-            def decide(p: ReadyPoint, donors: dict[int, dict[str, Any]]) -> None:
-                if p.decision is not None:
-                    self._decide(conn, run_id, p.decision, member(p.slot), p.step, donors, now, generations_cache)
-
-            if in_turn:
+            if in_turn:  # each decision sees those before it
                 for index, p in enumerate(points):
                     checkpoint(index, p)
-                    decide(p, members)
+                    if p.decision is not None:
+                        self._decide_all(
+                            conn, run_id, [(p.decision, member(p.slot), p.step)], members, now, generations_cache
+                        )
             else:
                 for index, p in enumerate(points):
                     checkpoint(index, p)
