@@ -2,7 +2,8 @@
 a checkpoint, and how a decision starts the next generation of a member.
 
 Both storages write what ``advance`` returns, and the readers of a run (``results``, the PB2
-history) find generations with ``trained_at``, so the rules are stated once.
+history) find the generation that trained a checkpoint with ``trained`` (``trained_at`` for a
+step), so the rules are stated once.
 """
 
 from __future__ import annotations

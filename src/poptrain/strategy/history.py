@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from poptrain.lineage import trained_at
+from poptrain.lineage import trained
 from poptrain.records import CheckpointRecord, GenerationRecord, ScoreRecord
 from poptrain.space import HParams
 
@@ -68,60 +68,65 @@ def build_history(
 ) -> History:
     """The history of a run from its records (pure).
 
-    ``ready`` adds ready points ``(slot, step, score)`` reached but not yet recorded (the ones
-    being decided). Each ready point after the first of a generation gives an observation:
-    the fitness change from the member's previous ready point in the same generation, or for
-    a generation's first interval from the checkpoint it loaded (its own for an explore, the
-    donor's for an exploit), divided by the steps trained. A member's first interval starts
-    from its first score (``openings``, see ``first_scores``), or gives none without it. A
-    generation begun by a decision whose member has not
-    reached a ready point since is ``pending``.
+    Each checkpoint is a ready point of the generation that trained it (``lineage.trained``: the
+    one recorded with it, else the one of its slot that trained its step). ``ready`` adds ready
+    points ``(slot, step, score)`` reached but not yet recorded (the ones being decided): they
+    belong to the slot's current (newest) generation. Points are kept by generation, since a
+    member that copied an older model trains some steps again as a new generation, and two of
+    its ready points may then share a step.
+
+    Each ready point gives an observation: the fitness change from the previous ready point of
+    the same generation, or for a generation's first interval from the checkpoint it loaded
+    (its own for an explore, the donor's for an exploit), divided by the steps trained. A
+    member's first interval (generation 0's) starts from its first score (``openings``, see
+    ``first_scores``), or gives none without it. A generation begun by a decision that has no
+    ready point of its own since is ``pending``. Observations are sorted by ``(end_step, slot)``.
     """
-    points: dict[tuple[int, int], float | None] = {(c.slot, c.step): c.score for c in checkpoints}
-    for slot, at, score in ready:
-        points[(slot, at)] = score
-    scores_by_id = {c.id: c.score for c in checkpoints}
     by_slot: dict[int, list[GenerationRecord]] = {}
     for gen in sorted(generations, key=lambda g: (g.slot, g.number)):
         by_slot.setdefault(gen.slot, []).append(gen)
-    steps_by_slot: dict[int, list[int]] = {}
-    for slot, at in sorted(points):
-        steps_by_slot.setdefault(slot, []).append(at)
+    points: dict[tuple[int, int], float | None] = {}  # (generation id, step) -> score
+    for checkpoint in checkpoints:
+        generation = trained(by_slot.get(checkpoint.slot, ()), checkpoint)
+        if generation is not None:
+            points[(generation.id, checkpoint.step)] = checkpoint.score
+    for slot, at, score in ready:
+        if slot in by_slot:
+            points[(by_slot[slot][-1].id, at)] = score
+    steps_by_generation: dict[int, list[int]] = {}
+    for generation_id, at in sorted(points):
+        steps_by_generation.setdefault(generation_id, []).append(at)
+    scores_by_id = {c.id: c.score for c in checkpoints}
 
     observations: list[Observation] = []
-    for slot, steps in steps_by_slot.items():
-        lineage = by_slot.get(slot, [])
-        previous: tuple[int, GenerationRecord | None] = (0, None)
-        for at in steps:
-            generation = trained_at(lineage, slot, at)
-            if generation is None:
-                continue
-            last_step, last_generation = previous
-            previous = (at, generation)
-            if (
-                last_generation is not None
-                and last_generation.id == generation.id
-                and last_step > generation.start_step
-            ):
-                before, since = _fitness(points[(slot, last_step)], mode), last_step
-            elif generation.loaded_checkpoint_id is not None and generation.number > 0:
-                before, since = _fitness(scores_by_id.get(generation.loaded_checkpoint_id), mode), generation.start_step
-            elif generation.number == 0 and last_generation is None and openings and slot in openings:
-                since, opening = openings[slot]
-                before = _fitness(opening, mode)
-            else:
-                continue
-            after = _fitness(points[(slot, at)], mode)
-            if before is None or after is None or at <= since:
-                continue
-            observations.append(Observation(slot, since, at, dict(generation.hparams), (after - before) / (at - since)))
+    for slot, lineage in by_slot.items():
+        for generation in lineage:
+            previous: int | None = None  # the generation's previous ready step
+            for at in steps_by_generation.get(generation.id, ()):
+                last, previous = previous, at
+                if last is not None and last > generation.start_step:
+                    before, since = _fitness(points[(generation.id, last)], mode), last
+                elif generation.loaded_checkpoint_id is not None and generation.number > 0:
+                    loaded = scores_by_id.get(generation.loaded_checkpoint_id)
+                    before, since = _fitness(loaded, mode), generation.start_step
+                elif generation.number == 0 and last is None and openings and slot in openings:
+                    since, opening = openings[slot]
+                    before = _fitness(opening, mode)
+                else:
+                    continue
+                after = _fitness(points[(generation.id, at)], mode)
+                if before is None or after is None or at <= since:
+                    continue
+                change = (after - before) / (at - since)
+                observations.append(Observation(slot, since, at, dict(generation.hparams), change))
 
     pending: dict[int, HParams] = {}
     for slot, lineage in by_slot.items():
         newest = lineage[-1]
-        if newest.number > 0 and not any(at > newest.start_step for at in steps_by_slot.get(slot, ())):
+        reached = steps_by_generation.get(newest.id, ())
+        if newest.number > 0 and not any(at > newest.start_step for at in reached):
             pending[slot] = dict(newest.hparams)
-    observations.sort(key=lambda o: (o.end_step, o.slot))
+    observations.sort(key=lambda o: (o.end_step, o.slot))  # stable: a slot's older generation first
     return History(tuple(observations), pending, step)
 
 
