@@ -207,7 +207,8 @@ class Scheduler:
         """The members still to train, each rewound to its newest ready point (what it did after
         it is undone: it trains again from that checkpoint). A member whose final checkpoint is
         recorded is marked finished; a retired one (see ``fail``) stays retired."""
-        todo = []
+        todo: list[MemberRecord] = []
+        done: list[MemberRecord] = []
         for member in self.members():
             if member.state == "finished" and member.step >= self.total_steps:
                 continue
@@ -216,10 +217,9 @@ class Scheduler:
                 continue
             if member.step != member.last_ready_step:
                 member = self.storage.rewind_member(self.run.id, member.slot)
-            if member.step >= self.total_steps:
-                self.finish_member(member)
-                continue
-            todo.append(member)
+            (done if member.step >= self.total_steps else todo).append(member)
+        if done:
+            self.finish_members(done)
         if todo:
             self.members()
         return todo
@@ -506,7 +506,11 @@ class Scheduler:
         return len(doomed)
 
     def finish_member(self, member: MemberRecord) -> None:
-        self.storage.set_member_state(self.run.id, member.slot, "finished")
+        self.finish_members([member])
+
+    def finish_members(self, members: Sequence[MemberRecord]) -> None:
+        """Mark ``members`` finished (their final checkpoints are recorded), in one write."""
+        self.storage.set_members_state(self.run.id, [m.slot for m in members], "finished")
 
     # --- failures -----------------------------------------------------------------
     def fail(self, member: MemberRecord, error: TrainableError, *, can_wait: bool = True) -> MemberRecord:
@@ -740,8 +744,9 @@ class Scheduler:
                 member = members[record.slot]
                 member.record, member.decision, member.result = record, decision, None
                 if done:
-                    self.finish_member(record)
                     del members[record.slot]
+            if done:
+                self.finish_members([record for record, _ in committed])
 
 
 def _times(count: int) -> str:

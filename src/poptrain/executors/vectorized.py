@@ -229,14 +229,17 @@ class _Lockstep:
         # one round: every donor as of this step
         population.mark_ready([population.index(r.slot) for r, _ in results])
         self.ready_checkpoint.update({r.slot: r.checkpoint_id for r, _ in results})
+        finished = []
         for record, decision in results:
             if decision is not None:
                 self._apply(record, decision)
             if record.step >= total:
-                scheduler.finish_member(record)
+                finished.append(record)
                 del self.members[record.slot]
             else:
                 self.members[record.slot] = record
+        if finished:
+            scheduler.finish_members(finished)
 
     def _apply(self, record: MemberRecord, decision: Decision) -> None:
         population = self.population

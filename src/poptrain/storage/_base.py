@@ -107,6 +107,17 @@ class Storage(ABC):
         """Change a member's state (one of ``records.MEMBER_STATES``); ``error`` replaces the stored
         error text, which otherwise stays (the last failure remains visible)."""
 
+    def set_members_state(self, run_id: int, slots: Sequence[int], state: str, error: str | None = None) -> None:
+        """``set_member_state`` for each of ``slots``, all or none: a slot with no member is a
+        ``KeyError`` and changes nothing. (This default writes them one by one; the bundled
+        storages write them in one transaction.)"""
+        members = {m.slot for m in self.get_members(run_id)}
+        missing = sorted(set(slots) - members)
+        if missing:
+            raise KeyError(f"no member in slot {missing[0]} of run {run_id}")
+        for slot in slots:
+            self.set_member_state(run_id, slot, state, error)
+
     @abstractmethod
     def rewind_member(self, run_id: int, slot: int, *, lease: int | None = None) -> MemberRecord:
         """Undo what a member did after its newest ready point (resume after a crash): delete its

@@ -176,9 +176,15 @@ class InMemoryStorage(Storage):
             return copy.deepcopy(replaced)
 
     def set_member_state(self, run_id: int, slot: int, state: str, error: str | None = None) -> None:
+        self.set_members_state(run_id, [slot], state, error)
+
+    def set_members_state(self, run_id: int, slots: Sequence[int], state: str, error: str | None = None) -> None:
         with self._lock:
-            member = self._member(run_id, slot)
-            self._members[run_id][slot] = replace(member, state=state, error=member.error if error is None else error)
+            members = {slot: self._member(run_id, slot) for slot in slots}  # every slot checked first
+            for slot, member in members.items():
+                self._members[run_id][slot] = replace(
+                    member, state=state, error=member.error if error is None else error
+                )
 
     def _scored(
         self, run_id: int, members: dict[int, MemberRecord], scores: Sequence[ScoreRecord]

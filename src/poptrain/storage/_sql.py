@@ -436,39 +436,45 @@ class SQLStorage(Storage):
 
     @staticmethod
     def _add_members(conn: Connection, run_id: int, initial_hparams: Sequence[HParams]) -> None:
+        """Members after the run's last slot, each with its generation 0: two statements for all."""
+        if not initial_hparams:
+            return
         start = len(conn.execute(select(t.members.c.id).where(t.members.c.run_id == run_id)).all())
         now = time.time()
-        for offset, hparams in enumerate(initial_hparams):
-            slot = start + offset
-            gen_id = _new_id(
-                conn.execute(
-                    insert(t.generations).values(
-                        run_id=run_id,
-                        slot=slot,
-                        number=0,
-                        start_step=0,
-                        hparams=dict(hparams),
-                        kind="init",
-                        parent_id=None,
-                        donor=None,
-                        loaded_checkpoint_id=None,
-                        operations={},
-                        created_at=now,
-                    )
-                )
-            )
-            conn.execute(
-                insert(t.members).values(
-                    run_id=run_id,
-                    slot=slot,
-                    state="pending",
-                    step=0,
-                    hparams=dict(hparams),
-                    generation_id=gen_id,
-                    generation=0,
-                    last_ready_step=0,
-                )
-            )
+        slots = range(start, start + len(initial_hparams))
+        initial = [
+            {
+                "run_id": run_id,
+                "slot": slot,
+                "number": 0,
+                "start_step": 0,
+                "hparams": dict(hparams),
+                "kind": "init",
+                "parent_id": None,
+                "donor": None,
+                "loaded_checkpoint_id": None,
+                "operations": {},
+                "created_at": now,
+            }
+            for slot, hparams in zip(slots, initial_hparams, strict=True)
+        ]
+        gen_ids = list(conn.execute(_INSERT_GENERATIONS, initial).scalars())
+        conn.execute(
+            insert(t.members),
+            [
+                {
+                    "run_id": run_id,
+                    "slot": row["slot"],
+                    "state": "pending",
+                    "step": 0,
+                    "hparams": row["hparams"],
+                    "generation_id": gen_id,
+                    "generation": 0,
+                    "last_ready_step": 0,
+                }
+                for row, gen_id in zip(initial, gen_ids, strict=True)
+            ],
+        )
 
     def get_members(self, run_id: int) -> list[MemberRecord]:
         with self._read() as conn:
@@ -513,14 +519,22 @@ class SQLStorage(Storage):
                 raise StaleWriteError(lost_lease(self._run_name(conn, run_id), slot, lease))
 
     def set_member_state(self, run_id: int, slot: int, state: str, error: str | None = None) -> None:
+        self.set_members_state(run_id, [slot], state, error)
+
+    def set_members_state(self, run_id: int, slots: Sequence[int], state: str, error: str | None = None) -> None:
+        wanted = sorted(set(slots))
+        if not wanted:
+            return
         with self._begin() as conn:
             result = conn.execute(
                 update(t.members)
-                .where(t.members.c.run_id == run_id, t.members.c.slot == slot)
+                .where(t.members.c.run_id == run_id, t.members.c.slot.in_(wanted))
                 .values({"state": state} if error is None else {"state": state, "error": error})
             )
-            if result.rowcount == 0:
-                raise KeyError(f"no member in slot {slot} of run {run_id}")
+            if result.rowcount != len(wanted):  # raised inside the transaction: nothing is changed
+                found = set(conn.execute(_SLOTS_OF_RUN, {"run_id": run_id, "slots": wanted}).scalars())
+                missing = next(slot for slot in wanted if slot not in found)
+                raise KeyError(f"no member in slot {missing} of run {run_id}")
 
     def rewind_member(self, run_id: int, slot: int, *, lease: int | None = None) -> MemberRecord:
         with self._begin() as conn:

@@ -345,6 +345,20 @@ class StorageContract:
             "Traceback: boom",
         )
 
+    def test_set_members_state_is_all_or_nothing(self, storage: Storage) -> None:
+        run, _ = self.new_run(storage, n=3)
+        storage.set_members_state(run.id, [2, 0], "finished")
+        assert [m.state for m in storage.get_members(run.id)] == ["finished", "pending", "finished"]
+        with pytest.raises(KeyError, match="slot 7"):
+            storage.set_members_state(run.id, [1, 7], "retired", "gone")
+        assert [(m.state, m.error) for m in storage.get_members(run.id)] == [
+            ("finished", None),
+            ("pending", None),
+            ("finished", None),
+        ]
+        storage.set_members_state(run.id, [], "running")  # nothing to change
+        assert [m.state for m in storage.get_members(run.id)] == ["finished", "pending", "finished"]
+
     # --- scores -------------------------------------------------------------------------
     def test_record_scores_appends_and_updates_members(self, storage: Storage) -> None:
         run, (m0, m1) = self.new_run(storage)
