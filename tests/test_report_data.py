@@ -259,6 +259,26 @@ def test_a_copy_of_an_older_checkpoint_is_marked_as_a_gap() -> None:
     assert data.curves[1] == Curve(1, [1, 2, 3, 4, 3, 4], [0.1, 0.2, 0.25, 0.3, 0.7, 0.75], [g1, g1, g1, g1, g1b, g1b])
 
 
+def test_the_best_so_far_curve_names_the_generation_that_trained_the_best_model() -> None:
+    """Member 1's first model scores 0.9 at step 4, then the member copies member 0's step-2
+    checkpoint and trains steps 3 and 4 again as a new generation (0.5 at step 4): the best so
+    far at step 4 is the first model's, which the new generation did not train."""
+    storage = InMemoryStorage()
+    run = storage.create_run("again", spec={"population_size": 2}, seed=0, initial_hparams=[{"h": 0.5}, {"h": 0.2}])
+    g0, g1 = (m.generation_id for m in storage.get_members(run.id))
+    storage.record_ready(
+        run.id,
+        [ReadyPoint(0, 2, _ckpt("0-2"), 0.6), ReadyPoint(1, 2, _ckpt("1-2"), 0.2)],
+        [ScoreRecord(0, 2, 0.6, g0), ScoreRecord(1, 2, 0.2, g1)],
+    )
+    decision = Decision(1, 4, "exploit", {"h": 0.6}, 0, {"h": "* 1.2"})
+    storage.record_ready(run.id, [ReadyPoint(1, 4, _ckpt("1-4"), 0.9, decision)], [ScoreRecord(1, 4, 0.9, g1)])
+    g1b = {m.slot: m for m in storage.get_members(run.id)}[1].generation_id
+    storage.record_ready(run.id, [ReadyPoint(1, 4, _ckpt("1-4b"), 0.5)], [ScoreRecord(1, 4, 0.5, g1b)])
+    data = data_of(storage.get_run("again"), storage)
+    assert data.best_so_far == Curve(-1, [2, 4], [0.6, 0.9], [g0, g1])
+
+
 def test_settings_rows_and_params() -> None:
     run, storage = history()
     data = data_of(run, storage)

@@ -261,8 +261,8 @@ def report_data(
     for gen_scores in by_gen.values():
         gen_scores.sort(key=lambda s: s.step)
 
-    scored = _scored_models(scores, checkpoints)
-    best_so_far = _best_so_far(scored, run, generations)
+    scored = _scored_models(scores, checkpoints, generations)
+    best_so_far = _best_so_far(scored, run)
     own_checkpoints: dict[int, list[CheckpointRecord]] = {}
     for c in sorted(checkpoints or (), key=lambda c: c.id):
         own_checkpoints.setdefault(c.slot, []).append(c)
@@ -425,15 +425,30 @@ def _curves(scores: Sequence[ScoreRecord], number_of: Mapping[int, int]) -> list
     return curves
 
 
+# a scored model: (slot, step, score, the id of the generation that trained it, -1 if unknown)
+Scored = tuple[int, int, float, int]
+
+
 def _scored_models(
-    scores: Sequence[ScoreRecord], checkpoints: Sequence[CheckpointRecord] | None
-) -> list[tuple[int, int, float]]:
-    """The scored models the winner is chosen among, as (slot, step, score): the checkpoints
-    with a finite score (also those collected since: they were scored models and never beat
-    the kept best), or every finite score when no checkpoints are given."""
+    scores: Sequence[ScoreRecord],
+    checkpoints: Sequence[CheckpointRecord] | None,
+    generations: Sequence[GenerationRecord],
+) -> list[Scored]:
+    """The scored models the winner is chosen among: the checkpoints with a finite score (also
+    those collected since: they were scored models and never beat the kept best), or every
+    finite score when no checkpoints are given. Each with the generation that trained it (a
+    member that copied an older model trains some steps again as another generation)."""
     if checkpoints is None:
-        return [(s.slot, s.step, s.value) for s in scores if math.isfinite(s.value)]
-    return [(c.slot, c.step, c.score) for c in checkpoints if c.score is not None and math.isfinite(c.score)]
+        return [(s.slot, s.step, s.value, s.generation_id) for s in scores if math.isfinite(s.value)]
+    by_slot: dict[int, list[GenerationRecord]] = {}
+    for gen in generations:
+        by_slot.setdefault(gen.slot, []).append(gen)
+    scored: list[Scored] = []
+    for c in checkpoints:
+        if c.score is not None and math.isfinite(c.score):
+            gen = trained(by_slot.get(c.slot, ()), c)
+            scored.append((c.slot, c.step, c.score, gen.id if gen else -1))
+    return scored
 
 
 def _better(run: RunRecord, a: float, b: float | None) -> bool:
@@ -441,32 +456,28 @@ def _better(run: RunRecord, a: float, b: float | None) -> bool:
     return b is None or (a > b if run.mode == "max" else a < b)
 
 
-def _best_so_far(
-    scored: Sequence[tuple[int, int, float]], run: RunRecord, generations: Sequence[GenerationRecord]
-) -> Curve:
+def _best_so_far(scored: Sequence[Scored], run: RunRecord) -> Curve:
     """The best score of a scored model by each step (earliest step, then lowest slot, wins ties)."""
-    best: tuple[int, int, float] | None = None
-    best_gen = -1
+    best: Scored | None = None
     steps: list[int] = []
     values: list[float] = []
     gens: list[int] = []
-    for slot, step, value in sorted(scored, key=lambda x: (x[1], x[0])):
-        if best is None or _better(run, value, best[2]):
-            best = (slot, step, value)
-            gen = trained_at(generations, slot, step)
-            best_gen = gen.id if gen else -1
+    for model in sorted(scored, key=lambda x: (x[1], x[0])):
+        if best is None or _better(run, model[2], best[2]):
+            best = model
+        step = model[1]
         if steps and steps[-1] == step:
-            values[-1], gens[-1] = best[2], best_gen
+            values[-1], gens[-1] = best[2], best[3]
         else:
             steps.append(step)
             values.append(best[2])
-            gens.append(best_gen)
+            gens.append(best[3])
     return Curve(-1, steps, values, gens)
 
 
-def _best_by_slot(scored: Sequence[tuple[int, int, float]], run: RunRecord) -> dict[int, float]:
+def _best_by_slot(scored: Sequence[Scored], run: RunRecord) -> dict[int, float]:
     best: dict[int, float] = {}
-    for slot, _, value in scored:
+    for slot, _, value, _ in scored:
         if _better(run, value, best.get(slot)):
             best[slot] = value
     return best
@@ -628,7 +639,7 @@ def _winner(
     run: RunRecord,
     best: BestMember,
     gen: GenerationRecord,
-    scored: Sequence[tuple[int, int, float]],
+    scored: Sequence[Scored],
     slot_gens: Mapping[int, Sequence[GenerationRecord]],
 ) -> Winner:
     best_by_slot = _best_by_slot(scored, run)
