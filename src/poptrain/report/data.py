@@ -441,13 +441,13 @@ def _scored_models(
     if checkpoints is None:
         return [(s.slot, s.step, s.value, s.generation_id) for s in scores if math.isfinite(s.value)]
     by_slot: dict[int, list[GenerationRecord]] = {}
-    for gen in generations:
-        by_slot.setdefault(gen.slot, []).append(gen)
+    for generation in generations:
+        by_slot.setdefault(generation.slot, []).append(generation)
     scored: list[Scored] = []
     for c in checkpoints:
         if c.score is not None and math.isfinite(c.score):
-            gen = trained(by_slot.get(c.slot, ()), c)
-            scored.append((c.slot, c.step, c.score, gen.id if gen else -1))
+            trainer = trained(by_slot.get(c.slot, ()), c)
+            scored.append((c.slot, c.step, c.score, trainer.id if trainer else -1))
     return scored
 
 
