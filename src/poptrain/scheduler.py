@@ -65,6 +65,7 @@ from poptrain.strategy import (
     at_step,
     build_history,
     decision_rng,
+    every,
     first_scores,
     lineage_scores,
     plan_round,
@@ -252,7 +253,10 @@ class Scheduler:
         """Whether ``member`` is ready after finishing ``step`` (never at the final step)."""
         if step >= self.total_steps:
             return False
-        return bool(self.strategy.ready(self.snapshot(member, step)))
+        ready = self.strategy.ready
+        if type(ready) is every:  # the usual rule, asked of every member after every step: no snapshot
+            return ready.due(step, member.last_ready_step)
+        return bool(ready(self.snapshot(member, step)))
 
     def history(self, ready: Sequence[tuple[int, int, float | None]] = ()) -> History | None:
         """The population's history for an explore that uses one (``None`` otherwise), from the

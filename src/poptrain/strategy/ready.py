@@ -22,4 +22,9 @@ class every:
             raise StrategyError(f"every(burn_in=...) needs a whole number >= 0, got {self.burn_in!r}")
 
     def __call__(self, member: MemberSnapshot) -> bool:
-        return member.step >= self.burn_in and member.step - member.last_ready_step >= self.steps
+        return self.due(member.step, member.last_ready_step)
+
+    def due(self, step: int, last_ready_step: int) -> bool:
+        """Whether a member at ``step`` whose last ready point was at ``last_ready_step`` is ready
+        (what calling this on the member's snapshot answers, without making the snapshot)."""
+        return step >= self.burn_in and step - last_ready_step >= self.steps
