@@ -230,7 +230,12 @@ def _probes() -> list[tuple[str, str, list[tuple[Any, str]]]]:
         (
             "storage other writes (member/run state, collection)",
             "storage",
-            [(sql, "set_member_state"), (sql, "set_run_state"), (sql, "mark_checkpoints_deleted")],
+            [
+                (sql, "set_member_state"),
+                (sql, "set_members_state"),
+                (sql, "set_run_state"),
+                (sql, "mark_checkpoints_deleted"),
+            ],
         ),
         (
             "storage reads (members, checkpoints, run)",

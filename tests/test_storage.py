@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, insert, text
 
 from poptrain import RunNotFoundError, StorageError
-from poptrain.storage import SCHEMA_VERSION, InMemoryStorage, _migrate, open_storage
+from poptrain.storage import SCHEMA_VERSION, InMemoryStorage, Storage, _migrate, open_storage
 from poptrain.storage import _schema as schema
 from poptrain.testing import StorageContract
 
@@ -24,7 +24,22 @@ class TestInMemoryStorage(StorageContract):
         assert isinstance(storage, InMemoryStorage)
 
 
-class TestSQLiteStorage(StorageContract):
+class PagedWrites:
+    """Writes naming many slots go in pages (a statement may bind only so many values)."""
+
+    def test_set_members_state_in_pages_is_all_or_nothing(self, storage, monkeypatch):
+        from poptrain.storage import _sql
+
+        monkeypatch.setattr(_sql, "_SLOTS_PER_STATEMENT", 2)
+        run, _ = self.new_run(storage, n=5)
+        storage.set_members_state(run.id, [4, 0, 2, 1, 3], "finished")
+        assert [m.state for m in storage.get_members(run.id)] == ["finished"] * 5
+        with pytest.raises(KeyError, match="slot 9"):  # the unknown slot is in the last page
+            storage.set_members_state(run.id, [0, 1, 2, 3, 9], "retired", "gone")
+        assert [(m.state, m.error) for m in storage.get_members(run.id)] == [("finished", None)] * 5
+
+
+class TestSQLiteStorage(PagedWrites, StorageContract):
     def make_storage(self, tmp_path):
         return open_storage(f"sqlite:///{tmp_path}/db/poptrain.db")
 
@@ -39,7 +54,7 @@ class TestSQLiteStorage(StorageContract):
             again.close()
 
 
-class TestPostgreSQLStorage(StorageContract):
+class TestPostgreSQLStorage(PagedWrites, StorageContract):
     """The whole contract again on a throwaway PostgreSQL server (skipped where none is installed,
     failed when ``CI`` is set)."""
 
@@ -59,6 +74,31 @@ class TestPostgreSQLStorage(StorageContract):
             assert len(again.get_members(run.id)) == 2
         finally:
             again.close()
+
+
+class OneByOne(InMemoryStorage):
+    """A storage that implements only ``set_member_state``: it gets the base class's
+    ``set_members_state``."""
+
+    set_members_state = Storage.set_members_state
+
+    def set_member_state(self, run_id, slot, state, error=None):
+        InMemoryStorage.set_members_state(self, run_id, [slot], state, error)
+
+
+def test_the_default_set_members_state_checks_every_slot_before_writing():
+    storage = OneByOne()
+    run = storage.create_run("r", spec={}, seed=0, initial_hparams=[{"x": 1.0}] * 3)
+    storage.set_members_state(run.id, [2, 0], "finished")
+    storage.set_members_state(run.id, [1], "failed", "boom")
+    assert [(m.state, m.error) for m in storage.get_members(run.id)] == [
+        ("finished", None),
+        ("failed", "boom"),
+        ("finished", None),
+    ]
+    with pytest.raises(KeyError, match="slot 5"):
+        storage.set_members_state(run.id, [0, 5], "retired")
+    assert storage.get_members(run.id)[0].state == "finished"
 
 
 def test_open_storage_default_path_is_sqlite(tmp_path):

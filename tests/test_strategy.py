@@ -63,7 +63,36 @@ def test_every_waits_for_burn_in():
     assert ready(MemberSnapshot(0, 8, {}, None, 6))
 
 
-# --- truncation -----------------------------------------------------------------------------
+def test_every_due_answers_what_the_snapshot_call_answers():
+    # the scheduler asks every(n) with due() (no snapshot): the same rule, burn-in included
+    for ready in (every(4), every(3, burn_in=5), every(1)):
+        for step in range(12):
+            for last in range(step + 1):
+                assert ready.due(step, last) is ready(MemberSnapshot(0, step, {}, None, last))
+
+
+def test_a_subclass_of_every_is_asked_through_its_own_call():
+    class never(every):
+        def __call__(self, member):
+            return False
+
+    run = poptrain.create_run(
+        name="never",
+        space={"rate": poptrain.Float(0.1, 1.0)},
+        population_size=2,
+        metric="score",
+        ready=never(2),
+        seed=0,
+        storage="memory",
+    )
+    # the scheduler asks whether a member is ready (here through report(), the user's own loop):
+    # every(2) itself would be ready at step 2 and ask for the member's state
+    actions = [run.report(slot, step, float(step)) for step in (1, 2, 3, 4) for slot in (0, 1)]
+    assert {a.kind for a in actions} == {"continue"}
+    assert [(g.slot, g.number) for g in run.lineage()] == [(0, 0), (1, 0)]
+    run.close()
+
+
 @pytest.mark.parametrize("fraction", [0.1, 0.2, 0.25, 0.5])
 def test_truncation_copies_from_the_top_into_the_bottom(fraction):
     exploit = truncation(fraction)

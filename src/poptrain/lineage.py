@@ -8,7 +8,7 @@ step), so the rules are stated once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,15 +31,25 @@ def trained_at(generations: Iterable[GenerationRecord], slot: int, step: int) ->
     return active
 
 
-def trained(generations: Iterable[GenerationRecord], checkpoint: CheckpointRecord) -> GenerationRecord | None:
+def trained(
+    generations: Iterable[GenerationRecord],
+    checkpoint: CheckpointRecord,
+    *,
+    by_id: Mapping[int, GenerationRecord] | None = None,
+) -> GenerationRecord | None:
     """The generation whose training produced ``checkpoint`` (of any member): the one recorded
     with it, else (a checkpoint from before poptrain recorded it, or one whose generation is not
     among ``generations``) the one of the checkpoint's slot that trained the checkpoint's step
     (see ``trained_at``). A member that copied an older model trains some steps again as a new
-    generation, so only the recorded one is right for a checkpoint of the earlier steps."""
-    listed = list(generations)
+    generation, so only the recorded one is right for a checkpoint of the earlier steps.
+    ``by_id``: the same generations by id, for a caller asking about many checkpoints (the
+    recorded one is then looked up, not searched for)."""
+    listed = generations if isinstance(generations, (list, tuple)) else list(generations)
     if checkpoint.generation_id is not None:
-        recorded = next((g for g in listed if g.id == checkpoint.generation_id), None)
+        if by_id is not None:
+            recorded = by_id.get(checkpoint.generation_id)
+        else:
+            recorded = next((g for g in listed if g.id == checkpoint.generation_id), None)
         if recorded is not None:
             return recorded
     return trained_at(listed, checkpoint.slot, checkpoint.step)

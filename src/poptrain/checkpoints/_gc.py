@@ -44,7 +44,7 @@ def collectable(
     scored = [c for c in checkpoints if not c.deleted and c.score is not None and not math.isnan(c.score)]
     for ckpt in sorted(scored, key=lambda c: (-sign * (c.score or 0.0), c.step, c.slot))[: max(keep_best, 0)]:
         protected.add(ckpt.id)
-        keep_ancestry(trained(generations, ckpt))
+        keep_ancestry(trained(generations, ckpt, by_id=by_id))
     newest: dict[int, list[CheckpointRecord]] = {}
     for ckpt in sorted(checkpoints, key=lambda c: (c.slot, -c.id)):  # newest written first
         newest.setdefault(ckpt.slot, []).append(ckpt)

@@ -443,10 +443,11 @@ def _scored_models(
     by_slot: dict[int, list[GenerationRecord]] = {}
     for generation in generations:
         by_slot.setdefault(generation.slot, []).append(generation)
+    by_id = {g.id: g for g in generations}
     scored: list[Scored] = []
     for c in checkpoints:
         if c.score is not None and math.isfinite(c.score):
-            trainer = trained(by_slot.get(c.slot, ()), c)
+            trainer = trained(by_slot.get(c.slot, ()), c, by_id=by_id)
             scored.append((c.slot, c.step, c.score, trainer.id if trainer else -1))
     return scored
 

@@ -108,9 +108,12 @@ class Storage(ABC):
         error text, which otherwise stays (the last failure remains visible)."""
 
     def set_members_state(self, run_id: int, slots: Sequence[int], state: str, error: str | None = None) -> None:
-        """``set_member_state`` for each of ``slots``, all or none: a slot with no member is a
-        ``KeyError`` and changes nothing. (This default writes them one by one; the bundled
-        storages write them in one transaction.)"""
+        """``set_member_state`` for each of ``slots``: a slot with no member is a ``KeyError``
+        and changes nothing. The bundled storages write them in one transaction; this default
+        (for other storages) checks the slots first, then writes them one by one."""
+        if len(slots) == 1:
+            self.set_member_state(run_id, slots[0], state, error)
+            return
         members = {m.slot for m in self.get_members(run_id)}
         missing = sorted(set(slots) - members)
         if missing:

@@ -94,6 +94,8 @@ _MEMBERS_IN_SLOTS = (
     .order_by(_M.slot)
     .with_for_update(of=t.members)
 )
+# the most slots one statement names (SQLite allows 32,766 bound values by default, PostgreSQL 65,535)
+_SLOTS_PER_STATEMENT = 10_000
 _LOCK_SLOTS = (  # the member rows alone, locked before _MEMBERS_IN_SLOTS reads them with what they hold
     select(_M.id)
     .where(_M.run_id == bindparam("run_id"), _M.slot.in_(bindparam("slots", expanding=True)))
@@ -525,16 +527,26 @@ class SQLStorage(Storage):
         wanted = sorted(set(slots))
         if not wanted:
             return
+        pages = [wanted[i : i + _SLOTS_PER_STATEMENT] for i in range(0, len(wanted), _SLOTS_PER_STATEMENT)]
+        values = {"state": state} if error is None else {"state": state, "error": error}
         with self._begin() as conn:
-            result = conn.execute(
-                update(t.members)
-                .where(t.members.c.run_id == run_id, t.members.c.slot.in_(wanted))
-                .values({"state": state} if error is None else {"state": state, "error": error})
-            )
-            if result.rowcount != len(wanted):  # raised inside the transaction: nothing is changed
-                found = set(conn.execute(_SLOTS_OF_RUN, {"run_id": run_id, "slots": wanted}).scalars())
-                missing = next(slot for slot in wanted if slot not in found)
-                raise KeyError(f"no member in slot {missing} of run {run_id}")
+            if conn.dialect.name != "sqlite":  # rows locked in slot order, as every write locks them
+                for page in pages:
+                    conn.execute(_LOCK_SLOTS, {"run_id": run_id, "slots": page}).all()
+            changed = 0
+            for page in pages:
+                changed += conn.execute(
+                    update(t.members).where(_M.run_id == run_id, _M.slot.in_(page)).values(values)
+                ).rowcount
+            if changed != len(wanted):  # raised inside the transaction: nothing is changed
+                found = {
+                    s
+                    for page in pages
+                    for s in conn.execute(_SLOTS_OF_RUN, {"run_id": run_id, "slots": page}).scalars()
+                }
+                missing = next((slot for slot in wanted if slot not in found), None)
+                if missing is not None:
+                    raise KeyError(f"no member in slot {missing} of run {run_id}")
 
     def rewind_member(self, run_id: int, slot: int, *, lease: int | None = None) -> MemberRecord:
         with self._begin() as conn:

@@ -85,9 +85,10 @@ def build_history(
     by_slot: dict[int, list[GenerationRecord]] = {}
     for gen in sorted(generations, key=lambda g: (g.slot, g.number)):
         by_slot.setdefault(gen.slot, []).append(gen)
+    by_id = {g.id: g for g in generations}
     points: dict[tuple[int, int], float | None] = {}  # (generation id, step) -> score
     for checkpoint in checkpoints:
-        generation = trained(by_slot.get(checkpoint.slot, ()), checkpoint)
+        generation = trained(by_slot.get(checkpoint.slot, ()), checkpoint, by_id=by_id)
         if generation is not None:
             points[(generation.id, checkpoint.step)] = checkpoint.score
     for slot, at, score in ready:

@@ -173,7 +173,7 @@ class StackedModel:
                 return torch.func.functional_call(base, (p, b), (inputs,))
 
             fn = self._vmapped[train] = torch.func.vmap(member, in_dims=(0, 0, None), randomness="different")
-        return fn(dict(params), dict(buffers), x)
+        return fn(dict(params), dict(buffers), x).contiguous()
 
     def _forward_matmul(
         self, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor], x: torch.Tensor, train: bool
