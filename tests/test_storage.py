@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, event, insert, text
 
 from poptrain import RunNotFoundError, StorageError
+from poptrain.records import NewCheckpoint, ReadyPoint, ScoreRecord
 from poptrain.storage import SCHEMA_VERSION, InMemoryStorage, Storage, _migrate, open_storage
 from poptrain.storage import _schema as schema
 from poptrain.testing import StorageContract
@@ -30,7 +31,7 @@ class PagedWrites:
     def test_set_members_state_in_pages_is_all_or_nothing(self, storage, monkeypatch):
         from poptrain.storage import _sql
 
-        monkeypatch.setattr(_sql, "_SLOTS_PER_STATEMENT", 2)
+        monkeypatch.setattr(_sql, "_VALUES_PER_STATEMENT", 2)
         run, _ = self.new_run(storage, n=5)
         storage.set_members_state(run.id, [4, 0, 2, 1, 3], "finished")
         assert [m.state for m in storage.get_members(run.id)] == ["finished"] * 5
@@ -99,6 +100,36 @@ def test_the_default_set_members_state_checks_every_slot_before_writing():
     with pytest.raises(KeyError, match="slot 5"):
         storage.set_members_state(run.id, [0, 5], "retired")
     assert storage.get_members(run.id)[0].state == "finished"
+
+
+@pytest.mark.slow
+def test_sqlite_takes_more_members_than_one_statement_may_bind(tmp_path):
+    """Stock SQLite binds at most 32,766 values a statement: a population larger than that is
+    created, scored, checkpointed, collected and finished, its slot lists written in pages."""
+    if not hasattr(sqlite3.Connection, "setlimit"):
+        pytest.skip("sqlite3.Connection.setlimit needs Python 3.11")
+    storage = open_storage(f"sqlite:///{tmp_path}/big.db")
+    try:
+
+        def stock_limit(dbapi_connection, _record):
+            dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766)
+
+        event.listen(storage.engine, "connect", stock_limit)
+        storage.engine.dispose()  # connections made from now on have the limit
+        n = 33_000
+        run = storage.create_run("big", spec={}, seed=0, initial_hparams=[{"x": 0.5}] * n)
+        members = storage.get_members(run.id)
+        storage.record_scores(run.id, [ScoreRecord(m.slot, 1, 0.1, m.generation_id) for m in members])
+        points = [ReadyPoint(m.slot, 2, NewCheckpoint(f"c/{m.slot}.pt", "0" * 64, 1), 0.2) for m in members]
+        storage.record_ready(run.id, points, [ScoreRecord(m.slot, 2, 0.2, m.generation_id) for m in members])
+        storage.mark_checkpoints_deleted(run.id, [c.id for c in storage.get_checkpoints(run.id)])
+        storage.set_members_state(run.id, [m.slot for m in members], "finished")
+        members = storage.get_members(run.id)
+        assert {(m.state, m.step, m.last_ready_step) for m in members} == {("finished", 2, 2)}
+        assert len(storage.get_scores(run.id)) == 2 * n
+        assert all(c.deleted for c in storage.get_checkpoints(run.id))
+    finally:
+        storage.close()
 
 
 def test_open_storage_default_path_is_sqlite(tmp_path):

@@ -94,8 +94,16 @@ _MEMBERS_IN_SLOTS = (
     .order_by(_M.slot)
     .with_for_update(of=t.members)
 )
-# the most slots one statement names (SQLite allows 32,766 bound values by default, PostgreSQL 65,535)
-_SLOTS_PER_STATEMENT = 10_000
+# the most values one statement's IN list binds (SQLite allows 32,766 bound values by default,
+# PostgreSQL 65,535): longer lists go in pages
+_VALUES_PER_STATEMENT = 10_000
+
+
+def _pages(values: Sequence[int]) -> list[Sequence[int]]:
+    """``values`` in runs of at most ``_VALUES_PER_STATEMENT``."""
+    return [values[i : i + _VALUES_PER_STATEMENT] for i in range(0, len(values), _VALUES_PER_STATEMENT)]
+
+
 _LOCK_SLOTS = (  # the member rows alone, locked before _MEMBERS_IN_SLOTS reads them with what they hold
     select(_M.id)
     .where(_M.run_id == bindparam("run_id"), _M.slot.in_(bindparam("slots", expanding=True)))
@@ -488,16 +496,16 @@ class SQLStorage(Storage):
     def _lock_members(self, conn: Connection, run_id: int, slots: Iterable[int]) -> dict[int, dict[str, Any]]:
         """The members in ``slots`` (those that exist) as dicts, locked for the transaction, each
         with ``_held`` (the ``CheckpointRecord`` it holds, or ``None``) and its lease's expiry."""
-        params = {"run_id": run_id, "slots": sorted(set(slots))}
+        pages = [{"run_id": run_id, "slots": page} for page in _pages(sorted(set(slots)))]
         # Lock first, then read. On PostgreSQL a SELECT ... FOR UPDATE that waited for another
         # writer returns the locked rows' new versions joined with rows of its older snapshot (a
         # donor's new resume_checkpoint_id with its old held checkpoint, or none); a statement
         # started after the lock is granted sees everything that writer committed.
         if conn.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE has locked the whole database
-            conn.execute(_LOCK_SLOTS, params).all()
-        rows = conn.execute(_MEMBERS_IN_SLOTS, params)
+            for params in pages:
+                conn.execute(_LOCK_SLOTS, params).all()
         members = {}
-        for row in rows:
+        for row in (row for params in pages for row in conn.execute(_MEMBERS_IN_SLOTS, params)):
             values = dict(row._mapping)
             held = {name[len("held_") :]: values.pop(name) for name in list(values) if name.startswith("held_")}
             values["_held"] = None if held["id"] is None else self._checkpoint(_Row(held))
@@ -527,7 +535,7 @@ class SQLStorage(Storage):
         wanted = sorted(set(slots))
         if not wanted:
             return
-        pages = [wanted[i : i + _SLOTS_PER_STATEMENT] for i in range(0, len(wanted), _SLOTS_PER_STATEMENT)]
+        pages = _pages(wanted)
         values = {"state": state} if error is None else {"state": state, "error": error}
         with self._begin() as conn:
             if conn.dialect.name != "sqlite":  # rows locked in slot order, as every write locks them
@@ -624,7 +632,9 @@ class SQLStorage(Storage):
         # members of a round copy the same few donors), and each donor's record made once
         held = [donors[d.donor]["_held"] for d, _, _ in decided if d.copies and d.donor in donors]
         wanted = sorted({c.generation_id for c in held if c is not None and c.generation_id is not None})
-        known = {r.id: self._generation(r) for r in conn.execute(_GENERATIONS_BY_ID, {"ids": wanted})} if wanted else {}
+        known = {
+            r.id: self._generation(r) for ids in _pages(wanted) for r in conn.execute(_GENERATIONS_BY_ID, {"ids": ids})
+        }
         records: dict[int, MemberRecord] = {}
         planned = [
             (
@@ -717,7 +727,11 @@ class SQLStorage(Storage):
         for s in scores:
             newest[s.slot] = s
         if known is None:
-            known = set(conn.execute(_SLOTS_OF_RUN, {"run_id": run_id, "slots": sorted(newest)}).scalars())
+            known = {
+                slot
+                for page in _pages(sorted(newest))
+                for slot in conn.execute(_SLOTS_OF_RUN, {"run_id": run_id, "slots": page}).scalars()
+            }
         missing = sorted(set(newest) - known)
         if missing:
             raise KeyError(f"no member in slot {missing[0]} of run {run_id}")
@@ -924,13 +938,15 @@ class SQLStorage(Storage):
         if not checkpoint_ids:
             return
         ckpts = t.checkpoints.c
+        wanted = sorted(set(checkpoint_ids))
         with self._begin() as conn:
-            result = conn.execute(
-                update(t.checkpoints)
-                .where(ckpts.run_id == run_id, ckpts.id.in_(list(checkpoint_ids)))
-                .values(deleted=True)
+            changed = sum(
+                conn.execute(
+                    update(t.checkpoints).where(ckpts.run_id == run_id, ckpts.id.in_(page)).values(deleted=True)
+                ).rowcount
+                for page in _pages(wanted)
             )
-            if result.rowcount != len(set(checkpoint_ids)):
+            if changed != len(wanted):
                 raise KeyError(f"some of checkpoints {sorted(checkpoint_ids)} are not in run {run_id}")
 
     # --- reads ------------------------------------------------------------------
