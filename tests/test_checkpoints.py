@@ -30,7 +30,7 @@ class TestFsspecFileCheckpointStore(CheckpointStoreContract):
         for step in (2, 4):
             store.save(0, step, {"w": step})
         names = sorted(p.name for p in (tmp_path / "remote").rglob("*") if p.is_file())
-        assert names == ["step-00000002.pt", "step-00000004.pt"]
+        assert [n[:13] for n in names] == ["step-00000002", "step-00000004"] and all(n.endswith(".pt") for n in names)
 
 
 def test_unknown_filesystem_is_a_clear_error():
@@ -65,12 +65,13 @@ class TestLocalCheckpointStore(CheckpointStoreContract):
         return LocalCheckpointStore(tmp_path / "checkpoints")
 
     def test_files_only_no_temp_files(self, store, tmp_path):
-        for slot in range(3):
-            for step in (4, 8):
-                store.save(slot, step, self.state(step))
-        store.save(0, 4, self.state(99))  # overwrite in place
+        saved = [store.save(slot, step, self.state(step)) for slot in range(3) for step in (4, 8)]
+        saved.append(store.save(0, 4, self.state(99)))  # the same step again: a new file, the first one kept
         files = sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*") if p.is_file())
-        assert files == [f"member-{slot:04d}/step-{step:08d}.pt" for slot in range(3) for step in (4, 8)]
+        assert files == sorted(c.uri for c in saved) and len(set(files)) == 7
+        expected = [f"member-{slot:04d}/step-{step:08d}" for slot in range(3) for step in (4, 8)]
+        assert [f[:25] for f in files] == sorted([*expected, "member-0000/step-00000004"])
+        self.assert_same_state(store.load(self.record(saved[0])), self.state(4))  # not replaced by the later save
 
     def test_failed_write_leaves_no_temp_file(self, store, monkeypatch):
         def broken_replace(src, dst):

@@ -82,3 +82,45 @@ def test_a_member_that_copied_an_older_model_keeps_the_lineage_another_copied() 
     assert checkpoints[(0, 12)].generation_id == checkpoints[(0, 8)].generation_id == m0.generation_id
     windowed = run.best(window=4)
     assert windowed is not None and windowed.selection_score is not None
+
+
+def test_a_step_trained_again_keeps_the_checkpoint_an_earlier_generation_recorded(tmp_path) -> None:
+    """Member 1's first model scores best-ever (0.95) at step 8; later it copies member 0's
+    step-4 model and reports step 8 again. Its new step-8 checkpoint is a new file: the best
+    model's file is not replaced, and it still loads (it was refused as corrupt, sha256
+    mismatch, when both were written to one name)."""
+    import torch
+
+    run = poptrain.create_run(
+        name="again",
+        space={"lr": poptrain.Float(0.1, 1.0)},
+        population_size=2,
+        metric="acc",
+        ready=poptrain.every(4),
+        exploit=poptrain.truncation(0.5),
+        explore=poptrain.perturb((0.8, 1.2)),
+        seed=0,
+        root=tmp_path,
+        synchronous=False,
+    )
+
+    def state(tag: int) -> dict[str, torch.Tensor]:
+        return {"w": torch.full((3,), float(tag))}
+
+    first = {8: 0.95, 9: 0.3}
+    for step in range(1, 13):  # alone: no decision
+        assert run.report(1, step, first.get(step, 0.2), state=state(100 + step)).kind == "continue"
+    for step in range(1, 5):
+        run.report(0, step, 0.9, state=state(step))
+    actions = [run.report(1, step, 0.2, state=state(100 + step)) for step in range(13, 17)]
+    copy = actions[-1]
+    assert (copy.kind, copy.donor, copy.step) == ("exploit", 0, 4)  # back to the donor's step
+    for step in range(5, 9):
+        run.report(1, step, 0.5, state=state(200 + step))
+    eights = [c for c in run.storage.get_checkpoints(run.record.id) if (c.slot, c.step) == (1, 8)]
+    assert [c.score for c in eights] == [0.95, 0.5] and eights[0].uri != eights[1].uri
+    best = run.best()
+    assert best is not None and best.checkpoint is not None and (best.step, best.score) == (8, 0.95)
+    assert torch.equal(run.load_state(best.checkpoint)["w"], torch.full((3,), 108.0))
+    assert torch.equal(run.load_state(eights[1])["w"], torch.full((3,), 208.0))
+    run.close()

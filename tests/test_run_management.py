@@ -135,7 +135,7 @@ def test_overwrite_in_a_shared_database_deletes_only_that_runs_rows_and_checkpoi
     assert (keep.scores(), keep.lineage(), tree(root / "keep")) == kept
     redo = poptrain.load_run("redo", storage=url, root=root)
     assert max(s.step for s in redo.scores()) == 4
-    assert {p.name for p in (root / "redo" / "checkpoints").rglob("*.pt")} == {"step-00000004.pt"}
+    assert {p.name[:13] for p in (root / "redo" / "checkpoints").rglob("*.pt")} == {"step-00000004"}
 
 
 def test_overwrite_in_a_run_folder_holding_other_runs_adds_the_run_beside_them(

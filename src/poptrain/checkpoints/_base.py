@@ -240,9 +240,12 @@ class CheckpointStore(ABC):
 
     def save(self, slot: int, step: int, state: Any, *, random_state: dict[str, Any] | None = None) -> NewCheckpoint:
         """Serialise and store a member's state at a step, with its random state
-        (``poptrain.random_state.capture``) in the same file when given."""
+        (``poptrain.random_state.capture``) in the same file when given. Every save is a new
+        file: a member that copied an older model trains some steps again, and a worker whose
+        lease ran out may still finish a segment another worker took over; neither may replace a
+        checkpoint already recorded for that step."""
         data = serialize(state) if random_state is None else serialize_member(state, random_state)
-        uri = self.write(f"member-{slot:04d}/step-{step:08d}.pt", data)
+        uri = self.write(f"member-{slot:04d}/step-{step:08d}-{uuid.uuid4().hex[:8]}.pt", data)
         return NewCheckpoint(uri, sha256(data), len(data))
 
     def save_population(self, step: int, state: Any) -> NewCheckpoint:
