@@ -25,15 +25,17 @@ best healthy member.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from poptrain.callbacks import Callback, Callbacks
-from poptrain.checkpoints import CheckpointStore, collectable
+from poptrain.checkpoints import CheckpointStore, WriteBehindStore, collectable
 from poptrain.errors import CheckpointError, ConfigError, StrategyError, TrainableError
 from poptrain.records import (
     CheckpointRecord,
@@ -397,6 +399,7 @@ class Scheduler:
                 history=history,
             ):
                 decisions[decision.slot] = decision
+        self.checkpoints.flush()  # no record may name a file not yet written
         pending, self._pending = self._pending, []
         self._flushed_at = time.monotonic()
         records = self.storage.record_ready(
@@ -600,16 +603,39 @@ class Scheduler:
             return
         members = {m.slot: _Member(m) for m in todo}
         self._worker_kind = transport.worker_kind
-        transport.start(self, len(members))
+        with self._written_behind(transport.saves_here):
+            transport.start(self, len(members))
+            try:
+                while members:
+                    self._dispatch(transport, members)
+                    for worker, slot, result in transport.wait():
+                        self._arrived(members, worker, slot, result)
+                    self._commit_ready(members)
+            finally:
+                transport.close()
+            self.collect_checkpoints(force=True)
+
+    @contextmanager
+    def _written_behind(self, enabled: bool) -> Iterator[None]:
+        """While ``enabled`` (the runners save through ``self.checkpoints`` in this process),
+        checkpoint files are written by a background thread as the next member trains
+        (``WriteBehindStore``; ``commit`` waits for them before it records any); every write is
+        done on leaving."""
+        if not enabled:
+            yield
+            return
+        store = self.checkpoints
+        behind = self.checkpoints = WriteBehindStore(store)
         try:
-            while members:
-                self._dispatch(transport, members)
-                for worker, slot, result in transport.wait():
-                    self._arrived(members, worker, slot, result)
-                self._commit_ready(members)
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error on its way out says more than a write's
+                behind.close()
+            raise
+        else:
+            behind.close()
         finally:
-            transport.close()
-        self.collect_checkpoints(force=True)
+            self.checkpoints = store
 
     def _dispatch(self, transport: Transport, members: dict[int, _Member]) -> None:
         """Send segments to idle workers, least-trained members first; among the members at the

@@ -1,6 +1,7 @@
 """Checkpoint stores: atomic, hashed, checked on load."""
 
 from poptrain.checkpoints._base import CheckpointStore, check_loadable, deserialize, serialize, sha256
+from poptrain.checkpoints._behind import WriteBehindStore
 from poptrain.checkpoints._fsspec import FsspecCheckpointStore
 from poptrain.checkpoints._gc import collectable
 from poptrain.checkpoints._local import LocalCheckpointStore
@@ -12,6 +13,7 @@ __all__ = [
     "FsspecCheckpointStore",
     "InMemoryCheckpointStore",
     "LocalCheckpointStore",
+    "WriteBehindStore",
     "check_loadable",
     "collectable",
     "deserialize",

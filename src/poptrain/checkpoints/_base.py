@@ -238,6 +238,10 @@ class CheckpointStore(ABC):
     def delete(self, uri: str) -> None:
         """Remove the bytes at ``uri`` if present."""
 
+    def flush(self) -> None:
+        """Return once every file handed to this store is written (raising the first write that
+        failed). The bundled stores write before ``write`` returns: nothing to wait for."""
+
     def save(self, slot: int, step: int, state: Any, *, random_state: dict[str, Any] | None = None) -> NewCheckpoint:
         """Serialise and store a member's state at a step, with its random state
         (``poptrain.random_state.capture``) in the same file when given. Every save is a new

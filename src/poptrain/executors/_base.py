@@ -35,6 +35,9 @@ class Transport(Executor):
     """An executor that carries segments to member runners: ``run`` is the scheduler's loop."""
 
     worker_kind = "worker"  # how messages name one of its workers
+    # whether its runners save checkpoints through the scheduler's own store in this process
+    # (then the scheduler has the files written by a background thread: ``WriteBehindStore``)
+    saves_here = False
 
     def run(self, scheduler: Scheduler) -> None:
         scheduler.drive(self)

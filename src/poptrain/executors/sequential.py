@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 class SequentialExecutor(Transport):
     """Trains members one at a time in this process; ``max_live`` trainables kept live (default all)."""
 
+    saves_here = True
+
     def __init__(self, *, max_live: int | None = None) -> None:
         if max_live is not None and (isinstance(max_live, bool) or not isinstance(max_live, int) or max_live < 1):
             raise ConfigError(f"max_live must be a whole number >= 1 or None, got {max_live!r}")
