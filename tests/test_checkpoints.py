@@ -136,3 +136,27 @@ def test_a_state_safe_loading_refuses_is_not_written(tmp_path, kind):
     assert not (tmp_path / "c").exists()
     with pytest.raises(CheckpointError, match="missing"):
         store.read("member-0000/step-00000001.pt")
+
+
+def test_a_store_loads_its_own_checkpoints_without_safe_loadings_cost(tmp_path, monkeypatch):
+    """Bytes whose sha256 the store computed when it wrote them are read with torch's full
+    unpickler (the same objects, faster); any other checkpoint, even of the same folder, with
+    safe loading (weights_only=True)."""
+    import torch
+
+    from poptrain.records import CheckpointRecord
+
+    calls = []
+    real_load = torch.load
+
+    def spying_load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spying_load)
+    writer = LocalCheckpointStore(tmp_path)
+    new = writer.save(0, 4, {"w": torch.arange(3.0), "step": 4})
+    record = CheckpointRecord(1, 0, 4, new.uri, new.sha256, new.size_bytes, None)
+    assert torch.equal(writer.load(record)["w"], torch.arange(3.0)) and calls == [False]
+    reader = LocalCheckpointStore(tmp_path)  # another process's view of the same folder
+    assert torch.equal(reader.load(record)["w"], torch.arange(3.0)) and calls == [False, True]
