@@ -234,7 +234,7 @@ def _probes() -> list[tuple[str, str, list[tuple[Any, str]]]]:
         ("checkpoint file write (atomic)", "checkpoints", [(ckpt_local.LocalCheckpointStore, "write")]),
         ("waiting for checkpoint writes (flush)", "checkpoints", [(WriteBehindStore, "flush")]),
         ("checkpoint file read", "checkpoints", [(ckpt_local.LocalCheckpointStore, "read")]),
-        ("checkpoint deserialize (torch.load)", "checkpoints", [(ckpt_base, "deserialize")]),
+        ("checkpoint deserialize (torch.load)", "checkpoints", [(ckpt_base, "deserialize"), (ckpt_base, "_load_own")]),
         ("storage record_scores", "storage", [(sql, "record_scores")]),
         ("storage record_ready", "storage", [(sql, "record_ready")]),
         (
