@@ -225,8 +225,8 @@ def sha256(data: bytes) -> str:
 
 def _load_own(data: bytes) -> Any:
     """Read bytes this process serialised itself (``serialize`` checked that safe loading reads
-    them) with torch's full unpickler: the same plain objects, about 2.5x faster than
-    ``weights_only=True``, whose unpickler is written in Python."""
+    them) with torch's full unpickler: the same plain objects, faster than ``weights_only=True``,
+    whose unpickler is written in Python."""
     import torch
 
     return torch.load(io.BytesIO(data), weights_only=False, map_location="cpu")

@@ -163,7 +163,7 @@ class StackedModel:
         """Every member's output for the shared input ``x``: ``[P, batch, ...]``, contiguous."""
         if self.plan is not None:
             # computed feature-major; handed over batch-major in memory too: a reduction over
-            # the last dimension (an evaluation's argmax) runs ~4x slower over a strided one
+            # the last dimension (an evaluation's argmax) runs several times slower over a strided one
             return self._forward_matmul(params, buffers, x, train).transpose(1, 2).contiguous()
         fn = self._vmapped.get(train)
         if fn is None:
