@@ -41,6 +41,20 @@ def mismatches(run: poptrain.Run) -> list[tuple[int, int, float, float]]:
     ]
 
 
+def unreadable(run: poptrain.Run) -> list[str]:
+    """The kept checkpoints that do not load as recorded (each save its own file, written whole
+    before it was recorded), and any file two records share."""
+    kept = [c for c in run.storage.get_checkpoints(run.record.id) if not c.deleted]
+    shared = [c.uri for c in kept if [k.uri for k in kept].count(c.uri) > 1]
+    failed = []
+    for checkpoint in kept:
+        try:
+            run.load_state(checkpoint)
+        except poptrain.CheckpointError as exc:
+            failed.append(str(exc))
+    return shared + failed
+
+
 def signature(run: poptrain.Run) -> tuple:
     """The lineage, and every score (by step: workers report in any order)."""
     return lineage_signature(run)
@@ -68,6 +82,7 @@ def test_every_step_trains_with_the_recorded_hyperparameters_and_matches_sequent
     assert mismatches(run) == []
     assert any(g.kind == "exploit" for g in run.lineage())
     assert signature(run) == reference[0]
+    assert unreadable(run) == []
 
 
 def test_kill_and_resume_gives_the_uninterrupted_run(tmp_path: Path, reference) -> None:
