@@ -152,6 +152,17 @@ _SQLITE_INSERT_SCORES = (
 # "insertmanyvalues": a few INSERT ... RETURNING statements, not one round trip a row).
 _INSERT_CHECKPOINTS = insert(t.checkpoints).returning(t.checkpoints.c.id, sort_by_parameter_order=True)
 _SLOTS_OF_RUN = select(_M.slot).where(_M.run_id == bindparam("run_id"), _M.slot.in_(bindparam("slots", expanding=True)))
+
+
+def _missing_slot(conn: Connection, run_id: int, slots: Iterable[int]) -> int | None:
+    """The lowest of ``slots`` with no member in run ``run_id``, or ``None``."""
+    wanted = sorted(set(slots))
+    found = {
+        s for page in _pages(wanted) for s in conn.execute(_SLOTS_OF_RUN, {"run_id": run_id, "slots": page}).scalars()
+    }
+    return next((slot for slot in wanted if slot not in found), None)
+
+
 _INSERT_GENERATIONS = insert(t.generations).returning(t.generations.c.id, sort_by_parameter_order=True)
 
 
@@ -546,15 +557,9 @@ class SQLStorage(Storage):
                 changed += conn.execute(
                     update(t.members).where(_M.run_id == run_id, _M.slot.in_(page)).values(values)
                 ).rowcount
-            if changed != len(wanted):  # raised inside the transaction: nothing is changed
-                found = {
-                    s
-                    for page in pages
-                    for s in conn.execute(_SLOTS_OF_RUN, {"run_id": run_id, "slots": page}).scalars()
-                }
-                missing = next((slot for slot in wanted if slot not in found), None)
-                if missing is not None:
-                    raise KeyError(f"no member in slot {missing} of run {run_id}")
+            missing = _missing_slot(conn, run_id, wanted) if changed != len(wanted) else None
+            if missing is not None:  # raised inside the transaction: nothing is changed
+                raise KeyError(f"no member in slot {missing} of run {run_id}")
 
     def rewind_member(self, run_id: int, slot: int, *, lease: int | None = None) -> MemberRecord:
         with self._begin() as conn:
@@ -726,15 +731,9 @@ class SQLStorage(Storage):
         newest: dict[int, ScoreRecord] = {}
         for s in scores:
             newest[s.slot] = s
-        if known is None:
-            known = {
-                slot
-                for page in _pages(sorted(newest))
-                for slot in conn.execute(_SLOTS_OF_RUN, {"run_id": run_id, "slots": page}).scalars()
-            }
-        missing = sorted(set(newest) - known)
-        if missing:
-            raise KeyError(f"no member in slot {missing[0]} of run {run_id}")
+        missing = _missing_slot(conn, run_id, newest) if known is None else min(set(newest) - known, default=None)
+        if missing is not None:
+            raise KeyError(f"no member in slot {missing} of run {run_id}")
         isnan = math.isnan
         rows = [
             (
